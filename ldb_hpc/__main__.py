@@ -1,0 +1,5 @@
+import sys
+
+from ldb_hpc.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,64 @@
+"""Argument helpers shared by subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ldb_hpc.errors import InputError, OutputError
+
+
+def existing_file(path: str, what: str = "input") -> str:
+    """Return ``path`` if it is a readable file, else raise InputError naming it."""
+    if not os.path.exists(path):
+        raise InputError(f"{what} file not found: {path}")
+    if os.path.isdir(path):
+        raise InputError(f"{what} is a directory, not a file: {path}")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{what} file is not readable: {path}")
+    return path
+
+
+def check_output(path: str, overwrite: bool) -> str:
+    """Refuse an existing output without --overwrite and an unwritable output directory."""
+    if os.path.exists(path) and not overwrite:
+        raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise OutputError(f"output directory does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output directory is not writable: {parent}")
+    return path
+
+
+def parse_residue_map(items: list[str] | None) -> dict[str, str]:
+    """Parse ``--map-residue OLD=NEW`` options into {OLD: NEW} (3-letter names, upper-case)."""
+    from ldb_hpc.chem.residues import RESTYPE_INDEX
+
+    out: dict[str, str] = {}
+    for item in items or []:
+        old, sep, new = item.partition("=")
+        old, new = old.strip().upper(), new.strip().upper()
+        if not sep or not old or not new:
+            raise InputError(f"--map-residue expects OLD=NEW (e.g. LRT=LYS), got {item!r}")
+        if new not in RESTYPE_INDEX:
+            raise InputError(f"--map-residue {item}: {new} is not a standard residue name")
+        out[old] = new
+    return out
+
+
+def add_residue_map_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--map-residue", action="append", metavar="OLD=NEW", default=[],
+        help="treat residue name OLD as standard residue NEW (repeatable), e.g. --map-residue LRT=LYS",
+    )
+
+
+def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+
+
+def temp_path_for(path: str) -> str:
+    """A temporary name beside ``path``; write there, then os.replace, so no half file looks complete."""
+    d, base = os.path.split(os.path.abspath(path))
+    return os.path.join(d, f".{base}.tmp.{os.getpid()}")
