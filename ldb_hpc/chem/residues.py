@@ -128,9 +128,10 @@ CHI_ATOMS = {
 # χ angles that are only defined modulo 180° because the two terminal atoms are chemically equivalent.
 CHI_PI_PERIODIC = {("ASP", 2), ("GLU", 3), ("PHE", 2), ("TYR", 2)}
 
-# Torsion channels of the atom builder: 0 = ψ (sets O), 1..4 = χ1..χ4.
+# Torsion channels of the atom builder: 0 = the O torsion, dihedral N–CA–C–O (≈ ψ + 180°, offset 0),
+# 1..4 = χ1..χ4.
 NUM_TORSIONS = 5
-PSI, CHI1 = 0, 1
+PSI, CHI1 = 0, 1  # PSI names the O-torsion channel
 
 # How every non-frame atom is placed (the builder's Z-matrix): atom ← (a, b, c, torsion),
 # dihedral(a, b, c, atom) = offset + torsion_channel value (torsion None = fixed dihedral).

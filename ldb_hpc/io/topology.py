@@ -1,0 +1,317 @@
+"""MDTraj-HDF5 topology JSON built from (and parsed back into) :class:`~ldb_hpc.chem.protein.Residues`.
+
+MDTraj's HDF5 format stores the topology as one JSON string in ``/topology``::
+
+    {"chains": [{"index": 0, "chain_id": "A",
+                 "residues": [{"index": 0, "name": "ALA", "resSeq": 1, "segmentID": "",
+                               "atoms": [{"index": 0, "name": "N", "element": "N"}, ...]}, ...]}, ...],
+     "bonds": [[0, 1], ...]}
+
+Two topologies are built here: the CG one (one atom ``CA`` per residue) and the all-atom heavy one
+(atoms in atom14 slot order per residue, only the slots that exist for the residue type, standard
+bonds plus peptide bonds C(i)–N(i+1) within a segment). ``atom_index [L, 14]`` maps atom14 slots to
+flat atom indices (-1 where absent) so that writers gather ``[..., L, 14, 3] → [..., n_atoms, 3]``
+with one fancy-indexing operation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from ldb_hpc.chem.protein import Residues, segments_from_ca
+from ldb_hpc.chem.residues import (
+    ATOM14, BOND_MASK, BOND_SLOTS, NUM_SLOTS, RESTYPE_INDEX, RESTYPES_3, SLOT_ELEMENT, SLOT_INDEX,
+    SLOT_MASK, UNK, normalize_atomname, normalize_resname,
+)
+from ldb_hpc.errors import InputError
+
+_CHAIN_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+# Slots of the backbone atoms in every residue type.
+_N, _CA, _C = 0, 1, 2
+
+
+def chain_letter(index: int) -> str:
+    """Chain identifier for a 0-based chain index: A..Z, a..z, 0..9, then the index as a string."""
+    return _CHAIN_LETTERS[index] if index < len(_CHAIN_LETTERS) else str(index)
+
+
+# ----------------------------------------------------------------------------------------------
+# residue names → residue types
+
+
+def resolve_restypes(names, residue_map: dict[str, str] | None = None, keep_unknown: bool = False,
+                     labels=None) -> np.ndarray:
+    """Residue types for residue names.
+
+    names: [L] residue names as in the input (any case, force-field variants such as HSD, CYX, MSE);
+    residue_map: {OLD: NEW} from ``--map-residue`` (NEW a standard 3-letter name), applied to the
+    name as given and to its normalised form; keep_unknown: unknown names become UNK instead of an
+    error; labels: [L] optional residue labels (e.g. "A:42") to name the first unknown residue.
+    Returns [L] int64 indices into RESTYPES_3. Raises InputError naming the unknown names and the
+    ``--map-residue OLD=NEW`` option.
+    """
+    residue_map = {k.upper(): v.upper() for k, v in (residue_map or {}).items()}
+    out = np.empty(len(names), dtype=np.int64)
+    unknown: Counter = Counter()
+    first: dict[str, int] = {}
+    # Residue names repeat a lot: resolve each distinct name once.
+    cache: dict[str, int] = {}
+    for i, name in enumerate(names):
+        r = cache.get(name)
+        if r is None:
+            raw = str(name).strip().upper()
+            norm = normalize_resname(raw)
+            mapped = residue_map.get(raw, residue_map.get(norm))
+            if mapped is not None:
+                norm = mapped
+            r = RESTYPE_INDEX.get(norm, -1)
+            if r < 0 and keep_unknown:
+                r = UNK
+            cache[name] = r
+        if r < 0:
+            unknown[str(name).strip()] += 1
+            first.setdefault(str(name).strip(), i)
+        out[i] = r
+    if unknown:
+        parts = []
+        for name, count in unknown.most_common(8):
+            where = f", first {labels[first[name]]}" if labels is not None else ""
+            parts.append(f"{name} ({count} residue{'s' if count > 1 else ''}{where})")
+        more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+        example = next(iter(unknown))
+        raise InputError(
+            f"unknown residue name(s): {', '.join(parts)}{more}; map each to a standard residue with "
+            f"--map-residue OLD=NEW (e.g. --map-residue {example}=ALA)"
+        )
+    return out
+
+
+def residue_labels(chain_id, resseq, icode=None) -> list[str]:
+    """["A:42", "B:7A", ...] labels for messages; inputs are [L] arrays."""
+    icode = icode if icode is not None else [""] * len(chain_id)
+    return [f"{c}:{int(r)}{i or ''}" for c, r, i in zip(chain_id, resseq, icode)]
+
+
+# ----------------------------------------------------------------------------------------------
+# building topologies
+
+
+def heavy_atom_index(residues: Residues) -> tuple[np.ndarray, int]:
+    """Flat atom index of every atom14 slot in the all-atom heavy topology.
+
+    Returns (atom_index [L, 14] int64, -1 where the residue type has no such slot; n_atoms). Atoms are
+    numbered residue by residue, in slot order.
+    """
+    mask = SLOT_MASK[residues.restype]
+    flat = np.cumsum(mask.ravel()) - 1
+    atom_index = np.where(mask, flat.reshape(mask.shape), -1).astype(np.int64)
+    return atom_index, int(mask.sum())
+
+
+def heavy_bonds(residues: Residues, atom_index: np.ndarray) -> np.ndarray:
+    """[B, 2] int64 bonds of the heavy topology: standard intra-residue bonds, then peptide bonds.
+
+    residues: L residues; atom_index: [L, 14] from :func:`heavy_atom_index`. The peptide bond
+    C(i)–N(i+1) joins consecutive residues of the same segment only.
+    """
+    restype = residues.restype
+    pairs = BOND_SLOTS[restype]  # [L, maxb, 2] slots
+    valid = BOND_MASK[restype]  # [L, maxb]
+    res = np.broadcast_to(np.arange(len(residues))[:, None, None], pairs.shape)
+    intra = atom_index[res, pairs][valid]  # [B_intra, 2]
+    link = np.nonzero(residues.peptide_links())[0]
+    peptide = np.stack([atom_index[link, _C], atom_index[link + 1, _N]], axis=-1)
+    return np.concatenate([intra, peptide.reshape(-1, 2)], axis=0).astype(np.int64)
+
+
+def _chain_runs(chain_id: np.ndarray) -> list[tuple[str, int, int]]:
+    """Consecutive runs of equal chain ids: [(chain_id, start, stop), ...]."""
+    n = len(chain_id)
+    if n == 0:
+        return []
+    starts = np.concatenate([[0], np.nonzero(chain_id[1:] != chain_id[:-1])[0] + 1, [n]])
+    return [(str(chain_id[a]), int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+
+
+def _topology_dict(residues: Residues, names_per_type, elements_per_type, bonds: np.ndarray) -> dict:
+    """Assemble the mdtraj JSON dict; names/elements_per_type: restype → list of atom names/elements."""
+    std = RESTYPES_3
+    chains = []
+    atom = 0
+    for c, (cid, a, b) in enumerate(_chain_runs(residues.chain_id)):
+        res_list = []
+        for i in range(a, b):
+            t = int(residues.restype[i])
+            atoms = []
+            for name, el in zip(names_per_type[t], elements_per_type[t]):
+                atoms.append({"index": atom, "name": name, "element": el})
+                atom += 1
+            res_list.append({"index": i, "name": std[t], "resSeq": int(residues.resseq[i]),
+                             "segmentID": "", "atoms": atoms})
+        chains.append({"index": c, "chain_id": cid, "residues": res_list})
+    return {"chains": chains, "bonds": np.asarray(bonds, dtype=np.int64).reshape(-1, 2).tolist()}
+
+
+def cg_topology(residues: Residues) -> dict:
+    """The CG topology dict: one carbon atom ``CA`` per residue (atom i = residue i).
+
+    Consecutive CAs of a segment are bonded (virtual bonds, for viewers); residue names are the
+    standard 3-letter names, resSeq and chains from ``residues``.
+    """
+    names = [("CA",)] * len(RESTYPES_3)
+    elements = [("C",)] * len(RESTYPES_3)
+    link = np.nonzero(residues.peptide_links())[0]
+    return _topology_dict(residues, names, elements, np.stack([link, link + 1], axis=-1))
+
+
+def aa_topology(residues: Residues) -> tuple[dict, np.ndarray, int]:
+    """The all-atom heavy topology dict.
+
+    Returns (topology dict, atom_index [L, 14] int64 (-1 where absent), n_atoms). Atoms of each residue
+    are its existing atom14 slots in slot order; bonds are the standard ones plus peptide bonds.
+    """
+    atom_index, n_atoms = heavy_atom_index(residues)
+    names = [ATOM14[r] for r in RESTYPES_3]
+    elements = [tuple(SLOT_ELEMENT[t, : len(ATOM14[r])]) for t, r in enumerate(RESTYPES_3)]
+    return _topology_dict(residues, names, elements, heavy_bonds(residues, atom_index)), atom_index, n_atoms
+
+
+def topology_json(topology: dict) -> bytes:
+    """Serialise a topology dict the way mdtraj stores it (ASCII JSON bytes)."""
+    return json.dumps(topology, separators=(",", ":")).encode("ascii")
+
+
+# ----------------------------------------------------------------------------------------------
+# parsing topologies
+
+
+@dataclass
+class ParsedTopology:
+    """A topology JSON flattened to arrays (residues in file order).
+
+    resname [L] str, chain_id [L] str, resseq [L] int64, atom_residue [N] int64 (residue of each atom),
+    atom_name [N] str, atom_element [N] str, bonds [B, 2] int64 (atom indices).
+    """
+
+    resname: np.ndarray
+    chain_id: np.ndarray
+    resseq: np.ndarray
+    atom_residue: np.ndarray
+    atom_name: np.ndarray
+    atom_element: np.ndarray
+    bonds: np.ndarray
+
+    @property
+    def n_residues(self) -> int:
+        return len(self.resname)
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.atom_name)
+
+
+def parse_topology(raw, source: str = "topology") -> ParsedTopology:
+    """Parse mdtraj topology JSON (str, bytes or dict) into :class:`ParsedTopology`.
+
+    Chains, residues and atoms are ordered by their ``index`` as mdtraj does; atoms must be numbered
+    0..N-1 in that order. Raises InputError for anything that is not such a topology.
+    """
+    try:
+        if isinstance(raw, (bytes, bytearray, np.bytes_)):
+            raw = bytes(raw).decode("utf-8")
+        topo = json.loads(raw) if isinstance(raw, str) else raw
+        chains = sorted(topo["chains"], key=lambda c: c["index"])
+        resname, chain_id, resseq, atom_residue, atom_name, atom_element, atom_index = [], [], [], [], [], [], []
+        for c, chain in enumerate(chains):
+            cid = chain.get("chain_id") or chain_letter(c)
+            for res in sorted(chain["residues"], key=lambda r: r["index"]):
+                r = len(resname)
+                resname.append(str(res["name"]))
+                chain_id.append(str(cid))
+                resseq.append(int(res.get("resSeq", r)))
+                for atom in sorted(res["atoms"], key=lambda a: a["index"]):
+                    atom_residue.append(r)
+                    atom_name.append(str(atom["name"]))
+                    atom_element.append(str(atom.get("element", "")))
+                    atom_index.append(int(atom["index"]))
+        bonds = np.asarray(topo.get("bonds", []), dtype=np.int64).reshape(-1, 2)
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{source}: /topology is not an mdtraj topology JSON ({type(exc).__name__}: {exc})")
+    n = len(atom_name)
+    if atom_index != list(range(n)):
+        raise InputError(f"{source}: /topology atoms are not numbered 0..{n - 1} in chain/residue order")
+    if bonds.size and (bonds.min() < 0 or bonds.max() >= n):
+        raise InputError(f"{source}: /topology has bonds to atoms outside 0..{n - 1}")
+    return ParsedTopology(np.asarray(resname, dtype=object), np.asarray(chain_id, dtype=object),
+                          np.asarray(resseq, dtype=np.int64), np.asarray(atom_residue, dtype=np.int64),
+                          np.asarray(atom_name, dtype=object), np.asarray(atom_element, dtype=object), bonds)
+
+
+def cg_residues(topo: ParsedTopology, ca0: np.ndarray | None = None, residue_map=None, keep_unknown=False,
+                source: str = "CG input") -> Residues:
+    """Residues of a CG topology (exactly one atom named CA per residue, atom i = residue i).
+
+    topo: the parsed topology; ca0: [L, 3] CA positions of frame 0 in Å for the segments (chain
+    breaks at CA–CA > 4.2 Å; all zeros → segments from chains only when None).
+    Raises InputError when a residue has no atom or more than one, or its atom is not named CA.
+    """
+    counts = np.bincount(topo.atom_residue, minlength=topo.n_residues)
+    bad = np.nonzero(counts != 1)[0]
+    if bad.size == 0:
+        not_ca = np.nonzero(np.char.upper(topo.atom_name.astype(str)) != "CA")[0]
+        bad = topo.atom_residue[not_ca]
+    if bad.size:
+        i = int(bad[0])
+        atoms = topo.atom_name[topo.atom_residue == i]
+        desc = f"{len(atoms)} atoms ({', '.join(atoms[:6])}{', ...' if len(atoms) > 6 else ''})" if len(atoms) else "no atom"
+        raise InputError(
+            f"{source}: the CG topology must have one CA atom per residue; residue "
+            f"{topo.resname[i]} {topo.chain_id[i]}:{topo.resseq[i]} has {desc} ({bad.size} such residues); "
+            "make a CG file from an all-atom trajectory with 'ldb-hpc coarsen'"
+        )
+    labels = residue_labels(topo.chain_id, topo.resseq)
+    restype = resolve_restypes(topo.resname, residue_map, keep_unknown, labels)
+    n = topo.n_residues
+    if ca0 is None:
+        segment = segments_from_ca(topo.chain_id, np.zeros((n, 3)))
+    else:
+        segment = segments_from_ca(topo.chain_id, ca0)
+    return Residues(restype, topo.resname, topo.chain_id, topo.resseq, np.full(n, "", dtype=object), segment)
+
+
+def aa_residues(topo: ParsedTopology) -> tuple[Residues, np.ndarray, np.ndarray]:
+    """Residues and the atom → atom14 slot map of an all-atom heavy topology (e.g. an ldb-hpc output).
+
+    Returns (residues, atom_slot [N] int64 (-1 for atoms without a slot: hydrogens, OXT, unknown names),
+    mask [L, 14] bool). Unknown residue names become UNK. Segments follow the peptide bonds C(i)–N(i+1)
+    of the topology (consecutive residues of a chain without that bond start a new segment).
+    """
+    restype = resolve_restypes(topo.resname, keep_unknown=True)
+    std = np.asarray(RESTYPES_3, dtype=object)[restype]
+    res_of_atom = topo.atom_residue
+    atom_slot = np.full(topo.n_atoms, -1, dtype=np.int64)
+    for k in range(topo.n_atoms):  # topology parsing, once per file
+        r = std[res_of_atom[k]]
+        atom_slot[k] = SLOT_INDEX.get((r, normalize_atomname(r, topo.atom_name[k])), -1)
+    n = topo.n_residues
+    mask = np.zeros((n, NUM_SLOTS), dtype=bool)
+    ok = atom_slot >= 0
+    mask[res_of_atom[ok], atom_slot[ok]] = True
+    # Peptide bonds → segments.
+    linked = np.zeros(max(n - 1, 0), dtype=bool)
+    if topo.bonds.size:
+        a, b = topo.bonds[:, 0], topo.bonds[:, 1]
+        for x, y in ((a, b), (b, a)):
+            is_pep = (atom_slot[x] == _C) & (atom_slot[y] == _N) & (res_of_atom[y] == res_of_atom[x] + 1)
+            linked[res_of_atom[x][is_pep]] = True
+    chain = topo.chain_id
+    new = np.ones(n, dtype=bool)
+    if n > 1:
+        new[1:] = ~linked | (chain[1:] != chain[:-1])
+    segment = np.cumsum(new).astype(np.int64) - 1
+    residues = Residues(restype, topo.resname, chain, topo.resseq, np.full(n, "", dtype=object), segment)
+    return residues, atom_slot, mask
