@@ -160,6 +160,8 @@ def build_atoms(R: torch.Tensor, t: torch.Tensor, torsions: torch.Tensor, restyp
     channels a residue type does not use are ignored); restype [..., L] long. ``geometry``: an object with
     numpy arrays frame_local [21, 3, 3] Å, bond [21, 14] Å, angle [21, 14] rad, offset [21, 14] rad
     (default: :func:`ldb_hpc.chem.ideal.ideal_geometry`). Returns positions [..., L, 14, 3] Å, absent slots zero.
+    The slot whose Z-matrix dihedral is a channel's own definition (O for channel 0, the χ-defining atom for χk)
+    must have offset 0, so that ``build_atoms(measure_torsions(x))`` reproduces the torsions of x.
     """
     frame_local, bond, angle, offset = _geometry_tables(geometry, t)
     restype = torch.as_tensor(restype, device=t.device).long()

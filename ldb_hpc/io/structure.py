@@ -9,8 +9,12 @@ What the reader does with each thing it meets (everything is counted in a :class
 
 - models: ``"first"`` (default), ``"all"`` or a 0-based index into the models in file order
   (MODEL serial numbers are not used: some files start at MODEL 0);
-- alternate conformers: the first conformer is kept (gemmi ``remove_alternative_conformations``,
-  which also drops the second residue of point-mutation microheterogeneity); dropped atoms are counted;
+- alternate conformers: per residue number the first altloc letter met is kept with the atoms
+  without altloc; the other letters' atoms are dropped (counted), and so is a whole residue made
+  only of them (the second residue of point-mutation microheterogeneity; counted as ignored).
+  Consecutive residues with the same number but no altlocs are kept as distinct residues
+  (gemmi's ``remove_alternative_conformations`` would drop them: Rosetta files with stripped
+  insertion codes have such residues);
 - residue names are normalised (HSD/HSE/HSP/HID/HIE/HIP→HIS, CYX/CYM→CYS, ASH→ASP, GLH→GLU,
   LYN→LYS, MSE→MET) and atom names too (ILE CD→CD1, OT1→O, OT2→OXT, MSE SE→SD);
 - hydrogens and deuteriums are dropped (counted), OXT is ignored (no atom14 slot; counted),
@@ -58,6 +62,7 @@ ATOM_ALTLOC = "alternate conformer"
 ATOM_NONSTANDARD = "non-standard name"
 ATOM_UNK_SIDECHAIN = "side chain of UNK"
 ATOM_DUPLICATE = "duplicate name"
+RES_ALTERNATIVE = "alternate conformer"
 
 
 @dataclass
@@ -181,7 +186,8 @@ def _atom_slot(resname: str, raw: str) -> int | str:
     key = (resname, raw)
     hit = _ATOM_CACHE.get(key)
     if hit is None:
-        name = normalize_atomname(resname, raw)
+        # UNK keeps exact backbone names only: in modified residues O1/O2 are side-chain atoms.
+        name = normalize_atomname(resname, raw) if resname != "UNK" or raw in ("OT1", "OT2") else raw
         slot = SLOT_INDEX.get((resname, name))
         if slot is not None:
             hit = slot
@@ -193,6 +199,11 @@ def _atom_slot(resname: str, raw: str) -> int | str:
             hit = ATOM_NONSTANDARD
         _ATOM_CACHE[key] = hit
     return hit
+
+
+def _new_piece():
+    """Empty atom14 buffers of one residue: positions [14, 3] Å, mask [14], B-factors [14]."""
+    return np.zeros((NUM_SLOTS, 3), np.float32), np.zeros(NUM_SLOTS, bool), np.zeros(NUM_SLOTS, np.float32)
 
 
 def _select_models(st, models, path: str):
@@ -217,11 +228,17 @@ def _model_to_protein(model, path: str, label: str, residue_map: dict[str, str],
     pos_rows, mask_rows, b_rows = [], [], []
     for chain in model:
         cname = chain.name
+        group, letter = None, None  # alternate conformers: first altloc letter per residue number
         for res in chain:
+            seqid = res.seqid
+            key = (seqid.num, seqid.icode)
+            if key != group:
+                # Consecutive residues with one number are point-mutation alternatives only when their
+                # atoms carry altlocs; without altlocs they are distinct residues (e.g. stripped icodes).
+                group, letter = key, None
             raw = res.name.strip().upper()
             if raw in residue_map:
                 std = residue_map[raw]
-                report.mapped[raw] += 1
             else:
                 std = normalize_resname(raw)
                 if std not in RESTYPE_INDEX:
@@ -238,13 +255,19 @@ def _model_to_protein(model, path: str, label: str, residue_map: dict[str, str],
                     if not keep_unknown:
                         unknown.setdefault(raw, _guess_parent(res))
                         continue
-                    report.unknown_as_unk[raw] += 1
                     std = "UNK"
             r = RESTYPE_INDEX[std]
-            pos = np.zeros((NUM_SLOTS, 3), dtype=np.float32)
-            msk = np.zeros(NUM_SLOTS, dtype=bool)
-            bf = np.zeros(NUM_SLOTS, dtype=np.float32)
+            pieces = [_new_piece()]
+            n_alt = n_kept = 0
             for atom in res:
+                alt = atom.altloc
+                if alt != "\0":
+                    if letter is None:
+                        letter = alt
+                    elif alt != letter:
+                        n_alt += 1
+                        continue
+                n_kept += 1
                 name = atom.name.strip().upper()
                 slot = _atom_slot(std, name)
                 if isinstance(slot, str):
@@ -252,22 +275,38 @@ def _model_to_protein(model, path: str, label: str, residue_map: dict[str, str],
                         slot = ATOM_HYDROGEN
                     report.atoms_ignored[slot] += 1
                     continue
+                pos, msk, bf = pieces[-1]
                 if msk[slot]:
-                    report.atoms_ignored[ATOM_DUPLICATE] += 1
-                    continue
+                    if slot == 0 and alt == "\0":
+                        # A second N without altloc: gemmi merged two consecutive residues of the same
+                        # name and number (insertion codes stripped); split them again.
+                        pieces.append(_new_piece())
+                        pos, msk, bf = pieces[-1]
+                    else:
+                        report.atoms_ignored[ATOM_DUPLICATE] += 1
+                        continue
                 p = atom.pos
                 pos[slot] = (p.x, p.y, p.z)
                 msk[slot] = True
                 bf[slot] = atom.b_iso
-            restype.append(r)
-            resname.append(raw)
-            chain_id.append(cname)
-            resseq.append(res.seqid.num)
-            icode.append(res.seqid.icode.strip())
-            has_ca.append(bool(msk[1]))
-            pos_rows.append(pos)
-            mask_rows.append(msk)
-            b_rows.append(bf)
+            report.atoms_ignored[ATOM_ALTLOC] += n_alt
+            if n_kept == 0 and n_alt:
+                report.residues_ignored[RES_ALTERNATIVE] += 1  # the other residue of a point mutation
+                continue
+            for pos, msk, bf in pieces:
+                if raw in residue_map:
+                    report.mapped[raw] += 1
+                elif std == "UNK" and raw != "UNK":
+                    report.unknown_as_unk[raw] += 1
+                restype.append(r)
+                resname.append(raw)
+                chain_id.append(cname)
+                resseq.append(seqid.num)
+                icode.append(seqid.icode.strip())
+                has_ca.append(bool(msk[1]))
+                pos_rows.append(pos)
+                mask_rows.append(msk)
+                b_rows.append(bf)
     if not restype:
         return None
     has_ca = np.asarray(has_ca)
@@ -329,9 +368,6 @@ def read_structure_with_report(path, *, models="first", residue_map: dict[str, s
     unknown: dict[str, str] = {}
     for k in wanted:
         model = st[k]
-        before = model.count_atom_sites()
-        model.remove_alternative_conformations()
-        report.atoms_ignored[ATOM_ALTLOC] += before - model.count_atom_sites()
         label = base if len(wanted) == 1 and len(st) == 1 else f"{base}#model{k}"
         protein = _model_to_protein(model, path, label, residue_map, keep_unknown, report, unknown)
         if protein is not None:

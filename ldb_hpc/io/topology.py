@@ -84,8 +84,8 @@ def resolve_restypes(names, residue_map: dict[str, str] | None = None, keep_unkn
         more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
         example = next(iter(unknown))
         raise InputError(
-            f"unknown residue name(s): {', '.join(parts)}{more}; map each to a standard residue with "
-            f"--map-residue OLD=NEW (e.g. --map-residue {example}=ALA)"
+            f"unknown residue name(s): {', '.join(parts)}{more}; map each to the standard residue it derives "
+            f"from with --map-residue OLD=NEW (e.g. --map-residue {example}=XXX, XXX a standard 3-letter name)"
         )
     return out
 

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from ldb_hpc.chem import residues as rc
+from ldb_hpc.geometry.builder import bond_angle, dihedral
+from ldb_hpc.geometry.frames import basis_from_two_vectors
 
 TABLE_FILE = Path(__file__).resolve().parents[1] / "weights" / "ideal.npz"
 
@@ -41,44 +43,14 @@ N_REGIONS = 4
 # CA-trace geometry shared by fitting and inference
 
 
-def _unit(v: torch.Tensor) -> torch.Tensor:
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-
-
 def _frame(origin: torch.Tensor, xpoint: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """[..., 3, 3] rotation with columns x, y, z: x along origin→xpoint, y towards ref ⟂ x.
-
-    A reference (nearly) parallel to x is replaced by a fixed perpendicular so no NaN can appear.
-    """
-    x = _unit(xpoint - origin)
-    r = ref - origin
-    y = r - (r * x).sum(-1, keepdim=True) * x
-    # Fallback perpendicular: x × e, with e the axis least aligned with x.
-    e = torch.zeros_like(x)
-    idx = x.abs().argmin(dim=-1, keepdim=True)
-    e.scatter_(-1, idx, 1.0)
-    alt = torch.linalg.cross(x, e, dim=-1)
-    bad = y.norm(dim=-1, keepdim=True) < 1e-3
-    y = _unit(torch.where(bad, alt, y))
-    z = torch.linalg.cross(x, y, dim=-1)
-    return torch.stack([x, y, z], dim=-1)
+    """[..., 3, 3] rotation with columns x, y, z: x along origin→xpoint, y towards ref ⟂ x (never NaN)."""
+    return basis_from_two_vectors(xpoint - origin, ref - origin)
 
 
 def _angle(a, b, c) -> torch.Tensor:
     """Angle a–b–c in degrees, [...]."""
-    u, v = _unit(a - b), _unit(c - b)
-    return torch.rad2deg(torch.arccos((u * v).sum(-1).clamp(-1.0, 1.0)))
-
-
-def _dihedral(a, b, c, d) -> torch.Tensor:
-    """Dihedral a–b–c–d in radians (IUPAC sign), [...]."""
-    b0, b1, b2 = a - b, c - b, d - c
-    b1n = _unit(b1)
-    v = b0 - (b0 * b1n).sum(-1, keepdim=True) * b1n
-    w = b2 - (b2 * b1n).sum(-1, keepdim=True) * b1n
-    x = (v * w).sum(-1)
-    y = (torch.linalg.cross(b1n, v, dim=-1) * w).sum(-1)
-    return torch.atan2(y, x)
+    return torch.rad2deg(bond_angle(a, b, c))
 
 
 def _link_geometry(ca: torch.Tensor, segment: torch.Tensor):
@@ -109,7 +81,7 @@ def _link_geometry(ca: torch.Tensor, segment: torch.Tensor):
     R_next = _frame(a, b, a + (nxt - b))
     theta_i = _angle(prev, a, b)
     theta_j = _angle(a, b, nxt)
-    tau = _dihedral(prev, a, b, nxt)
+    tau = dihedral(prev, a, b, nxt)
     return dict(R_prev=R_prev, R_next=R_next, has_prev=has_prev, has_next=has_next,
                 theta_i=theta_i, theta_j=theta_j, tau=tau, linked=same)
 
@@ -189,8 +161,8 @@ def fit_tables(n: np.ndarray, ca: np.ndarray, c: np.ndarray, o: np.ndarray, pres
     phi = torch.full((len(ca),), float("nan"), dtype=torch.float64)
     psi = torch.full((len(ca),), float("nan"), dtype=torch.float64)
     lk = g["linked"] & torch.as_tensor(present[:-1] & present[1:])
-    phi_v = _dihedral(c_[:-1], n_[1:], ca_[1:], c_[1:])
-    psi_v = _dihedral(n_[:-1], ca_[:-1], c_[:-1], n_[1:])
+    phi_v = dihedral(c_[:-1], n_[1:], ca_[1:], c_[1:])
+    psi_v = dihedral(n_[:-1], ca_[:-1], c_[:-1], n_[1:])
     phi[1:] = torch.where(lk, phi_v, phi[1:])
     psi[:-1] = torch.where(lk, psi_v, psi[:-1])
     region = _region(phi, psi).numpy()
@@ -287,7 +259,8 @@ def _singletons(ca: torch.Tensor, lone: torch.Tensor):
     c = ca + fl[2]
     # O in the N–CA–C plane, anti to N, with the ideal C=O length.
     bond_o = float(geo.bond[rc.UNK, 3])
-    o = c + bond_o * _unit(_unit(c - ca) - _unit(n - ca))
+    u = (c - ca) / (c - ca).norm(dim=-1, keepdim=True) - (n - ca) / (n - ca).norm(dim=-1, keepdim=True)
+    o = c + bond_o * u / u.norm(dim=-1, keepdim=True)
     return n, c, o
 
 
@@ -309,15 +282,15 @@ def backmap_ideal(ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor
     frame_local = torch.einsum("...ji,...kj->...ki", R, torch.stack([n, ca, c], dim=-2) - t[..., None, :])
     # Torsions: O from its placed position, χ from the rotamer table by backbone region.
     torsions = torch.zeros(ca.shape[:-1] + (rc.NUM_TORSIONS,), dtype=ca.dtype, device=ca.device)
-    torsions[..., rc.PSI] = _dihedral(n, ca, c, o)
+    torsions[..., rc.PSI] = dihedral(n, ca, c, o)
     L = ca.shape[-2]
     phi = torch.full(ca.shape[:-1], float("nan"), dtype=ca.dtype, device=ca.device)
     psi = torch.full(ca.shape[:-1], float("nan"), dtype=ca.dtype, device=ca.device)
     if L > 1:
         link = segment[1:] == segment[:-1]
-        phi[..., 1:] = torch.where(link, _dihedral(c[..., :-1, :], n[..., 1:, :], ca[..., 1:, :], c[..., 1:, :]),
+        phi[..., 1:] = torch.where(link, dihedral(c[..., :-1, :], n[..., 1:, :], ca[..., 1:, :], c[..., 1:, :]),
                                    phi[..., 1:])
-        psi[..., :-1] = torch.where(link, _dihedral(n[..., :-1, :], ca[..., :-1, :], c[..., :-1, :], n[..., 1:, :]),
+        psi[..., :-1] = torch.where(link, dihedral(n[..., :-1, :], ca[..., :-1, :], c[..., :-1, :], n[..., 1:, :]),
                                     psi[..., :-1])
     region = _region(phi, psi)
     rot = tables["rotamer"].to(ca.dtype)[restype.expand(region.shape), region]  # [..., L, 4]
@@ -327,7 +300,7 @@ def backmap_ideal(ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor
     zt = torch.as_tensor(rc.ZM_TORSION, device=dev)[restype]  # [L, 14]
     offset = torch.as_tensor(geo.offset, dtype=ca.dtype, device=dev)[restype]
     tors_slot = torch.gather(torsions, -1, zt.clamp_min(0).expand(torsions.shape[:-1] + (rc.NUM_SLOTS,)))
-    dihedral = offset + torch.where(zt >= 0, tors_slot, torch.zeros_like(tors_slot))
-    bond = torch.as_tensor(geo.bond, dtype=ca.dtype, device=dev)[restype].expand_as(dihedral)
-    angle = torch.as_tensor(geo.angle, dtype=ca.dtype, device=dev)[restype].expand_as(dihedral)
-    return build_from_internal(R, t, restype.expand(ca.shape[:-1]), bond, angle, dihedral, frame_local)
+    dih = offset + torch.where(zt >= 0, tors_slot, torch.zeros_like(tors_slot))
+    bond = torch.as_tensor(geo.bond, dtype=ca.dtype, device=dev)[restype].expand_as(dih)
+    angle = torch.as_tensor(geo.angle, dtype=ca.dtype, device=dev)[restype].expand_as(dih)
+    return build_from_internal(R, t, restype.expand(ca.shape[:-1]), bond, angle, dih, frame_local)

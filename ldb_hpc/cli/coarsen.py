@@ -1,0 +1,117 @@
+"""``ldb-hpc coarsen``: all-atom trajectory or structure → CG MDTraj-HDF5 (one CA bead per residue)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ldb_hpc.cli import common
+
+EPILOG = """examples:
+  ldb-hpc coarsen md.xtc --top system.pdb -o md.cg.h5     # stream an MD trajectory
+  ldb-hpc coarsen nmr_ensemble.pdb -o ens.cg.h5           # every MODEL becomes a frame
+  ldb-hpc coarsen 1abc.cif --map-residue CAS=CYS --overwrite
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("coarsen", help="make a CA-only CG trajectory from an all-atom trajectory or PDB/mmCIF",
+                       description="Keep one CA bead per amino-acid residue (water, ions and ligands are "
+                                   "skipped and counted) and write an MDTraj-HDF5 CG trajectory with chains, "
+                                   "residue names and numbers, time and unit cell of the input.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", help="any mdtraj-readable trajectory (xtc, dcd, trr, h5, ...) or a PDB/mmCIF file")
+    p.add_argument("--top", help="topology for inputs that carry none (xtc, dcd, ...), e.g. a PDB of the system")
+    p.add_argument("-o", "--output", help="output CG file (default: INPUT with its extension replaced by .cg.h5)")
+    p.add_argument("--chunk", type=int, default=1000, metavar="N", help="frames read per chunk (default 1000)")
+    p.add_argument("--keep-unknown", action="store_true",
+                   help="keep non-standard amino acids as UNK instead of stopping with an error")
+    common.add_overwrite_option(p)
+    common.add_residue_map_option(p)
+    p.set_defaults(run=run)
+
+
+def default_output(path: str) -> str:
+    from ldb_hpc.io.mdtraj_bridge import extension
+
+    base = path[: len(path) - len(extension(path))] if extension(path) else path
+    return base + ".cg.h5"
+
+
+def run(args) -> int:
+    from ldb_hpc.errors import InputError
+
+    common.existing_file(args.input, "input")
+    if args.top:
+        common.existing_file(args.top, "topology")
+    if args.chunk < 1:
+        raise InputError(f"--chunk must be at least 1, got {args.chunk}")
+    output = args.output or default_output(args.input)
+    if os.path.abspath(output) == os.path.abspath(args.input):
+        raise InputError(f"output would overwrite the input: {output}")
+    common.check_output(output, args.overwrite)
+    residue_map = common.parse_residue_map(args.map_residue)
+
+    n_frames, residues, summary = coarsen(args.input, output, top=args.top, residue_map=residue_map,
+                                          keep_unknown=args.keep_unknown, overwrite=args.overwrite,
+                                          chunk=args.chunk)
+    n_chains = len(set(residues.chain_id.tolist()))
+    n_seg = int(residues.segment.max()) + 1
+    print(f"coarsened {n_frames} frame(s), {len(residues)} residues ({n_chains} chain(s), {n_seg} segment(s)) "
+          f"-> {output}")
+    if summary:
+        print(f"note: {summary}")
+    return 0
+
+
+def coarsen(path: str, output: str, top: str | None = None, residue_map: dict[str, str] | None = None,
+            keep_unknown: bool = False, overwrite: bool = False, chunk: int = 1000):
+    """Write the CG trajectory of ``path`` to ``output`` (temp file + rename), streaming ``chunk`` frames.
+
+    Returns (n_frames, residues, note about skipped non-protein residues or "").
+    """
+    from ldb_hpc.errors import InputError
+    from ldb_hpc.io import mdtraj_bridge as mb
+    from ldb_hpc.io.cg import NM, CGWriter, check_coordinates
+
+    topology = mb.load_topology(path, top)
+    sel = mb.select_protein(topology, residue_map, keep_unknown, path)
+    missing = (sel.ca_atom < 0).nonzero()[0]
+    if missing.size:
+        raise InputError(f"{path}: residue {sel.resname[missing[0]]} {sel.labels()[missing[0]]} has no CA atom "
+                         f"({missing.size} such residues); a CG bead needs the CA position")
+    expected = mb.count_frames(path)
+    chunks = mb.iterload_any(path, top, chunk=chunk, atom_indices=sel.ca_atom)
+    first = next(chunks, None)
+    if first is None or first.n_frames == 0:
+        raise InputError(f"{path}: the trajectory has zero frames")
+    if first.n_atoms != len(sel):
+        raise InputError(f"{path}: the trajectory has fewer atoms than the topology ({first.n_atoms} CA atoms "
+                         f"read, {len(sel)} expected); wrong --top?")
+    residues = sel.residues(first.xyz[0] * NM)
+    has_cell = first.unitcell_lengths is not None
+    import numpy as np
+
+    n = 0
+    with CGWriter(output, residues, has_cell=has_cell, overwrite=overwrite,
+                  title=f"CG of {os.path.basename(path)}",
+                  expected_frames=expected or first.n_frames) as writer:
+        for traj in _chain_first(first, chunks):
+            ca = traj.xyz.astype(np.float32) * np.float32(NM)
+            check_coordinates(ca, n, path)
+            cl = ang = None
+            if has_cell:
+                if traj.unitcell_lengths is None:
+                    raise InputError(f"{path}: frames from {n} on have no unit cell while earlier ones do")
+                cl = traj.unitcell_lengths * np.float32(NM)
+                ang = np.deg2rad(traj.unitcell_angles.astype(np.float64))
+            writer.append(ca, traj.time, cl, ang)
+            n += traj.n_frames
+        if expected is not None and n != expected:
+            raise InputError(f"{path}: read {n} frames but the file declares {expected} (truncated?)")
+    return n, residues, sel.skipped_summary()
+
+
+def _chain_first(first, rest):
+    yield first
+    yield from rest

@@ -1,0 +1,569 @@
+"""The training HDF5 of ``ldb-hpc prepare``: every protein residue of a set of structures in atom14 slots.
+
+Layout (one row per residue, N rows; C chains; F files; all arrays in chain order, file after file)::
+
+    positions    [N, 14, 3] float32  Å, zeros where mask is False
+    mask         [N, 14]    bool     atom present in the input
+    restype      [N]        int8     index into RESTYPES_3 (attrs["restypes"]), UNK = 20
+    resname      [N]        S5       residue name as in the file (before normalisation, e.g. HSD, MSE)
+    resseq       [N]        int32    residue number from the file
+    icode        [N]        S1       insertion code (b'' when none)
+    chain_index  [N]        int32    row of the chains table
+    segment      [N]        int32    global segment id: residues i and i+1 are peptide-bonded iff equal
+    source       [N]        int32    index into files
+    files        [F]        str      the input paths
+    chains/file      [C] int32   index into files
+    chains/chain_id  [C] str     chain identifier ('' when blank in the file)
+    chains/offset    [C] int64   first residue row of the chain
+    chains/count     [C] int32   residues of the chain
+    chains/cluster95 [C] str     MMseqs2 95 % identity cluster from the manifest ('' when not listed)
+    chains/cluster40 [C] str     40 % identity cluster ('' when not listed); split train/valid on this
+    chains/manifest_n_res [C] int32  n_res of the manifest row (-1 when not listed)
+    skipped/file, skipped/reason [S] str   inputs that could not be used and why
+
+Only the first model of multi-model files is used (NMR ensembles would otherwise weigh one protein
+many times). Per-residue datasets are chunked and gzip-compressed; the file is written under a
+temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ldb_hpc.chem.residues import ATOM14, NUM_SLOTS, RESTYPES_3
+from ldb_hpc.errors import InputError, OutputError
+from ldb_hpc.io.structure import STRUCTURE_EXTENSIONS, ParseReport, read_structure_with_report
+
+FORMAT_NAME = "ldb-hpc-training"
+FORMAT_VERSION = 1
+CHUNK_ROWS = 4096
+MANIFEST_COLUMNS = ("file", "chain", "n_res", "cluster95", "cluster40")
+_GLOB_CHARS = set("*?[")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def collect_structure_files(items: list[str]) -> list[str]:
+    """Expand files, directories (recursively) and glob patterns into structure files.
+
+    Directories and globs contribute files whose names end in one of STRUCTURE_EXTENSIONS
+    (case-insensitive), in sorted order; a file named explicitly is taken whatever its name.
+    Duplicates are dropped (first occurrence kept). Raises InputError for a path that does not
+    exist, a glob that matches nothing, or when nothing is found at all.
+    """
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def add(path: str) -> None:
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            out.append(path)
+
+    def walk(d: str) -> None:
+        found = []
+        for root, dirs, names in os.walk(d):
+            dirs.sort()
+            found.extend(os.path.join(root, n) for n in names if _is_structure_name(n))
+        for p in sorted(found):
+            add(p)
+
+    for item in items:
+        if os.path.isdir(item):
+            walk(item)
+        elif os.path.isfile(item):
+            add(item)
+        elif _GLOB_CHARS & set(item):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                raise InputError(f"no files match {item}")
+            for m in matches:
+                if os.path.isdir(m):
+                    walk(m)
+                elif _is_structure_name(m):
+                    add(m)
+        else:
+            raise InputError(f"input file not found: {item}")
+    if not out:
+        raise InputError(f"no structure files ({', '.join(STRUCTURE_EXTENSIONS)}) in {' '.join(items)}")
+    return out
+
+
+def _is_structure_name(name: str) -> bool:
+    low = name.lower()
+    return any(low.endswith(e) for e in STRUCTURE_EXTENSIONS)
+
+
+@dataclass
+class ManifestEntry:
+    file: str
+    chain: str
+    n_res: int
+    cluster95: str
+    cluster40: str
+
+
+class Manifest:
+    """MANIFEST.tsv rows (one per chain), looked up by structure path + chain id.
+
+    The manifest's ``file`` column is relative to the data folder (``train/bm5/1A2K_l_b-matched.pdb.gz``);
+    an input path matches the row whose path agrees with the most trailing components of the
+    input path (at least the file name), so equal file names in different folders stay apart.
+    """
+
+    def __init__(self, entries: list[ManifestEntry], path: str = ""):
+        self.path = path
+        self.entries = entries
+        self._by_file: dict[str, dict[str, ManifestEntry]] = {}
+        self._by_base: dict[str, list[str]] = {}
+        for e in entries:
+            if e.file not in self._by_file:
+                self._by_base.setdefault(os.path.basename(e.file), []).append(e.file)
+            self._by_file.setdefault(e.file, {})[e.chain] = e
+
+    @classmethod
+    def read(cls, path: str) -> "Manifest":
+        """Read a tab-separated manifest with at least the columns file, chain, n_res, cluster95, cluster40."""
+        if not os.path.isfile(path):
+            raise InputError(f"manifest not found: {path}")
+        try:
+            with open(path, newline="") as fh:
+                reader = csv.DictReader(fh, delimiter="\t")
+                missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+                if missing:
+                    raise InputError(f"manifest {path} lacks column(s) {', '.join(missing)} "
+                                     f"(expected tab-separated {', '.join(MANIFEST_COLUMNS)}, ...)")
+                entries = []
+                for line, row in enumerate(reader, start=2):
+                    try:
+                        n_res = int(row["n_res"])
+                    except (TypeError, ValueError):
+                        raise InputError(f"manifest {path} line {line}: n_res is not an integer: "
+                                         f"{row['n_res']!r}") from None
+                    entries.append(ManifestEntry(row["file"], row["chain"] or "", n_res,
+                                                 row["cluster95"] or "", row["cluster40"] or ""))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read manifest {path}: {exc}") from None
+        return cls(entries, path)
+
+    def match_file(self, path: str) -> str | None:
+        """The manifest ``file`` value for an input path, or None."""
+        cands = self._by_base.get(os.path.basename(path))
+        if not cands:
+            return None
+        parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
+        best, best_n, tie = None, 0, False
+        for c in cands:
+            cparts = c.split("/")
+            n = 0
+            while n < min(len(cparts), len(parts)) and cparts[-1 - n] == parts[-1 - n]:
+                n += 1
+            if n > best_n:
+                best, best_n, tie = c, n, False
+            elif n == best_n:
+                tie = True
+        return None if tie else best
+
+    def lookup(self, manifest_file: str | None, chain: str) -> ManifestEntry | None:
+        if manifest_file is None:
+            return None
+        return self._by_file.get(manifest_file, {}).get(chain)
+
+    def chains_of(self, manifest_file: str) -> dict[str, ManifestEntry]:
+        return self._by_file.get(manifest_file, {})
+
+
+# ----------------------------------------------------------------------------------------------------
+# Parsing one file (runs in worker processes)
+
+
+@dataclass
+class FileResult:
+    """Arrays of one parsed file (first model), or the reason it was skipped."""
+
+    path: str
+    ok: bool
+    reason: str = ""
+    report: ParseReport | None = None
+    positions: np.ndarray | None = None  # [L, 14, 3] float32 Å
+    mask: np.ndarray | None = None  # [L, 14] bool
+    restype: np.ndarray | None = None  # [L] int8
+    resname: np.ndarray | None = None  # [L] S5
+    resseq: np.ndarray | None = None  # [L] int32
+    icode: np.ndarray | None = None  # [L] S1
+    chain_id: np.ndarray | None = None  # [L] object str
+    segment: np.ndarray | None = None  # [L] int64, 0-based within the file
+
+
+def parse_for_training(path: str, residue_map: dict[str, str] | None = None,
+                       keep_unknown: bool = True, strict: bool = False) -> FileResult:
+    """Parse the first model of one structure file for the training set.
+
+    Unparsable files give ``FileResult(ok=False, reason=...)`` unless ``strict`` (then the
+    InputError propagates). Unknown amino-acid-like residues are kept as UNK when ``keep_unknown``.
+    """
+    try:
+        proteins, report = read_structure_with_report(path, models="first", residue_map=residue_map,
+                                                      keep_unknown=keep_unknown)
+    except InputError as exc:
+        if strict:
+            raise
+        return FileResult(path, False, reason=" ".join(str(exc).split()))
+    except Exception as exc:  # noqa: BLE001 - one odd file must not stop a run over thousands
+        if strict:
+            raise InputError(f"cannot parse {path}: {type(exc).__name__}: {exc}") from None
+        return FileResult(path, False, reason=f"cannot parse {path}: {type(exc).__name__}: "
+                                              f"{' '.join(str(exc).split())}")
+    p = proteins[0]
+    res = p.residues
+    long_names = sorted({n for n in res.resname if len(n) > 5})
+    if long_names:  # CCD codes have at most 5 characters; never truncate silently
+        return FileResult(path, False, reason=f"residue names longer than 5 characters in {path}: "
+                                              f"{', '.join(long_names)}")
+    return FileResult(
+        path, True, report=report,
+        positions=p.positions.astype(np.float32),
+        mask=p.mask,
+        restype=res.restype.astype(np.int8),
+        resname=res.resname.astype("S5"),
+        resseq=res.resseq.astype(np.int32),
+        icode=np.asarray([c[:1] for c in res.icode]).astype("S1"),
+        chain_id=res.chain_id,
+        segment=res.segment,
+    )
+
+
+def _parse_star(args):
+    return parse_for_training(*args)
+
+
+def iter_parsed(paths: list[str], residue_map: dict[str, str] | None, workers: int = 1,
+                strict: bool = False):
+    """Yield FileResult for each path, in input order, parsing in ``workers`` processes."""
+    jobs = [(p, residue_map, not strict, strict) for p in paths]
+    if workers <= 1 or len(paths) < 2:
+        for job in jobs:
+            yield _parse_star(job)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    with ctx.Pool(workers) as pool:
+        # imap keeps the input order, so the output file does not depend on the worker count.
+        yield from pool.imap(_parse_star, jobs, chunksize=4)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Writing
+
+
+@dataclass
+class PrepareSummary:
+    """Totals of a prepare run (what went in, what was kept, what was left out and why)."""
+
+    files_in: int = 0
+    files_read: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    multi_model_files: int = 0
+    chains: int = 0
+    residues: int = 0
+    report: ParseReport = field(default_factory=ParseReport)
+    chains_in_manifest: int = 0
+    chains_not_in_manifest: list[str] = field(default_factory=list)  # "path:chain"
+    chains_n_res_differ: int = 0
+    manifest_rows_unused: int = 0
+    seconds: float = 0.0
+
+    def table(self) -> str:
+        """A plain-text summary table (for stdout)."""
+        r = self.report
+        rows = [
+            ("files given", self.files_in),
+            ("files read", self.files_read),
+            ("files skipped", len(self.skipped)),
+            ("multi-model files (first model used)", self.multi_model_files),
+            ("chains kept", self.chains),
+            ("segments (chain pieces between breaks)", r.segments),
+            ("residues kept", self.residues),
+            ("  of them unknown names kept as UNK", sum(r.unknown_as_unk.values())),
+            ("  of them mapped with --map-residue", sum(r.mapped.values())),
+        ]
+        rows += [(f"residues skipped: {k}", v) for k, v in sorted(r.residues_skipped.items())]
+        rows += [(f"non-protein residues ignored: {k}", v) for k, v in sorted(r.residues_ignored.items())]
+        rows += [(f"atoms ignored: {k}", v) for k, v in sorted(r.atoms_ignored.items())]
+        rows.append(("heavy atoms missing (masked)", r.atoms_missing))
+        if self.chains_in_manifest or self.chains_not_in_manifest:
+            rows += [
+                ("chains with a manifest row", self.chains_in_manifest),
+                ("chains without a manifest row", len(self.chains_not_in_manifest)),
+                ("chains whose residue count differs from manifest n_res", self.chains_n_res_differ),
+                ("manifest rows of read files not found in them", self.manifest_rows_unused),
+            ]
+        rows.append(("seconds", f"{self.seconds:.1f}"))
+        width = max(len(k) for k, _ in rows)
+        lines = [f"{k:<{width}}  {v:>10,}" if isinstance(v, int) else f"{k:<{width}}  {v:>10}" for k, v in rows]
+        if r.unknown_as_unk:
+            lines.append("unknown residue names kept as UNK: "
+                         + ", ".join(f"{k} {v}" for k, v in r.unknown_as_unk.most_common()))
+        for path, reason in self.skipped:
+            lines.append(f"skipped {path}: {reason}")
+        if self.chains_not_in_manifest:
+            shown = self.chains_not_in_manifest[:10]
+            more = len(self.chains_not_in_manifest) - len(shown)
+            lines.append("chains without a manifest row: " + ", ".join(shown) + (f" (+{more} more)" if more else ""))
+        return "\n".join(lines)
+
+
+class _Appender:
+    """Resizable, chunked, compressed 1-D+ datasets appended to in blocks."""
+
+    def __init__(self, h5, name, shape_tail, dtype, compression):
+        self.ds = h5.create_dataset(name, shape=(0, *shape_tail), maxshape=(None, *shape_tail), dtype=dtype,
+                                    chunks=(CHUNK_ROWS, *shape_tail), compression=compression,
+                                    shuffle=compression is not None)
+        self.parts: list[np.ndarray] = []
+        self.pending = 0
+
+    def add(self, arr):
+        self.parts.append(arr)
+        self.pending += len(arr)
+        if self.pending >= 16 * CHUNK_ROWS:
+            self.flush()
+
+    def flush(self):
+        if not self.parts:
+            return
+        block = np.concatenate(self.parts)
+        n0 = self.ds.shape[0]
+        self.ds.resize(n0 + len(block), axis=0)
+        self.ds[n0:] = block
+        self.parts, self.pending = [], 0
+
+
+def write_training_h5(results, out_path: str, *, manifest: Manifest | None = None, n_files: int,
+                      compression: str = "gzip", progress=None, attrs: dict | None = None) -> PrepareSummary:
+    """Stream parsed files into the training HDF5 at ``out_path`` (written to a temp name, then renamed).
+
+    results: iterable of :class:`FileResult` in output order. Raises InputError when no residue at
+    all could be kept (nothing is left at ``out_path`` then); OutputError when it cannot be written.
+    """
+    import time
+
+    import h5py
+
+    t0 = time.perf_counter()
+    summary = PrepareSummary(files_in=n_files)
+    d, base = os.path.split(os.path.abspath(out_path))
+    tmp = os.path.join(d, f".{base}.tmp.{os.getpid()}")
+    comp = None if compression in (None, "none") else compression
+    try:
+        with h5py.File(tmp, "w") as h5:
+            cols = {
+                "positions": _Appender(h5, "positions", (NUM_SLOTS, 3), np.float32, comp),
+                "mask": _Appender(h5, "mask", (NUM_SLOTS,), bool, comp),
+                "restype": _Appender(h5, "restype", (), np.int8, comp),
+                "resname": _Appender(h5, "resname", (), "S5", comp),
+                "resseq": _Appender(h5, "resseq", (), np.int32, comp),
+                "icode": _Appender(h5, "icode", (), "S1", comp),
+                "chain_index": _Appender(h5, "chain_index", (), np.int32, comp),
+                "segment": _Appender(h5, "segment", (), np.int32, comp),
+                "source": _Appender(h5, "source", (), np.int32, comp),
+            }
+            files: list[str] = []
+            ch_file, ch_id, ch_off, ch_count, ch_c95, ch_c40, ch_nres = [], [], [], [], [], [], []
+            n_rows = n_seg = 0
+            for res in results:
+                if progress is not None:
+                    progress.update(1)
+                if not res.ok:
+                    summary.skipped.append((res.path, res.reason))
+                    continue
+                fi = len(files)
+                files.append(res.path)
+                summary.files_read += 1
+                summary.report.merge(res.report)
+                summary.multi_model_files += res.report.n_models > 1
+                n = len(res.restype)
+                # Chains = runs of equal chain id in residue order.
+                cid = res.chain_id
+                starts = np.flatnonzero(np.r_[True, cid[1:] != cid[:-1]])
+                counts = np.diff(np.r_[starts, n])
+                chain_rows = np.repeat(np.arange(len(starts)) + len(ch_file), counts)
+                mfile = manifest.match_file(res.path) if manifest is not None else None
+                seen_chains = set()
+                for s, c in zip(starts, counts):
+                    chain = str(cid[s])
+                    seen_chains.add(chain)
+                    entry = manifest.lookup(mfile, chain) if manifest is not None else None
+                    ch_file.append(fi)
+                    ch_id.append(chain)
+                    ch_off.append(n_rows + int(s))
+                    ch_count.append(int(c))
+                    ch_c95.append(entry.cluster95 if entry else "")
+                    ch_c40.append(entry.cluster40 if entry else "")
+                    ch_nres.append(entry.n_res if entry else -1)
+                    if manifest is not None:
+                        if entry is None:
+                            summary.chains_not_in_manifest.append(f"{res.path}:{chain}")
+                        else:
+                            summary.chains_in_manifest += 1
+                            summary.chains_n_res_differ += entry.n_res != int(c)
+                if mfile is not None:
+                    summary.manifest_rows_unused += len(set(manifest.chains_of(mfile)) - seen_chains)
+                cols["positions"].add(res.positions)
+                cols["mask"].add(res.mask)
+                cols["restype"].add(res.restype)
+                cols["resname"].add(res.resname)
+                cols["resseq"].add(res.resseq)
+                cols["icode"].add(res.icode)
+                cols["chain_index"].add(chain_rows.astype(np.int32))
+                cols["segment"].add((res.segment + n_seg).astype(np.int32))
+                cols["source"].add(np.full(n, fi, dtype=np.int32))
+                n_rows += n
+                n_seg += int(res.segment.max()) + 1
+            for c in cols.values():
+                c.flush()
+            if n_rows == 0:
+                reasons = "; ".join(r for _, r in summary.skipped[:3])
+                raise InputError(f"no protein residues in any of the {n_files} input file(s)"
+                                 + (f": {reasons}" if reasons else ""))
+            summary.chains, summary.residues = len(ch_file), n_rows
+            s = h5py.string_dtype()
+            h5.create_dataset("files", data=np.asarray(files, dtype=object), dtype=s)
+            g = h5.create_group("chains")
+            g.create_dataset("file", data=np.asarray(ch_file, dtype=np.int32))
+            g.create_dataset("chain_id", data=np.asarray(ch_id, dtype=object), dtype=s)
+            g.create_dataset("offset", data=np.asarray(ch_off, dtype=np.int64))
+            g.create_dataset("count", data=np.asarray(ch_count, dtype=np.int32))
+            g.create_dataset("cluster95", data=np.asarray(ch_c95, dtype=object), dtype=s)
+            g.create_dataset("cluster40", data=np.asarray(ch_c40, dtype=object), dtype=s)
+            g.create_dataset("manifest_n_res", data=np.asarray(ch_nres, dtype=np.int32))
+            sk = h5.create_group("skipped")
+            sk.create_dataset("file", data=np.asarray([p for p, _ in summary.skipped], dtype=object), dtype=s)
+            sk.create_dataset("reason", data=np.asarray([r for _, r in summary.skipped], dtype=object), dtype=s)
+            h5.attrs["format"] = FORMAT_NAME
+            h5.attrs["version"] = FORMAT_VERSION
+            h5.attrs["units"] = "angstrom"
+            h5.attrs["restypes"] = json.dumps(list(RESTYPES_3))
+            h5.attrs["atom14"] = json.dumps({k: list(v) for k, v in ATOM14.items()})
+            h5.attrs["models"] = "first model of each file"
+            h5.attrs["manifest"] = manifest.path if manifest is not None else ""
+            h5.attrs["summary"] = json.dumps(_summary_dict(summary))
+            for k, v in (attrs or {}).items():
+                h5.attrs[k] = v
+        os.replace(tmp, out_path)
+    except OSError as exc:
+        _remove(tmp)
+        raise OutputError(f"cannot write {out_path}: {exc}") from None
+    except BaseException:
+        _remove(tmp)
+        raise
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _summary_dict(s: PrepareSummary) -> dict:
+    r = s.report
+    return {
+        "files_in": s.files_in, "files_read": s.files_read, "files_skipped": len(s.skipped),
+        "multi_model_files": s.multi_model_files, "chains": s.chains, "residues": s.residues,
+        "segments": r.segments, "residues_skipped": dict(r.residues_skipped),
+        "residues_ignored": dict(r.residues_ignored), "unknown_as_unk": dict(r.unknown_as_unk),
+        "mapped": dict(r.mapped), "atoms_ignored": dict(r.atoms_ignored), "atoms_missing": r.atoms_missing,
+        "chains_in_manifest": s.chains_in_manifest, "chains_not_in_manifest": len(s.chains_not_in_manifest),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading and splitting
+
+
+def read_training(path: str, *, residues: bool = True) -> dict:
+    """Load a training HDF5 written by ``prepare`` into numpy arrays.
+
+    Returns a dict with the per-residue arrays (positions [N, 14, 3] float32 Å, mask [N, 14] bool,
+    restype [N] int8, segment/chain_index/source [N] int32, resseq [N] int32) unless ``residues`` is
+    False, plus ``files`` [F] str and ``chains`` (dict of [C] arrays). Raises InputError when the
+    file is missing or not a training file.
+    """
+    import h5py
+
+    if not os.path.isfile(path):
+        raise InputError(f"training file not found: {path}")
+    try:
+        with h5py.File(path, "r") as h5:
+            if h5.attrs.get("format") != FORMAT_NAME:
+                raise InputError(f"{path} is not an ldb-hpc training file (make one with 'ldb-hpc prepare')")
+            out = {"files": h5["files"].asstr()[:].tolist(), "chains": {}}
+            for k, ds in h5["chains"].items():
+                out["chains"][k] = ds.asstr()[:] if h5py.check_string_dtype(ds.dtype) else ds[:]
+            if residues:
+                for k in ("positions", "mask", "restype", "resseq", "chain_index", "segment", "source"):
+                    out[k] = h5[k][:]
+            return out
+    except OSError as exc:
+        raise InputError(f"cannot read training file {path}: {exc}") from None
+
+
+def split_keys(chains: dict, files: list[str]) -> np.ndarray:
+    """[C] str: the cluster a chain is split by.
+
+    cluster40 from the manifest; a chain without one takes the cluster40 of the first chain of the
+    same file that has one (peptides bound to a listed protein go with it), else ``file:chain``.
+    """
+    c40 = np.asarray(chains["cluster40"], dtype=object)
+    fidx = np.asarray(chains["file"])
+    keys = c40.copy()
+    first = {}
+    for i in range(len(c40)):
+        if c40[i] and fidx[i] not in first:
+            first[fidx[i]] = c40[i]
+    for i in np.flatnonzero(c40 == ""):
+        keys[i] = first.get(fidx[i], f"{files[fidx[i]]}:{chains['chain_id'][i]}")
+    return keys
+
+
+def cluster_split(keys, valid_fraction: float = 0.05, seed: int = 0) -> np.ndarray:
+    """[C] bool, True = validation: whole clusters go to one side, by a seeded hash of the cluster key.
+
+    keys: [C] cluster keys (see :func:`split_keys`). The assignment of a cluster depends only on
+    its key and ``seed``, not on which other files were prepared or their order.
+    """
+    if not 0.0 <= valid_fraction <= 1.0:
+        raise InputError(f"valid fraction must be within 0..1, got {valid_fraction}")
+    keys = np.asarray(keys, dtype=object)
+    uniq, inv = np.unique(keys.astype(str), return_inverse=True)
+    u = np.array([int.from_bytes(hashlib.blake2b(f"{seed}:{k}".encode(), digest_size=8).digest(), "little")
+                  for k in uniq], dtype=np.float64) / 2.0 ** 64
+    return (u < valid_fraction)[inv]
+
+
+__all__ = [
+    "FileResult",
+    "Manifest",
+    "PrepareSummary",
+    "cluster_split",
+    "collect_structure_files",
+    "iter_parsed",
+    "parse_for_training",
+    "read_training",
+    "split_keys",
+    "write_training_h5",
+]
