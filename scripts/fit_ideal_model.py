@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     chi, chi_mask = np.concatenate(chi), np.concatenate(chi_mask)
     tables = fit_tables(pos[:, 0], pos[:, 1], pos[:, 2], pos[:, 3], present, segment, restype, chi, chi_mask)
     counts = tables["counts_full"]
-    print(f"{len(pos)} residues; full bins with ≥8 samples: {(counts >= 8).sum()} of {counts.size}",
+    print(f"{len(pos)} residues; full α bins with ≥8 samples: {(counts >= 8).sum()} of {counts.size}",
           file=sys.stderr)
     for r, name in enumerate(rc.RESTYPES_3[:-1]):
         n_chi = int(rc.CHI_MASK[r].sum())

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ldb_hpc.chem import residues as rc
-from ldb_hpc.geometry.builder import build_atoms, measure_torsions
+from ldb_hpc.geometry.builder import build_atoms
 from ldb_hpc.geometry.frames import ca_trace_frames
 from ldb_hpc.geometry.metrics import (
     aggregate, bond_outliers, build_topology, chi_accuracy, close_pairs, diversity, evaluate_frames,

@@ -186,7 +186,10 @@ def test_collect_structure_files(dataset, tmp_path):
     # Directory walk is sorted and filtered; duplicates dropped; an explicit file is taken as is.
     assert names == ["garbage.pdb", "two.pdb.gz", "unk.ent", "x.cif", "notes.txt"]
     with pytest.raises(InputError, match="no structure files"):
-        collect_structure_files([str(dataset)])  # holds only MANIFEST.tsv outside train/
+        collect_structure_files([str(dataset / "train" / "b" / "*.txt")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no structure files"):
+        collect_structure_files([str(tmp_path / "empty")])
 
 
 def test_manifest_matching_uses_path_components():

@@ -256,7 +256,7 @@ def cg_residues(topo: ParsedTopology, ca0: np.ndarray | None = None, residue_map
     """Residues of a CG topology (exactly one atom named CA per residue, atom i = residue i).
 
     topo: the parsed topology; ca0: [L, 3] CA positions of frame 0 in Å for the segments (chain
-    breaks at CA–CA > 4.2 Å; all zeros → segments from chains only when None).
+    breaks at CA–CA > 4.2 Å); when None, segments follow the chains only.
     Raises InputError when a residue has no atom or more than one, or its atom is not named CA.
     """
     counts = np.bincount(topo.atom_residue, minlength=topo.n_residues)
@@ -267,7 +267,8 @@ def cg_residues(topo: ParsedTopology, ca0: np.ndarray | None = None, residue_map
     if bad.size:
         i = int(bad[0])
         atoms = topo.atom_name[topo.atom_residue == i]
-        desc = f"{len(atoms)} atoms ({', '.join(atoms[:6])}{', ...' if len(atoms) > 6 else ''})" if len(atoms) else "no atom"
+        shown = ", ".join(atoms[:6]) + (", ..." if len(atoms) > 6 else "")
+        desc = "no atom" if len(atoms) == 0 else f"{len(atoms)} atom{'s' if len(atoms) > 1 else ''} ({shown})"
         raise InputError(
             f"{source}: the CG topology must have one CA atom per residue; residue "
             f"{topo.resname[i]} {topo.chain_id[i]}:{topo.resseq[i]} has {desc} ({bad.size} such residues); "

@@ -1,12 +1,15 @@
 """``--model ideal``: a non-learned backmapper, the baseline every learned model is compared with.
 
-Backbone by geometric rules. Every peptide link i→i+1 of a segment gets a local frame from the CA trace
-(origin CA(i), x along CA(i)→CA(i+1), y towards CA(i−1) — or, at an N-terminal link, from CA(i+2)). The
-positions of N(i), C(i), O(i), N(i+1), C(i+1), O(i+1) in that frame are looked up in a table of mean
-positions measured on ../shared/data/train, binned by the CA virtual angles θ(i), θ(i+1) and the virtual
-dihedral τ(i) (10° and 15° bins; sparse bins fall back to coarser ones). N(i) comes from the link before
-residue i, C(i) and O(i) from the link after it; at segment ends the one link there gives all three; a
-one-residue segment gets the mean residue geometry in an arbitrary orientation.
+Backbone by geometric rules. Every peptide link i→i+1 of a segment is a rigid, planar trans peptide unit
+(C(i), O(i), N(i+1) at their mean positions relative to the two CAs, measured on ../shared/data/train), so
+its bonds are ideal by construction. What the CA trace does not fix is the unit's rotation α about the
+CA(i)→CA(i+1) axis; it is read from a table of circular means measured on the training set, binned by
+the CA virtual angles θ(i), θ(i+1) and the virtual dihedral τ(i) (10° and 15° bins; sparse bins fall back
+to τ alone, then to the global mean). The reference direction for α is CA(i−1) (or, at an N-terminal link,
+CA(i+2)), so chain ends use their own tables. N(i) comes from the unit before residue i and C(i), O(i) from
+the unit after it. A segment's first N and last C have no unit: they are placed with ideal bond geometry
+at the mean ψ (resp. φ) of their bin; the last O at the mean N–CA–C–O torsion. A one-residue segment gets
+the mean residue geometry in an arbitrary orientation.
 
 Side chains: the atom builder places CB and every side-chain atom with ideal internal geometry and the
 most common rotamer of the residue type in its backbone region (α, β, left-handed from φ/ψ of the built
@@ -33,8 +36,6 @@ TABLE_FILE = Path(__file__).resolve().parents[1] / "weights" / "ideal.npz"
 THETA_MIN, THETA_STEP, N_THETA = 70.0, 10.0, 9  # degrees
 N_TAU = 24  # 15° bins over [-180, 180)
 MIN_COUNT = 8  # a bin with fewer samples falls back to a coarser table
-# Link atoms, in the order of the tables' second-to-last axis.
-LINK_ATOMS = ("N_i", "C_i", "O_i", "N_j", "C_j", "O_j")
 # Backbone regions for rotamers: 0 α, 1 β, 2 left-handed (φ > 0), 3 any (φ or ψ undefined).
 N_REGIONS = 4
 
@@ -46,6 +47,10 @@ N_REGIONS = 4
 def _frame(origin: torch.Tensor, xpoint: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """[..., 3, 3] rotation with columns x, y, z: x along origin→xpoint, y towards ref ⟂ x (never NaN)."""
     return basis_from_two_vectors(xpoint - origin, ref - origin)
+
+
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
 
 def _angle(a, b, c) -> torch.Tensor:
@@ -105,9 +110,39 @@ def load_tables(path: str | None = None) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(np.asarray(data[k], dtype=np.float32)) for k in data.files}
 
 
+def _unit_frame(R: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Peptide-unit frame: the link frame R [..., 3, 3] turned by alpha [...] (rad) about its x axis.
+
+    The unit's plane normal is cos α·y + sin α·z; columns (x, normal × x, normal).
+    """
+    x, y, z = R.unbind(-1)
+    normal = torch.cos(alpha)[..., None] * y + torch.sin(alpha)[..., None] * z
+    return torch.stack([x, torch.linalg.cross(normal, x, dim=-1), normal], dim=-1)
+
+
+def _alpha_of(R: torch.Tensor, ca_i, c_i, ca_j) -> torch.Tensor:
+    """Rotation α of the measured peptide plane about the link axis, in the link frame R. [...] rad."""
+    normal = torch.linalg.cross(c_i - ca_i, ca_j - ca_i, dim=-1)
+    return torch.atan2((normal * R[..., 2]).sum(-1), (normal * R[..., 1]).sum(-1))
+
+
+def _circ_binned(values: torch.Tensor, keys: torch.Tensor, n_bins: int, sel: torch.Tensor, fallback):
+    """Circular mean of angles per bin; bins with < MIN_COUNT samples take ``fallback`` ([n_bins] or scalar)."""
+    k = keys[sel]
+    sin = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, k, torch.sin(values[sel]))
+    cos = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, k, torch.cos(values[sel]))
+    cnt = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, k, torch.ones_like(values[sel]))
+    fallback = torch.as_tensor(fallback, dtype=torch.float64).expand(n_bins)
+    return torch.where(cnt >= MIN_COUNT, torch.atan2(sin, cos), fallback), cnt
+
+
+def _circ_mean(x: torch.Tensor) -> torch.Tensor:
+    return torch.atan2(torch.sin(x).mean(), torch.cos(x).mean())
+
+
 def fit_tables(n: np.ndarray, ca: np.ndarray, c: np.ndarray, o: np.ndarray, present: np.ndarray,
                segment: np.ndarray, restype: np.ndarray, chi: np.ndarray, chi_mask: np.ndarray) -> dict:
-    """Fit the backbone link tables and the rotamer modes.
+    """Fit the peptide unit, the α / ψ / φ tables and the rotamer modes.
 
     n, ca, c, o: [L, 3] Å backbone atoms of all training residues in chain order; present: [L] bool
     (all four present); segment: [L]; restype: [L]; chi: [L, 4] radians with chi_mask [L, 4].
@@ -115,64 +150,62 @@ def fit_tables(n: np.ndarray, ca: np.ndarray, c: np.ndarray, o: np.ndarray, pres
     """
     T = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float64)  # noqa: E731
     n_, ca_, c_, o_ = T(n), T(ca), T(c), T(o)
-    seg = torch.as_tensor(segment)
-    g = _link_geometry(ca_, seg)
-    ok = g["linked"] & torch.as_tensor(present[:-1] & present[1:])
-    atoms = torch.stack([n_[:-1], c_[:-1], o_[:-1], n_[1:], c_[1:], o_[1:]], dim=-2)  # [L-1, 6, 3]
-    rel = atoms - ca_[:-1, None, :]
+    g = _link_geometry(ca_, torch.as_tensor(segment))
+    ca_i, ca_j = ca_[:-1], ca_[1:]
+    d_caca = (ca_j - ca_i).norm(dim=-1)
+    # Trans peptides only (cis ones have CA–CA ≈ 2.9 Å) with all five unit atoms present.
+    ok = g["linked"] & torch.as_tensor(present[:-1] & present[1:]) & (d_caca > 3.6) & (d_caca < 4.0)
 
-    def local(R):  # [L-1, 6, 3] in the link frame
-        return torch.einsum("lji,lkj->lki", R, rel)
+    # The rigid unit, in its own frame (x along CA(i)→CA(i+1), z the plane normal).
+    own = _unit_frame(g["R_prev"], _alpha_of(g["R_prev"], ca_i, c_[:-1], ca_j))
+    local = lambda R, x, origin: torch.einsum("lji,lj->li", R, x - origin)  # noqa: E731
+    unit_c = local(own, c_[:-1], ca_i)[ok].mean(0)
+    unit_o = local(own, o_[:-1], ca_i)[ok].mean(0)
+    unit_n = local(own, n_[1:], ca_j)[ok].mean(0)  # relative to CA(i+1)
 
-    loc_prev, loc_next = local(g["R_prev"]), local(g["R_next"])
     tb_i, tb_j, ub = _theta_bin(g["theta_i"]), _theta_bin(g["theta_j"]), _tau_bin(g["tau"])
-
-    def binned_mean(values, keys, n_bins, sel):
-        sums = torch.zeros(n_bins, 6, 3, dtype=torch.float64)
-        cnt = torch.zeros(n_bins, dtype=torch.float64)
-        sums.index_add_(0, keys[sel], values[sel])
-        cnt.index_add_(0, keys[sel], torch.ones(int(sel.sum()), dtype=torch.float64))
-        return sums, cnt
-
+    alpha_prev = _alpha_of(g["R_prev"], ca_i, c_[:-1], ca_j)
+    alpha_next = _alpha_of(g["R_next"], ca_i, c_[:-1], ca_j)
     full_sel = ok & g["has_prev"] & g["has_next"]
-    # Full: (θi, θj, τ) with fallbacks to τ only and to the global mean.
+    a_all = _circ_mean(alpha_prev[full_sel])
+    a_tau, _ = _circ_binned(alpha_prev, ub, N_TAU, full_sel, a_all)
     key_full = (tb_i * N_THETA + tb_j) * N_TAU + ub
-    s_full, c_full = binned_mean(loc_prev, key_full, N_THETA * N_THETA * N_TAU, full_sel)
-    s_tau, c_tau = binned_mean(loc_prev, ub, N_TAU, full_sel)
-    s_all, c_all = loc_prev[full_sel].sum(0), float(full_sel.sum())
-    mean_all = s_all / max(c_all, 1.0)
-    tau_mean = torch.where(c_tau[:, None, None] >= MIN_COUNT, s_tau / c_tau.clamp_min(1)[:, None, None], mean_all)
-    full = torch.where(c_full[:, None, None] >= MIN_COUNT, s_full / c_full.clamp_min(1)[:, None, None],
-                       tau_mean.repeat(N_THETA * N_THETA, 1, 1))
-    # N-terminal links (no CA(i−1)): frame towards CA(i+2), binned by θ(i+1).
+    a_full, c_full = _circ_binned(alpha_prev, key_full, N_THETA * N_THETA * N_TAU, full_sel,
+                                  a_tau.repeat(N_THETA * N_THETA))
     sel = ok & g["has_next"]
-    s, cn = binned_mean(loc_next, tb_j, N_THETA, sel)
-    m = loc_next[sel].mean(0)
-    noprev = torch.where(cn[:, None, None] >= MIN_COUNT, s / cn.clamp_min(1)[:, None, None], m)
-    # C-terminal links (no CA(i+2)): frame towards CA(i−1), binned by θ(i).
+    a_noprev, _ = _circ_binned(alpha_next, tb_j, N_THETA, sel, _circ_mean(alpha_next[sel]))
     sel = ok & g["has_prev"]
-    s, cn = binned_mean(loc_prev, tb_i, N_THETA, sel)
-    m_prev = loc_prev[sel].mean(0)
-    nonext = torch.where(cn[:, None, None] >= MIN_COUNT, s / cn.clamp_min(1)[:, None, None], m_prev)
-    # Two-residue segments: the orientation about x is unknown; any mean placement will do.
-    none = m_prev
+    a_nonext, _ = _circ_binned(alpha_prev, tb_i, N_THETA, sel, _circ_mean(alpha_prev[sel]))
+
+    # Chain ends: ψ of the residue that starts a link with no CA(i−1), binned like a_noprev; φ of the
+    # residue that ends a link with no CA(i+2), binned like a_nonext; the N–CA–C–O torsion of C-termini.
+    psi = dihedral(n_[:-1], ca_i, c_[:-1], n_[1:])
+    phi = dihedral(c_[:-1], n_[1:], ca_j, c_[1:])
+    sel = ok & g["has_next"]
+    psi_start, _ = _circ_binned(psi, tb_j, N_THETA, sel, _circ_mean(psi[sel]))
+    sel = ok & g["has_prev"]
+    phi_end, _ = _circ_binned(phi, tb_i, N_THETA, sel, _circ_mean(phi[sel]))
+    o_tors = dihedral(n_, ca_, c_, o_)
+    last = torch.ones(len(ca_), dtype=torch.bool)
+    last[:-1] = ~g["linked"]
+    o_end = _circ_mean(o_tors[last & torch.as_tensor(present)])
 
     # Rotamer modes per (restype, region).
-    phi = torch.full((len(ca),), float("nan"), dtype=torch.float64)
-    psi = torch.full((len(ca),), float("nan"), dtype=torch.float64)
+    phi_r = torch.full((len(ca_),), float("nan"), dtype=torch.float64)
+    psi_r = torch.full((len(ca_),), float("nan"), dtype=torch.float64)
     lk = g["linked"] & torch.as_tensor(present[:-1] & present[1:])
-    phi_v = dihedral(c_[:-1], n_[1:], ca_[1:], c_[1:])
-    psi_v = dihedral(n_[:-1], ca_[:-1], c_[:-1], n_[1:])
-    phi[1:] = torch.where(lk, phi_v, phi[1:])
-    psi[:-1] = torch.where(lk, psi_v, psi[:-1])
-    region = _region(phi, psi).numpy()
+    phi_r[1:] = torch.where(lk, phi, phi_r[1:])
+    psi_r[:-1] = torch.where(lk, psi, psi_r[:-1])
+    region = _region(phi_r, psi_r).numpy()
     rot = np.zeros((rc.NUM_RESTYPES, N_REGIONS, 4))
     for r in range(rc.NUM_RESTYPES):
         for reg in range(N_REGIONS):
             sel = (restype == r) if reg == N_REGIONS - 1 else (restype == r) & (region == reg)
             rot[r, reg] = _rotamer_mode(chi[sel], chi_mask[sel], rc.CHI_MASK[r])
-    return dict(link_full=full.reshape(N_THETA, N_THETA, N_TAU, 6, 3).numpy(), link_noprev=noprev.numpy(),
-                link_nonext=nonext.numpy(), link_none=none.numpy(), rotamer=rot,
+    return dict(unit=torch.stack([unit_c, unit_o, unit_n]).numpy(),
+                alpha_full=a_full.reshape(N_THETA, N_THETA, N_TAU).numpy(), alpha_noprev=a_noprev.numpy(),
+                alpha_nonext=a_nonext.numpy(), psi_start=psi_start.numpy(), phi_end=phi_end.numpy(),
+                o_torsion_end=np.array(float(o_end)), rotamer=rot,
                 counts_full=c_full.reshape(N_THETA, N_THETA, N_TAU).numpy())
 
 
@@ -211,45 +244,66 @@ def _rotamer_mode(chi: np.ndarray, chi_mask: np.ndarray, defined: np.ndarray) ->
 def backbone_from_trace(ca: torch.Tensor, segment: torch.Tensor, tables: dict | None = None):
     """Place N, C, O of every residue from the CA trace.
 
-    ca: [..., L, 3] Å; segment: [L] int. Returns (n, c, o), each [..., L, 3] Å; CA is unchanged.
+    ca: [..., L, 3] Å; segment: [L] int. Returns (n, c, o, o_torsion): n, c, o [..., L, 3] Å (CA is
+    unchanged; o is NaN-free but only meaningful where a unit follows the residue) and o_torsion [..., L]
+    rad, the N–CA–C–O torsion the atom builder should use.
     """
+    from ldb_hpc.chem.ideal import ideal_geometry
+    from ldb_hpc.geometry.builder import nerf
+
     tables = tables or load_tables()
     dtype = ca.dtype
     L = ca.shape[-2]
+    geo = ideal_geometry()
+    fl = geo.frame_local[rc.UNK]
+    b_nca, b_cac = float(np.linalg.norm(fl[0])), float(np.linalg.norm(fl[2]))
+    a_ncac = float(np.arccos(fl[0, 0] / b_nca))
+    o_end = tables["o_torsion_end"].to(dtype)
     if L == 1:
-        return _singletons(ca, torch.ones(1, dtype=torch.bool))
+        n, c, o = _singletons(ca)
+        return n, c, o, dihedral(n, ca, c, o)
     g = _link_geometry(ca, segment)
     hp, hn = g["has_prev"], g["has_next"]
     tb_i, tb_j, ub = _theta_bin(g["theta_i"]), _theta_bin(g["theta_j"]), _tau_bin(g["tau"])
-    full = tables["link_full"].to(dtype)[tb_i, tb_j, ub]  # [..., L-1, 6, 3]
-    noprev = tables["link_noprev"].to(dtype)[tb_j]
-    nonext = tables["link_nonext"].to(dtype)[tb_i]
-    none = tables["link_none"].to(dtype).expand_as(full)
-    loc = torch.where((hp & hn)[:, None, None], full,
-                      torch.where(hn[:, None, None], noprev, torch.where(hp[:, None, None], nonext, none)))
-    R = torch.where(hp[:, None, None], g["R_prev"], torch.where(hn[:, None, None], g["R_next"], g["R_prev"]))
-    atoms = torch.einsum("...lij,...lkj->...lki", R, loc) + ca[..., :-1, None, :]  # [..., L-1, 6, 3]
+    alpha = torch.where(hp & hn, tables["alpha_full"].to(dtype)[tb_i, tb_j, ub],
+                        torch.where(hn, tables["alpha_noprev"].to(dtype)[tb_j],
+                                    torch.where(hp, tables["alpha_nonext"].to(dtype)[tb_i],
+                                                torch.zeros((), dtype=dtype))))
+    R = torch.where((~hp & hn)[:, None, None], g["R_next"], g["R_prev"])
+    U = _unit_frame(R, alpha)  # [..., L-1, 3, 3]
+    unit = tables["unit"].to(dtype)
+    ca_i, ca_j = ca[..., :-1, :], ca[..., 1:, :]
+    c_u = ca_i + torch.einsum("...ij,j->...i", U, unit[0])
+    o_u = ca_i + torch.einsum("...ij,j->...i", U, unit[1])
+    n_u = ca_j + torch.einsum("...ij,j->...i", U, unit[2])
+    # Chain-end atoms with ideal bond geometry: N(i) at ψ(i) for a link with no residue before it,
+    # C(i+1) at φ(i+1) for a link with no residue after it.
+    psi = tables["psi_start"].to(dtype)[tb_j]
+    phi = tables["phi_end"].to(dtype)[tb_i]
+    n_start = nerf(n_u, c_u, ca_i, b_nca, a_ncac, psi)
+    c_end = nerf(c_u, n_u, ca_j, b_cac, a_ncac, phi)
+
     linked = g["linked"]
     has_before = torch.zeros(L, dtype=torch.bool, device=ca.device)
     has_after = torch.zeros(L, dtype=torch.bool, device=ca.device)
     has_before[1:] = linked
     has_after[:-1] = linked
-    # Per residue: from the link before (index i−1, atoms j) or after (index i, atoms i).
-    after = torch.cat([atoms[..., :, 0:3, :], atoms[..., -1:, 0:3, :]], dim=-3)   # residue i as link-start
-    before = torch.cat([atoms[..., :1, 3:6, :], atoms[..., :, 3:6, :]], dim=-3)   # residue i as link-end
-    n = torch.where(has_before[:, None], before[..., 0, :], after[..., 0, :])
-    c = torch.where(has_after[:, None], after[..., 1, :], before[..., 1, :])
-    o = torch.where(has_after[:, None], after[..., 2, :], before[..., 2, :])
+    pad = lambda x, front: torch.cat([x[..., :1, :], x] if front else [x, x[..., -1:, :]], dim=-2)  # noqa: E731
+    n = torch.where(has_before[:, None], pad(n_u, True), pad(n_start, False))
+    c = torch.where(has_after[:, None], pad(c_u, False), pad(c_end, True))
+    o = pad(o_u, False)
+    o_tors = torch.where(has_after, dihedral(n, ca, c, o), o_end)
     lone = ~has_before & ~has_after
     if bool(lone.any()):
-        sn, sc, so = _singletons(ca, lone)
+        sn, sc, so = _singletons(ca)
         n = torch.where(lone[:, None], sn, n)
         c = torch.where(lone[:, None], sc, c)
         o = torch.where(lone[:, None], so, o)
-    return n, c, o
+        o_tors = torch.where(lone, dihedral(n, ca, c, o), o_tors)
+    return n, c, o, o_tors
 
 
-def _singletons(ca: torch.Tensor, lone: torch.Tensor):
+def _singletons(ca: torch.Tensor):
     """Backbone of one-residue segments: ideal N, C and an ideal trans O, in a fixed orientation."""
     from ldb_hpc.chem.ideal import ideal_geometry
 
@@ -259,8 +313,7 @@ def _singletons(ca: torch.Tensor, lone: torch.Tensor):
     c = ca + fl[2]
     # O in the N–CA–C plane, anti to N, with the ideal C=O length.
     bond_o = float(geo.bond[rc.UNK, 3])
-    u = (c - ca) / (c - ca).norm(dim=-1, keepdim=True) - (n - ca) / (n - ca).norm(dim=-1, keepdim=True)
-    o = c + bond_o * u / u.norm(dim=-1, keepdim=True)
+    o = c + bond_o * _unit(_unit(c - ca) - _unit(n - ca))
     return n, c, o
 
 
@@ -276,13 +329,13 @@ def backmap_ideal(ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor
     from ldb_hpc.geometry.frames import frames_from_backbone
 
     tables = tables or load_tables()
-    n, c, o = backbone_from_trace(ca, segment, tables)
+    n, c, o, o_tors = backbone_from_trace(ca, segment, tables)
     R, t = frames_from_backbone(n, ca, c)
     # The frame keeps the placed N and C exactly: their local coordinates are passed per residue.
     frame_local = torch.einsum("...ji,...kj->...ki", R, torch.stack([n, ca, c], dim=-2) - t[..., None, :])
     # Torsions: O from its placed position, χ from the rotamer table by backbone region.
     torsions = torch.zeros(ca.shape[:-1] + (rc.NUM_TORSIONS,), dtype=ca.dtype, device=ca.device)
-    torsions[..., rc.PSI] = dihedral(n, ca, c, o)
+    torsions[..., rc.PSI] = o_tors
     L = ca.shape[-2]
     phi = torch.full(ca.shape[:-1], float("nan"), dtype=ca.dtype, device=ca.device)
     psi = torch.full(ca.shape[:-1], float("nan"), dtype=ca.dtype, device=ca.device)
