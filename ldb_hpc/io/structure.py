@@ -1,7 +1,7 @@
 """PDB / mmCIF structures ⇄ :class:`ldb_hpc.chem.protein.Protein` in atom14 slots (positions in Å).
 
 Reading goes through gemmi. PDB files are read with ``max_line_length=72``: some files in the wild
-(38 of the training set) carry the legacy entry ID + serial in columns 73–80 where strict readers
+(dozens in the training set) carry the legacy entry ID + serial in columns 73–80 where strict readers
 expect the element and charge; heavy protein atoms are identified by name, never by element, so
 nothing is lost by ignoring those columns (the segment ID in 73–76 is not used as a chain either).
 
@@ -45,7 +45,6 @@ from ldb_hpc.chem.residues import (
     RESTYPE_INDEX,
     RESTYPES_3,
     SLOT_INDEX,
-    UNK,
     normalize_atomname,
     normalize_resname,
 )
@@ -219,7 +218,7 @@ def _select_models(st, models, path: str):
     raise ValueError(f"models must be 'first', 'all' or a 0-based int, got {models!r}")
 
 
-def _model_to_protein(model, path: str, label: str, residue_map: dict[str, str], keep_unknown: bool,
+def _model_to_protein(model, label: str, residue_map: dict[str, str], keep_unknown: bool,
                       report: ParseReport, unknown: dict[str, str]):
     """One gemmi Model → Protein (or None when it has no protein residues); counts into ``report``."""
     import gemmi
@@ -369,7 +368,7 @@ def read_structure_with_report(path, *, models="first", residue_map: dict[str, s
     for k in wanted:
         model = st[k]
         label = base if len(wanted) == 1 and len(st) == 1 else f"{base}#model{k}"
-        protein = _model_to_protein(model, path, label, residue_map, keep_unknown, report, unknown)
+        protein = _model_to_protein(model, label, residue_map, keep_unknown, report, unknown)
         if protein is not None:
             proteins.append(protein)
         report.models_read += 1
@@ -485,5 +484,4 @@ __all__ = [
     "read_structure_with_report",
     "write_pdb",
     "protein_to_pdb_string",
-    "UNK",
 ]

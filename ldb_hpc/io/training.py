@@ -33,7 +33,6 @@ import glob
 import hashlib
 import json
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np

@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Accuracy and time of ldb-hpc models against PULCHRA on the CA traces of a structure set.
+
+For every structure: `ldb-hpc coarsen` makes the CA trace; `ldb-hpc backmap --model M` rebuilds it;
+PULCHRA (the C core through PyPI `pypulchra`, one process per structure as users run it) rebuilds the
+same trace written as a CA-only PDB; `ldb-hpc evaluate` scores both against the original structure with
+the DESIGN.md metrics. Results are appended to benchmarks/results.csv (long format) and printed as a
+Markdown table.
+
+    python benchmarks/accuracy_casp12.py [--data ../shared/data/test/casp12] [--models ideal] [--no-pulchra]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results.csv"
+METRICS = [  # key in evaluate's JSON summary, label, unit, scale
+    ("rmsd", "RMSD heavy", "Å", 1.0),
+    ("rmsd_backbone", "RMSD backbone", "Å", 1.0),
+    ("bond_outliers", "bond outliers", "%", 100.0),
+    ("clash_1.2", "clashes <1.2 Å", "/1000 atoms", 1.0),
+    ("clash_2.0", "clashes <2.0 Å", "/1000 atoms", 1.0),
+    ("chi1_accuracy", "χ1 ≤40°", "%", 100.0),
+    ("chi12_accuracy", "χ1+χ2 ≤40°", "%", 100.0),
+    ("graph_valid", "valid graph", "%", 100.0),
+]
+
+
+def _cli(argv: list[str]) -> None:
+    from ldb_hpc.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    if rc != 0:
+        raise RuntimeError(f"ldb-hpc {' '.join(argv)} failed: {err.getvalue().strip()}")
+
+
+def _evaluate(pred: str, ref: str, json_path: str) -> dict:
+    _cli(["evaluate", pred, "--ref", ref, "--json", json_path, "--overwrite"])
+    with open(json_path) as fh:
+        return json.load(fh)["summary"]
+
+
+def _git_sha() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "test" / "casp12"))
+    ap.add_argument("--models", nargs="+", default=["ideal"])
+    ap.add_argument("--no-pulchra", action="store_true")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N structures (smoke runs)")
+    ap.add_argument("--results", default=str(RESULTS))
+    args = ap.parse_args(argv)
+
+    import mdtraj as md
+
+    files = sorted(p for p in Path(args.data).iterdir() if p.suffix in (".pdb", ".cif") or p.name.endswith(".gz"))
+    files = files[: args.limit] if args.limit else files
+    pulchra = shutil.which("pypulchra") or str(Path(sys.executable).with_name("pypulchra"))
+    use_pulchra = not args.no_pulchra and os.path.exists(pulchra)
+    methods = [f"ldb-hpc --model {m}" for m in args.models] + (["PULCHRA"] if use_pulchra else [])
+    per = {m: [] for m in methods}
+    times = {m: 0.0 for m in methods}
+    n_res_total = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in files:
+            stem = path.name.split(".")[0]
+            cg = os.path.join(tmp, f"{stem}.cg.h5")
+            _cli(["coarsen", str(path), "-o", cg, "--overwrite"])
+            n_res_total += md.load(cg).n_residues
+            for model in args.models:
+                out = os.path.join(tmp, f"{stem}.{model}.aa.h5")
+                t0 = time.perf_counter()
+                _cli(["backmap", cg, "-o", out, "--model", model, "--overwrite", "--no-progress"])
+                times[f"ldb-hpc --model {model}"] += time.perf_counter() - t0
+                per[f"ldb-hpc --model {model}"].append(_evaluate(out, str(path), out + ".json"))
+            if use_pulchra:
+                ca_pdb = os.path.join(tmp, f"{stem}.ca.pdb")
+                md.load(cg).save_pdb(ca_pdb)
+                out = os.path.join(tmp, f"{stem}.pulchra.pdb")
+                t0 = time.perf_counter()
+                subprocess.run([pulchra, "-i", ca_pdb, "-o", out], check=True, capture_output=True)
+                times["PULCHRA"] += time.perf_counter() - t0
+                per["PULCHRA"].append(_evaluate(out, str(path), out + ".json"))
+            print(f"{stem}: " + "  ".join(f"{m}: {per[m][-1]['rmsd']:.3f} Å" for m in methods), file=sys.stderr)
+
+    sha, machine = _git_sha(), f"{platform.node()} ({os.cpu_count()} cores)"
+    date = datetime.date.today().isoformat()
+    dataset = Path(args.data).name
+    rows = []
+    for m in methods:
+        for key, label, unit, scale in METRICS:
+            vals = [s[key] for s in per[m] if s.get(key) is not None]
+            rows.append(("accuracy", f"{dataset}|{m}", key, scale * float(np.mean(vals)), unit))
+        rows.append(("accuracy", f"{dataset}|{m}", "wall_time_per_structure", times[m] / len(files), "s"))
+        rows.append(("accuracy", f"{dataset}|{m}", "residues_per_s", n_res_total / max(times[m], 1e-9),
+                     "residues/s"))
+    new = not os.path.exists(args.results)
+    with open(args.results, "a", newline="") as fh:
+        w = csv.writer(fh)
+        if new:
+            w.writerow(["benchmark", "configuration", "metric", "value", "unit", "git_sha", "machine", "date"])
+        for r in rows:
+            w.writerow(list(r[:3]) + [f"{r[3]:.6g}", r[4], sha, machine, date])
+
+    header = "| method | " + " | ".join(f"{label} ({unit})" for _, label, unit, _ in METRICS) + " | s/structure |"
+    print(f"\n{dataset}: {len(files)} structures, {n_res_total} residues, mean over structures\n")
+    print(header)
+    print("|" + "---|" * (len(METRICS) + 2))
+    for m in methods:
+        vals = []
+        for key, _, _, scale in METRICS:
+            v = [s[key] for s in per[m] if s.get(key) is not None]
+            vals.append(f"{scale * float(np.mean(v)):.2f}")
+        print(f"| {m} | " + " | ".join(vals) + f" | {times[m] / len(files):.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
