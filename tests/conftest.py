@@ -30,3 +30,26 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run ``ldb-hpc ARGS`` in-process: ``run_cli("backmap", path, "-o", out)`` → (exit code, stdout, stderr)."""
+    from ldb_hpc.cli.main import main
+
+    def run(*args):
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def assert_one_line_error(code, err, pattern=None):
+    """The CLI's promise for bad input: exit 2 and exactly one ``error: …`` line on stderr, no traceback."""
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    if pattern:
+        assert pattern in lines[0], lines[0]

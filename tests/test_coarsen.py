@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
@@ -11,35 +10,11 @@ import mdtraj as md
 import numpy as np
 import pytest
 
-import ldb_hpc.cli.main as cli_main
 from ldb_hpc.io.aa import AllAtomWriter
 from ldb_hpc.io.cg import CGTrajectory
 from ldb_hpc.io.topology import cg_topology
+from conftest import assert_one_line_error
 from test_io_trajectory import heavy, sample_spec, write_cg, write_pdb
-
-
-@pytest.fixture
-def run_cli(monkeypatch, capsys):
-    """Run ``ldb-hpc ARGS`` in-process → (rc, stdout, stderr); subcommands not in the tree yet are left out."""
-    present = tuple(s for s in cli_main.SUBCOMMANDS if importlib.util.find_spec(f"ldb_hpc.cli.{s}"))
-    monkeypatch.setattr(cli_main, "SUBCOMMANDS", present)
-
-    def run(*args):
-        rc = cli_main.main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return rc, out, err
-
-    run.has = lambda name: name in present
-    return run
-
-
-def assert_one_line_error(rc, err, pattern=None):
-    assert rc == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    if pattern:
-        assert pattern in lines[0], lines[0]
 
 
 def test_coarsen_multimodel_pdb(tmp_path, run_cli):
@@ -184,8 +159,6 @@ def test_bad_cg_input_one_line_error(tmp_path, run_cli, case):
         CGTrajectory(str(path)).close()
     assert message in str(info.value) and "\n" not in str(info.value)
     # ... reaches the user as one `error:` line with exit code 2, and no output appears.
-    if not run_cli.has("backmap"):
-        pytest.skip("backmap subcommand not in the tree yet")
     out = tmp_path / "out.aa.h5"
     rc, _, err = run_cli("backmap", path, "-o", out, "--model", "ideal")
     assert_one_line_error(rc, err, message)

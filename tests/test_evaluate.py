@@ -11,22 +11,13 @@ import pytest
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.chem.protein import Protein, Residues
 from ldb_hpc.cli import evaluate as ev
-from ldb_hpc.cli import main as cli_main
 from ldb_hpc.errors import InputError
 from test_metrics import random_protein
 
 
 @pytest.fixture
-def run_cli(monkeypatch, capsys):
-    # Only this subcommand: the CLI imports every subcommand module when it builds its parser.
-    monkeypatch.setattr(cli_main, "SUBCOMMANDS", ("evaluate",))
-
-    def run(*argv):
-        code = cli_main.main(["evaluate", *map(str, argv)])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+def run_eval(run_cli):
+    return lambda *argv: run_cli("evaluate", *argv)
 
 
 def write_pdb(path, models, restype, names=None):
@@ -47,10 +38,10 @@ def protein():
     return np.round(x, 3), restype
 
 
-def test_self_and_shifted_copy(tmp_path, run_cli, protein):
+def test_self_and_shifted_copy(tmp_path, run_eval, protein):
     x, restype = protein
     ref = write_pdb(tmp_path / "ref.pdb", [x], restype)
-    code, out, err = run_cli(ref, "--ref", ref, "--json", tmp_path / "self.json")
+    code, out, err = run_eval(ref, "--ref", ref, "--json", tmp_path / "self.json")
     assert code == 0, err
     doc = json.loads((tmp_path / "self.json").read_text())
     s = doc["summary"]
@@ -60,7 +51,7 @@ def test_self_and_shifted_copy(tmp_path, run_cli, protein):
     assert doc["rows"] == 1 and doc["per_row"]["rmsd"] == [0.0]
 
     shifted = write_pdb(tmp_path / "pred.pdb", [x + np.array([0.3, 0.4, 0.0])], restype)
-    code, out, err = run_cli(shifted, "--ref", ref, "--json", tmp_path / "shift.json")
+    code, out, err = run_eval(shifted, "--ref", ref, "--json", tmp_path / "shift.json")
     assert code == 0, err
     s = json.loads((tmp_path / "shift.json").read_text())["summary"]
     assert s["rmsd"] == pytest.approx(0.5, abs=2e-3) and s["rmsd_backbone"] == pytest.approx(0.5, abs=2e-3)
@@ -72,29 +63,29 @@ def test_self_and_shifted_copy(tmp_path, run_cli, protein):
     assert not list(tmp_path.glob(".*tmp*"))  # no temporary left behind
 
 
-def test_samples_map_rows_to_reference_frames(tmp_path, run_cli, protein):
+def test_samples_map_rows_to_reference_frames(tmp_path, run_eval, protein):
     x, restype = protein
     y = x + np.array([1.0, 0.0, 0.0])
     ref = write_pdb(tmp_path / "ref.pdb", [x, y], restype)
     pred = write_pdb(tmp_path / "pred.pdb", [x, x, y, y], restype)
-    code, out, err = run_cli(pred, "--ref", ref, "--samples", "2", "--json", tmp_path / "m.json")
+    code, out, err = run_eval(pred, "--ref", ref, "--samples", "2", "--json", tmp_path / "m.json")
     assert code == 0, err
     doc = json.loads((tmp_path / "m.json").read_text())
     assert doc["frames"] == 2 and doc["samples"] == 2
     np.testing.assert_allclose(doc["per_row"]["rmsd"], 0.0, atol=1e-3)
     np.testing.assert_allclose(doc["per_frame"]["rmsd_gen"], 0.0, atol=1e-3)
     # Without --samples, rows / reference frames is used; one reference frame serves every row.
-    code, _, err = run_cli(pred, "--ref", ref, "--json", tmp_path / "m2.json")
+    code, _, err = run_eval(pred, "--ref", ref, "--json", tmp_path / "m2.json")
     assert code == 0, err
     assert json.loads((tmp_path / "m2.json").read_text())["samples"] == 2
     single = write_pdb(tmp_path / "one.pdb", [x], restype)
-    code, _, err = run_cli(pred, "--ref", single, "--json", tmp_path / "m3.json")
+    code, _, err = run_eval(pred, "--ref", single, "--json", tmp_path / "m3.json")
     assert code == 0, err
     np.testing.assert_allclose(json.loads((tmp_path / "m3.json").read_text())["per_row"]["rmsd"], [0, 0, 1, 1],
                                atol=1e-3)
 
 
-def test_errors_exit_2_with_one_line(tmp_path, run_cli, protein):
+def test_errors_exit_2_with_one_line(tmp_path, run_eval, protein):
     x, restype = protein
     ref = write_pdb(tmp_path / "ref.pdb", [x], restype)
     cases = []
@@ -114,7 +105,7 @@ def test_errors_exit_2_with_one_line(tmp_path, run_cli, protein):
     (tmp_path / "exists.json").write_text("{}")
     cases.append(((ref, "--ref", ref, "--json", tmp_path / "exists.json"), "--overwrite"))
     for argv, needle in cases:
-        code, out, err = run_cli(*argv)
+        code, out, err = run_eval(*argv)
         assert code == 2, (argv, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], (argv, err)
@@ -132,9 +123,9 @@ def test_resolve_samples_rules():
 
 
 @pytest.mark.data
-def test_casp12_against_itself(tmp_path, run_cli, shared_data):
+def test_casp12_against_itself(tmp_path, run_eval, shared_data):
     path = shared_data / "test" / "casp12" / "T0860.pdb"
-    code, out, err = run_cli(path, "--ref", path, "--json", tmp_path / "m.json")
+    code, out, err = run_eval(path, "--ref", path, "--json", tmp_path / "m.json")
     assert code == 0, err
     s = json.loads((tmp_path / "m.json").read_text())["summary"]
     assert s["rmsd"] == 0.0 and s["clash_1.2"] == 0.0 and s["clash_2.0"] == 0.0

@@ -57,16 +57,10 @@ def dataset(tmp_path):
     return root
 
 
-def run_cli(argv, capsys):
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_prepare_dataset(dataset, tmp_path, capsys):
+def test_prepare_dataset(dataset, tmp_path, run_cli):
     out = tmp_path / "train.h5"
-    code, stdout, err = run_cli(["prepare", str(dataset / "train"), "-o", str(out),
-                                 "--manifest", str(dataset / "MANIFEST.tsv"), "--workers", "1"], capsys)
+    code, stdout, err = run_cli(*["prepare", str(dataset / "train"), "-o", str(out),
+                                 "--manifest", str(dataset / "MANIFEST.tsv"), "--workers", "1"])
     assert code == 0, err
     assert "files skipped" in stdout and "garbage.pdb" in stdout
     with h5py.File(out, "r") as h5:
@@ -107,12 +101,12 @@ def test_prepare_dataset(dataset, tmp_path, capsys):
     assert data["restype"][0] == RESTYPE_INDEX["MET"]
 
 
-def test_prepare_workers_deterministic(dataset, tmp_path, capsys):
+def test_prepare_workers_deterministic(dataset, tmp_path, run_cli):
     outs = []
     for w in ("1", "2"):
         out = tmp_path / f"w{w}.h5"
-        code, _, err = run_cli(["prepare", str(dataset / "train" / "b"), str(dataset / "train" / "a"),
-                                "-o", str(out), "--workers", w, "--compression", "lzf"], capsys)
+        code, _, err = run_cli(*["prepare", str(dataset / "train" / "b"), str(dataset / "train" / "a"),
+                                "-o", str(out), "--workers", w, "--compression", "lzf"])
         assert code == 0, err
         outs.append(read_training(str(out)))
     a, b = outs
@@ -121,10 +115,10 @@ def test_prepare_workers_deterministic(dataset, tmp_path, capsys):
         np.testing.assert_array_equal(a[k], b[k])
 
 
-def test_prepare_glob_and_map_residue(dataset, tmp_path, capsys):
+def test_prepare_glob_and_map_residue(dataset, tmp_path, run_cli):
     out = tmp_path / "g.h5"
-    code, stdout, err = run_cli(["prepare", str(dataset / "train" / "**" / "u*.ent"), "-o", str(out),
-                                 "--map-residue", "LRT=LYS"], capsys)
+    code, stdout, err = run_cli(*["prepare", str(dataset / "train" / "**" / "u*.ent"), "-o", str(out),
+                                 "--map-residue", "LRT=LYS"])
     assert code == 0, err
     data = read_training(str(out))
     assert len(data["files"]) == 1 and data["restype"][1] == RESTYPE_INDEX["LYS"]
@@ -139,42 +133,42 @@ def assert_one_error_line(code, err, *needles):
         assert n in lines[0], lines[0]
 
 
-def test_prepare_errors(dataset, tmp_path, capsys):
+def test_prepare_errors(dataset, tmp_path, run_cli):
     out = tmp_path / "o.h5"
     b = dataset / "train" / "b"
-    code, _, err = run_cli(["prepare", str(tmp_path / "missing.pdb"), "-o", str(out)], capsys)
+    code, _, err = run_cli(*["prepare", str(tmp_path / "missing.pdb"), "-o", str(out)])
     assert_one_error_line(code, err, "not found", "missing.pdb")
-    code, _, err = run_cli(["prepare", str(b / "garbage.pdb"), "-o", str(out)], capsys)
+    code, _, err = run_cli(*["prepare", str(b / "garbage.pdb"), "-o", str(out)])
     assert_one_error_line(code, err, "garbage.pdb", "no atoms")
     water = tmp_path / "water.pdb"
     water.write_text("HETATM    1  O   HOH A   1       0.000   0.000   0.000  1.00 10.00           O  \nEND\n")
-    code, _, err = run_cli(["prepare", str(water), "-o", str(out)], capsys)
+    code, _, err = run_cli(*["prepare", str(water), "-o", str(out)])
     assert_one_error_line(code, err, "no protein residues in", "water.pdb")
-    code, _, err = run_cli(["prepare", str(b / "unk.ent"), "-o", str(out), "--strict"], capsys)
+    code, _, err = run_cli(*["prepare", str(b / "unk.ent"), "-o", str(out), "--strict"])
     assert_one_error_line(code, err, "unknown residue names", "LRT", "--map-residue LRT=LYS")
-    code, _, err = run_cli(["prepare", str(b), "-o", str(out), "--strict", "--map-residue", "LRT=LYS"], capsys)
+    code, _, err = run_cli(*["prepare", str(b), "-o", str(out), "--strict", "--map-residue", "LRT=LYS"])
     assert_one_error_line(code, err, "garbage.pdb")
-    code, _, err = run_cli(["prepare", str(tmp_path / "nothing*.pdb"), "-o", str(out)], capsys)
+    code, _, err = run_cli(*["prepare", str(tmp_path / "nothing*.pdb"), "-o", str(out)])
     assert_one_error_line(code, err, "no files match")
-    code, _, err = run_cli(["prepare", str(b), "-o", str(out), "--manifest", str(tmp_path / "no.tsv")], capsys)
+    code, _, err = run_cli(*["prepare", str(b), "-o", str(out), "--manifest", str(tmp_path / "no.tsv")])
     assert_one_error_line(code, err, "manifest not found")
     bad = tmp_path / "bad.tsv"
     bad.write_text("file\tchain\n")
-    code, _, err = run_cli(["prepare", str(b), "-o", str(out), "--manifest", str(bad)], capsys)
+    code, _, err = run_cli(*["prepare", str(b), "-o", str(out), "--manifest", str(bad)])
     assert_one_error_line(code, err, "lacks column", "cluster40")
     # No output, and no temporary file left behind, after any failed run.
     assert not out.exists()
     assert not list(tmp_path.glob(".o.h5.tmp*"))
 
 
-def test_prepare_refuses_existing_output(dataset, tmp_path, capsys):
+def test_prepare_refuses_existing_output(dataset, tmp_path, run_cli):
     out = tmp_path / "o.h5"
     out.write_bytes(b"old")
     a = dataset / "train" / "a"
-    code, _, err = run_cli(["prepare", str(a), "-o", str(out)], capsys)
+    code, _, err = run_cli(*["prepare", str(a), "-o", str(out)])
     assert_one_error_line(code, err, "--overwrite")
     assert out.read_bytes() == b"old"
-    code, _, err = run_cli(["prepare", str(a), "-o", str(out), "--overwrite"], capsys)
+    code, _, err = run_cli(*["prepare", str(a), "-o", str(out), "--overwrite"])
     assert code == 0, err
     assert len(read_training(str(out))["files"]) == 2
 
