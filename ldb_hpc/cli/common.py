@@ -9,13 +9,10 @@ from ldb_hpc.errors import InputError, OutputError
 
 
 def existing_file(path: str, what: str = "input") -> str:
-    """Return ``path`` if it is a readable file, else raise InputError naming it."""
-    if not os.path.exists(path):
-        raise InputError(f"{what} file not found: {path}")
-    if os.path.isdir(path):
-        raise InputError(f"{what} is a directory, not a file: {path}")
-    if not os.access(path, os.R_OK):
-        raise InputError(f"{what} file is not readable: {path}")
+    """Return ``path`` if it is a readable, non-empty file, else raise InputError naming it."""
+    from ldb_hpc.io.files import check_readable
+
+    check_readable(path, what)
     return path
 
 

@@ -18,11 +18,12 @@ from ldb_hpc import __version__
 from ldb_hpc.chem.protein import Residues
 from ldb_hpc.chem.residues import NUM_SLOTS
 from ldb_hpc.errors import InputError, OutputError
+from ldb_hpc.io.files import TempFileWriter
 from ldb_hpc.io.cg import NM, frames_per_chunk, prepare_output, write_root_attrs, write_topology
 from ldb_hpc.io.topology import aa_residues, aa_topology, parse_topology
 
 
-class AllAtomWriter:
+class AllAtomWriter(TempFileWriter):
     """Writes backmapped frames into a preallocated MDTraj-HDF5 file (context manager).
 
     path: final file name; residues: the L residues; n_frames: CG frames F that will be written;
@@ -123,27 +124,6 @@ class AllAtomWriter:
         self._f.close()
         self._f = None
         os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        """Close and delete the temporary file (the final name is never created)."""
-        f, self._f = self._f, None
-        if f is not None:
-            try:
-                f.close()
-            except Exception:  # noqa: BLE001 - best effort on the error path
-                pass
-        if os.path.exists(self._tmp):
-            os.remove(self._tmp)
-
-    def __enter__(self) -> "AllAtomWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
 
 def read_aa(path: str, start: int = 0, stop: int | None = None):
     """Read an all-atom MDTraj-HDF5 file (an ldb-hpc output, or any heavy-atom protein file) into atom14.

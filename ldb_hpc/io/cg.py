@@ -17,6 +17,7 @@ from ldb_hpc import __version__
 from ldb_hpc.chem.protein import Residues
 from ldb_hpc.errors import InputError, OutputError
 from ldb_hpc.io import mdtraj_bridge as mb
+from ldb_hpc.io.files import TempFileWriter
 from ldb_hpc.io.topology import cg_residues, cg_topology, parse_topology, topology_json
 
 NM = 10.0  # Å per nm
@@ -295,7 +296,7 @@ def frames_per_chunk(bytes_per_frame: int, target: int = 1 << 20) -> int:
     return int(max(1, min(4096, target // max(1, bytes_per_frame))))
 
 
-class CGWriter:
+class CGWriter(TempFileWriter):
     """Writes a CG MDTraj-HDF5 file frame chunk by frame chunk (context manager).
 
     path: final file name (written as a hidden temp file, renamed on successful close); residues: the L
@@ -365,23 +366,3 @@ class CGWriter:
         self._f.close()
         self._f = None
         os.replace(self._tmp, self.path)
-
-    def abort(self) -> None:
-        """Close and delete the temporary file; the final file is not created (or left as it was)."""
-        f, self._f = getattr(self, "_f", None), None
-        if f is not None:
-            try:
-                f.close()
-            except Exception:  # noqa: BLE001 - best effort on the error path
-                pass
-        if os.path.exists(self._tmp):
-            os.remove(self._tmp)
-
-    def __enter__(self) -> "CGWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

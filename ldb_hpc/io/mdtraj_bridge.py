@@ -20,6 +20,7 @@ import numpy as np
 from ldb_hpc.chem.protein import Residues, segments_from_ca
 from ldb_hpc.chem.residues import NUM_SLOTS, RESTYPES_3, SLOT_INDEX, normalize_atomname, normalize_resname
 from ldb_hpc.errors import InputError
+from ldb_hpc.io.files import check_readable  # noqa: F401 - part of this module's API
 from ldb_hpc.io.topology import chain_letter, residue_labels, resolve_restypes
 
 # Formats that carry their own topology (mdtraj loads them without ``top``).
@@ -38,18 +39,6 @@ def extension(path: str) -> str:
     if ext == ".gz":
         ext = os.path.splitext(stem)[1] + ext
     return ext
-
-
-def check_readable(path: str, what: str = "input") -> None:
-    """InputError unless ``path`` is an existing, readable, non-empty file."""
-    if not os.path.exists(path):
-        raise InputError(f"{what} file not found: {path}")
-    if os.path.isdir(path):
-        raise InputError(f"{what} is a directory, not a file: {path}")
-    if not os.access(path, os.R_OK):
-        raise InputError(f"{what} file is not readable: {path}")
-    if os.path.getsize(path) == 0:
-        raise InputError(f"{what} file is empty: {path}")
 
 
 def needs_topology(path: str) -> bool:

@@ -49,6 +49,7 @@ from ldb_hpc.chem.residues import (
     normalize_resname,
 )
 from ldb_hpc.errors import InputError, OutputError
+from ldb_hpc.io.files import check_readable
 
 STRUCTURE_EXTENSIONS = (".pdb", ".pdb.gz", ".ent", ".ent.gz", ".cif", ".cif.gz", ".mmcif", ".mmcif.gz")
 _CIF_EXTENSIONS = (".cif", ".cif.gz", ".mmcif", ".mmcif.gz")
@@ -116,12 +117,7 @@ def _read_gemmi(path: str):
     """gemmi.Structure of a PDB or mmCIF file (plain or gzipped); InputError when it cannot be read."""
     import gemmi
 
-    if not os.path.exists(path):
-        raise InputError(f"structure file not found: {path}")
-    if os.path.isdir(path):
-        raise InputError(f"structure path is a directory, not a file: {path}")
-    if not os.access(path, os.R_OK):
-        raise InputError(f"structure file is not readable: {path}")
+    check_readable(path, "structure")
     try:
         with open(path, "rb") as fh:
             head = fh.read(2)
