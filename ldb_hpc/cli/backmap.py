@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("input", help="CG trajectory: MDTraj-HDF5 with one CA per residue, or any mdtraj-readable file")
     p.add_argument("--top", help="topology for inputs that carry none (xtc, dcd, ...)")
     p.add_argument("-o", "--output", help="output file (default: INPUT with .h5 replaced by .aa.h5)")
-    p.add_argument("--model", default="ideal", help="'ideal' (the non-learned baseline) or a model directory")
+    p.add_argument("--model", default=None,
+                   help="'ideal' (the non-learned baseline), a model directory, or the default model when absent")
     p.add_argument("--batch-frames", type=int, default=64, metavar="B", help="frames per batch (default 64)")
     p.add_argument("--samples", type=int, default=1, metavar="N", help="samples per frame (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -57,16 +58,14 @@ def run(args) -> int:
         raise InputError(f"output would overwrite the input: {output}")
     common.check_output(output, args.overwrite)
     residue_map = common.parse_residue_map(args.map_residue)
-    if args.model != "ideal":
-        if not os.path.exists(args.model):
-            raise InputError(f"model not found: {args.model} (use --model ideal for the non-learned baseline)")
-        raise InputError(f"not an ldb-hpc model: {args.model} (this version ships only --model ideal)")
+    from ldb_hpc.model.api import load_model
+
+    model = load_model(args.model)
 
     import torch
 
     from ldb_hpc.io.aa import AllAtomWriter
     from ldb_hpc.io.cg import CGTrajectory
-    from ldb_hpc.model.ideal import backmap_ideal, load_tables
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -74,10 +73,7 @@ def run(args) -> int:
     with CGTrajectory(args.input, top=args.top, residue_map=residue_map) as cg:
         residues = cg.residues
         n_frames, n_res = cg.n_frames, cg.n_residues
-        tables = load_tables()
-        restype = torch.as_tensor(residues.restype)
-        segment = torch.as_tensor(residues.segment)
-        provenance = {"model": "ideal", "model_hash": "ideal", "seed": args.seed, "steps": 0,
+        provenance = {"model": model.name, "model_hash": model.hash, "seed": args.seed, "steps": model.steps,
                       "samples": args.samples, "input": os.path.basename(args.input)}
         progress = _progress(n_frames, args.no_progress)
         with AllAtomWriter(output, residues, n_frames=n_frames, samples=args.samples, provenance=provenance,
@@ -85,17 +81,15 @@ def run(args) -> int:
             for start in range(0, n_frames, args.batch_frames):
                 stop = min(start + args.batch_frames, n_frames)
                 chunk = cg.read(start, stop)
-                ca = torch.from_numpy(chunk.ca)
-                with torch.no_grad():
-                    pos = backmap_ideal(ca, restype, segment, tables)  # [n, L, 14, 3]
-                pos = pos[:, None].expand(-1, args.samples, -1, -1, -1).numpy()
-                writer.write(start, pos, chunk.time, chunk.cell_lengths, chunk.cell_angles)
+                frames = torch.arange(start, stop, dtype=torch.int64)
+                pos = model.backmap(torch.from_numpy(chunk.ca), residues, frames, args.samples, args.seed)
+                writer.write(start, pos.numpy(), chunk.time, chunk.cell_lengths, chunk.cell_angles)
                 progress.update(stop - start)
             progress.close()
     elapsed = time.perf_counter() - t0
     n_atoms = int(residues.atom_mask().sum())
     print(f"backmapped {n_frames} frames x {args.samples} sample(s), {n_res} residues, {n_atoms} heavy atoms "
-          f"per frame with model 'ideal' in {elapsed:.2f} s "
+          f"per frame with model '{model.name}' in {elapsed:.2f} s "
           f"({n_frames * n_res / max(elapsed, 1e-9):,.0f} residue-frames/s) -> {output}")
     return 0
 
