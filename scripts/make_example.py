@@ -2,8 +2,9 @@
 
 The CA trace of the structure is moved by overdamped Langevin (Brownian) dynamics on an elastic network
 (harmonic springs between CAs closer than a cutoff; stiffer springs between sequence neighbours so that
-CA–CA stays ≈ 3.8 Å), with a fixed seed. Frames are written every ``--steps`` steps. See
-examples/README.md for the exact command and the source of the default structure.
+CA–CA stays ≈ 3.8 Å), with a fixed seed; the dynamics is ldb_hpc.synth, shared with ``ldb-hpc synth``.
+Frames are written every ``--steps`` steps. See examples/README.md for the exact command and the source
+of the default structure.
 
 Default source: 1BHL.pdb (HIV-1 integrase catalytic domain, PDB entry 1BHL) from the pdbfixer 1.12.0
 sdist on PyPI (pdbfixer/tests/data/1BHL.pdb, MIT licence; PDB data CC0):
@@ -24,45 +25,10 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from ldb_hpc.chem.protein import Residues  # noqa: E402
 from ldb_hpc.errors import InputError  # noqa: E402
+from ldb_hpc.synth import brownian_frames, elastic_network  # noqa: E402
 
-KT = 0.596  # kcal/mol at 300 K
 DEFAULT_PDB = "/tmp/pdbfixer/pdbfixer-1.12.0/pdbfixer/tests/data/1BHL.pdb"
-
-
-def elastic_network(ca0: np.ndarray, residues: Residues, cutoff: float, k_contact: float, k_bonded: float):
-    """Springs of the network: (pairs [P, 2] int64, rest lengths [P] Å, force constants [P] kcal/mol/Å²)."""
-    d = np.linalg.norm(ca0[:, None] - ca0[None], axis=-1)
-    i, j = np.nonzero(np.triu(d < cutoff, k=1))
-    # Sequence neighbours of a segment get the stiff "virtual bond" spring.
-    bonded = (j == i + 1) & (residues.segment[i] == residues.segment[np.minimum(j, len(residues) - 1)])
-    k = np.where(bonded, k_bonded, k_contact)
-    return np.stack([i, j], axis=-1), d[i, j], k
-
-
-def brownian_frames(ca0: np.ndarray, pairs, rest, k, frames: int, steps: int, dt_d: float, seed: int):
-    """Overdamped Langevin on the network. ca0: [L, 3] Å; dt_d: D·dt in Å² per step.
-
-    Returns [frames, L, 3] float32 Å; frame 0 is after the first ``steps`` steps. The centre is kept fixed.
-    """
-    rng = np.random.default_rng(seed)
-    x = ca0.astype(np.float64).copy()
-    centre = x.mean(axis=0)
-    out = np.empty((frames, len(x), 3), dtype=np.float32)
-    i, j = pairs[:, 0], pairs[:, 1]
-    for f in range(frames):
-        for _ in range(steps):
-            v = x[j] - x[i]
-            d = np.linalg.norm(v, axis=-1, keepdims=True)
-            fij = (k * (d[:, 0] - rest))[:, None] * v / np.maximum(d, 1e-6)  # pulls i toward j when stretched
-            force = np.zeros_like(x)
-            np.add.at(force, i, fij)
-            np.add.at(force, j, -fij)
-            x += dt_d / KT * force + np.sqrt(2.0 * dt_d) * rng.standard_normal(x.shape)
-        x += centre - x.mean(axis=0)
-        out[f] = x
-    return out
 
 
 def main(argv=None) -> int:

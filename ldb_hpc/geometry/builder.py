@@ -153,23 +153,27 @@ def _geometry_tables(geometry, like: torch.Tensor):
 
 
 def build_atoms(R: torch.Tensor, t: torch.Tensor, torsions: torch.Tensor, restype: torch.Tensor,
-                geometry=None) -> torch.Tensor:
+                geometry=None, frame_local: torch.Tensor | None = None) -> torch.Tensor:
     """Torsion-driven atom builder with ideal bond lengths, angles and dihedral offsets.
 
     R [..., L, 3, 3], t [..., L, 3] Å: residue frames; torsions [..., L, 5] rad (0 = N–CA–C–O, 1..4 = χ1..χ4;
     channels a residue type does not use are ignored); restype [..., L] long. ``geometry``: an object with
     numpy arrays frame_local [21, 3, 3] Å, bond [21, 14] Å, angle [21, 14] rad, offset [21, 14] rad
-    (default: :func:`ldb_hpc.chem.ideal.ideal_geometry`). Returns positions [..., L, 14, 3] Å, absent slots zero.
+    (default: :func:`ldb_hpc.chem.ideal.ideal_geometry`). ``frame_local`` [..., L, 3, 3] Å overrides the ideal local
+    N, CA, C of each residue (e.g. to keep N and C exactly where a backbone model put them).
+    Returns positions [..., L, 14, 3] Å, absent slots zero.
     The slot whose Z-matrix dihedral is a channel's own definition (O for channel 0, the χ-defining atom for χk)
     must have offset 0, so that ``build_atoms(measure_torsions(x))`` reproduces the torsions of x.
     """
-    frame_local, bond, angle, offset = _geometry_tables(geometry, t)
+    ideal_local, bond, angle, offset = _geometry_tables(geometry, t)
     restype = torch.as_tensor(restype, device=t.device).long()
     channel = _table(ZM_TORSION, t)[restype]  # [..., L, 14], −1 = fixed
     lead = torch.broadcast_shapes(torsions.shape[:-1], channel.shape[:-1])
     tor = torsions.expand(*lead, NUM_TORSIONS).gather(-1, channel.clamp(min=0).expand(*lead, NUM_SLOTS))
     dih = offset[restype] + torch.where(channel >= 0, tor, torch.zeros((), dtype=t.dtype, device=t.device))
-    return build_from_internal(R, t, restype, bond[restype], angle[restype], dih, frame_local[restype])
+    if frame_local is None:
+        frame_local = ideal_local[restype]
+    return build_from_internal(R, t, restype, bond[restype], angle[restype], dih, frame_local)
 
 
 # Atom slots of the five torsion channels per residue type, and whether the channel exists.

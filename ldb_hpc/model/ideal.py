@@ -241,36 +241,44 @@ def _rotamer_mode(chi: np.ndarray, chi_mask: np.ndarray, defined: np.ndarray) ->
 # Inference
 
 
-def backbone_from_trace(ca: torch.Tensor, segment: torch.Tensor, tables: dict | None = None):
-    """Place N, C, O of every residue from the CA trace.
-
-    ca: [..., L, 3] Å; segment: [L] int. Returns (n, c, o, o_torsion): n, c, o [..., L, 3] Å (CA is
-    unchanged; o is NaN-free but only meaningful where a unit follows the residue) and o_torsion [..., L]
-    rad, the N–CA–C–O torsion the atom builder should use.
-    """
-    from ldb_hpc.chem.ideal import ideal_geometry
-    from ldb_hpc.geometry.builder import nerf
-
-    tables = tables or load_tables()
-    dtype = ca.dtype
-    L = ca.shape[-2]
-    geo = ideal_geometry()
-    fl = geo.frame_local[rc.UNK]
-    b_nca, b_cac = float(np.linalg.norm(fl[0])), float(np.linalg.norm(fl[2]))
-    a_ncac = float(np.arccos(fl[0, 0] / b_nca))
-    o_end = tables["o_torsion_end"].to(dtype)
-    if L == 1:
-        n, c, o = _singletons(ca)
-        return n, c, o, dihedral(n, ca, c, o)
+def link_frames(ca: torch.Tensor, segment: torch.Tensor) -> dict:
+    """Link geometry of a CA trace plus the reference frame ``R`` [..., L-1, 3, 3] in which each link's
+    peptide rotation α is expressed (towards CA(i−1), or towards CA(i+2) at an N-terminal link)."""
     g = _link_geometry(ca, segment)
+    g["R"] = torch.where((~g["has_prev"] & g["has_next"])[:, None, None], g["R_next"], g["R_prev"])
+    return g
+
+
+def trace_angles(g: dict, tables: dict, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The tabulated backbone angles of every link: (α, ψ of a segment start, φ of a segment end), each
+    [..., L-1] rad, from the link geometry ``g`` of :func:`link_frames`."""
     hp, hn = g["has_prev"], g["has_next"]
     tb_i, tb_j, ub = _theta_bin(g["theta_i"]), _theta_bin(g["theta_j"]), _tau_bin(g["tau"])
     alpha = torch.where(hp & hn, tables["alpha_full"].to(dtype)[tb_i, tb_j, ub],
                         torch.where(hn, tables["alpha_noprev"].to(dtype)[tb_j],
                                     torch.where(hp, tables["alpha_nonext"].to(dtype)[tb_i],
                                                 torch.zeros((), dtype=dtype))))
-    R = torch.where((~hp & hn)[:, None, None], g["R_next"], g["R_prev"])
-    U = _unit_frame(R, alpha)  # [..., L-1, 3, 3]
+    return alpha, tables["psi_start"].to(dtype)[tb_j], tables["phi_end"].to(dtype)[tb_i]
+
+
+def backbone_from_angles(ca: torch.Tensor, g: dict, alpha: torch.Tensor, psi_start: torch.Tensor,
+                         phi_end: torch.Tensor, tables: dict):
+    """Place N, C, O of every residue from the CA trace and the backbone angles.
+
+    ca: [..., L, 3] Å (L ≥ 2); g: :func:`link_frames` of it; alpha, psi_start, phi_end: [..., L-1] rad (α of every
+    link; ψ used where the link starts a segment, φ where it ends one). Returns (n, c, o, o_torsion): n, c, o
+    [..., L, 3] Å (CA unchanged; o only meaningful where a unit follows the residue) and o_torsion [..., L] rad,
+    the N–CA–C–O torsion the atom builder should use. Differentiable in the angles.
+    """
+    from ldb_hpc.chem.ideal import ideal_geometry
+    from ldb_hpc.geometry.builder import nerf
+
+    dtype = ca.dtype
+    L = ca.shape[-2]
+    fl = ideal_geometry().frame_local[rc.UNK]
+    b_nca, b_cac = float(np.linalg.norm(fl[0])), float(np.linalg.norm(fl[2]))
+    a_ncac = float(np.arccos(fl[0, 0] / b_nca))
+    U = _unit_frame(g["R"], alpha)  # [..., L-1, 3, 3]
     unit = tables["unit"].to(dtype)
     ca_i, ca_j = ca[..., :-1, :], ca[..., 1:, :]
     c_u = ca_i + torch.einsum("...ij,j->...i", U, unit[0])
@@ -278,10 +286,8 @@ def backbone_from_trace(ca: torch.Tensor, segment: torch.Tensor, tables: dict | 
     n_u = ca_j + torch.einsum("...ij,j->...i", U, unit[2])
     # Chain-end atoms with ideal bond geometry: N(i) at ψ(i) for a link with no residue before it,
     # C(i+1) at φ(i+1) for a link with no residue after it.
-    psi = tables["psi_start"].to(dtype)[tb_j]
-    phi = tables["phi_end"].to(dtype)[tb_i]
-    n_start = nerf(n_u, c_u, ca_i, b_nca, a_ncac, psi)
-    c_end = nerf(c_u, n_u, ca_j, b_cac, a_ncac, phi)
+    n_start = nerf(n_u, c_u, ca_i, b_nca, a_ncac, psi_start)
+    c_end = nerf(c_u, n_u, ca_j, b_cac, a_ncac, phi_end)
 
     linked = g["linked"]
     has_before = torch.zeros(L, dtype=torch.bool, device=ca.device)
@@ -292,7 +298,7 @@ def backbone_from_trace(ca: torch.Tensor, segment: torch.Tensor, tables: dict | 
     n = torch.where(has_before[:, None], pad(n_u, True), pad(n_start, False))
     c = torch.where(has_after[:, None], pad(c_u, False), pad(c_end, True))
     o = pad(o_u, False)
-    o_tors = torch.where(has_after, dihedral(n, ca, c, o), o_end)
+    o_tors = torch.where(has_after, dihedral(n, ca, c, o), tables["o_torsion_end"].to(dtype))
     lone = ~has_before & ~has_after
     if bool(lone.any()):
         sn, sc, so = _singletons(ca)
@@ -301,6 +307,19 @@ def backbone_from_trace(ca: torch.Tensor, segment: torch.Tensor, tables: dict | 
         o = torch.where(lone[:, None], so, o)
         o_tors = torch.where(lone, dihedral(n, ca, c, o), o_tors)
     return n, c, o, o_tors
+
+
+def backbone_from_trace(ca: torch.Tensor, segment: torch.Tensor, tables: dict | None = None):
+    """Place N, C, O of every residue from the CA trace with the tabulated angles.
+
+    ca: [..., L, 3] Å; segment: [L] int. Returns (n, c, o, o_torsion) as :func:`backbone_from_angles`.
+    """
+    tables = tables or load_tables()
+    if ca.shape[-2] == 1:
+        n, c, o = _singletons(ca)
+        return n, c, o, dihedral(n, ca, c, o)
+    g = link_frames(ca, segment)
+    return backbone_from_angles(ca, g, *trace_angles(g, tables, ca.dtype), tables)
 
 
 def _singletons(ca: torch.Tensor):
@@ -317,25 +336,8 @@ def _singletons(ca: torch.Tensor):
     return n, c, o
 
 
-def backmap_ideal(ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor,
-                  tables: dict | None = None) -> torch.Tensor:
-    """Backmap CA traces with the non-learned baseline.
-
-    ca: [..., L, 3] Å (float32 or float64); restype: [L] long; segment: [L] long.
-    Returns atom14 positions [..., L, 14, 3] Å; every slot of each residue type is filled.
-    """
-    from ldb_hpc.chem.ideal import ideal_geometry
-    from ldb_hpc.geometry.builder import build_from_internal
-    from ldb_hpc.geometry.frames import frames_from_backbone
-
-    tables = tables or load_tables()
-    n, c, o, o_tors = backbone_from_trace(ca, segment, tables)
-    R, t = frames_from_backbone(n, ca, c)
-    # The frame keeps the placed N and C exactly: their local coordinates are passed per residue.
-    frame_local = torch.einsum("...ji,...kj->...ki", R, torch.stack([n, ca, c], dim=-2) - t[..., None, :])
-    # Torsions: O from its placed position, χ from the rotamer table by backbone region.
-    torsions = torch.zeros(ca.shape[:-1] + (rc.NUM_TORSIONS,), dtype=ca.dtype, device=ca.device)
-    torsions[..., rc.PSI] = o_tors
+def backbone_phi_psi(ca, n, c, segment) -> tuple[torch.Tensor, torch.Tensor]:
+    """φ, ψ [..., L] rad of a built backbone (NaN where the neighbour residue is in another segment)."""
     L = ca.shape[-2]
     phi = torch.full(ca.shape[:-1], float("nan"), dtype=ca.dtype, device=ca.device)
     psi = torch.full(ca.shape[:-1], float("nan"), dtype=ca.dtype, device=ca.device)
@@ -345,15 +347,36 @@ def backmap_ideal(ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor
                                    phi[..., 1:])
         psi[..., :-1] = torch.where(link, dihedral(n[..., :-1, :], ca[..., :-1, :], c[..., :-1, :], n[..., 1:, :]),
                                     psi[..., :-1])
-    region = _region(phi, psi)
-    rot = tables["rotamer"].to(ca.dtype)[restype.expand(region.shape), region]  # [..., L, 4]
-    torsions[..., 1:] = rot
-    geo = ideal_geometry()
-    dev = ca.device
-    zt = torch.as_tensor(rc.ZM_TORSION, device=dev)[restype]  # [L, 14]
-    offset = torch.as_tensor(geo.offset, dtype=ca.dtype, device=dev)[restype]
-    tors_slot = torch.gather(torsions, -1, zt.clamp_min(0).expand(torsions.shape[:-1] + (rc.NUM_SLOTS,)))
-    dih = offset + torch.where(zt >= 0, tors_slot, torch.zeros_like(tors_slot))
-    bond = torch.as_tensor(geo.bond, dtype=ca.dtype, device=dev)[restype].expand_as(dih)
-    angle = torch.as_tensor(geo.angle, dtype=ca.dtype, device=dev)[restype].expand_as(dih)
-    return build_from_internal(R, t, restype.expand(ca.shape[:-1]), bond, angle, dih, frame_local)
+    return phi, psi
+
+
+def atoms_from_backbone(ca, n, c, o_torsion, chi, restype) -> torch.Tensor:
+    """All heavy atoms from a placed backbone and side-chain torsions.
+
+    ca, n, c: [..., L, 3] Å; o_torsion: [..., L] rad (N–CA–C–O); chi: [..., L, 4] rad (χ1..χ4; unused channels
+    ignored); restype: [L] long. N, CA, C stay exactly where they are; every other atom gets ideal geometry.
+    Returns [..., L, 14, 3] Å.
+    """
+    from ldb_hpc.geometry.builder import build_atoms
+    from ldb_hpc.geometry.frames import frames_from_backbone
+
+    R, t = frames_from_backbone(n, ca, c)
+    # The frame keeps the placed N and C exactly: their local coordinates are passed per residue.
+    frame_local = torch.einsum("...ji,...kj->...ki", R, torch.stack([n, ca, c], dim=-2) - t[..., None, :])
+    torsions = torch.cat([o_torsion[..., None], chi], dim=-1)
+    return build_atoms(R, t, torsions, restype.expand(ca.shape[:-1]), frame_local=frame_local)
+
+
+def backmap_ideal(ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor,
+                  tables: dict | None = None) -> torch.Tensor:
+    """Backmap CA traces with the non-learned baseline.
+
+    ca: [..., L, 3] Å (float32 or float64); restype: [L] long; segment: [L] long.
+    Returns atom14 positions [..., L, 14, 3] Å; every slot of each residue type is filled.
+    """
+    tables = tables or load_tables()
+    n, c, o, o_tors = backbone_from_trace(ca, segment, tables)
+    # χ from the rotamer table by the backbone region of the built backbone.
+    region = _region(*backbone_phi_psi(ca, n, c, segment))
+    chi = tables["rotamer"].to(ca.dtype)[restype.expand(region.shape), region]  # [..., L, 4]
+    return atoms_from_backbone(ca, n, c, o_tors, chi, restype)
