@@ -47,12 +47,44 @@ class IdealBackmapper:
         return pos[:, None].expand(-1, samples, -1, -1, -1)
 
 
-def load_model(spec: str | None = None):
-    """The backmapper named by ``spec``: 'ideal', a model directory, or None for the default model."""
-    if spec is None or spec == "ideal":
-        return IdealBackmapper()
-    import os
+class LDBBackmapper:
+    """A trained Latent Diffusion Backmapping model (ldb_hpc.model.ldb) behind the runtime's interface."""
 
-    if not os.path.exists(spec):
-        raise InputError(f"model not found: {spec} (use --model ideal for the non-learned baseline)")
-    raise InputError(f"not an ldb-hpc model: {spec} (this version ships only --model ideal)")
+    deterministic = False
+
+    def __init__(self, path, steps: int | None = None, temperature: float | None = None):
+        from pathlib import Path
+
+        from ldb_hpc.model.checkpoint import load_model as load_checkpoint
+
+        self.model = load_checkpoint(path)
+        self.name = Path(path).name
+        self.hash = self.model.hash
+        self.steps = self.model.cfg.steps if steps is None else int(steps)
+        self.temperature = temperature
+
+    def backmap(self, ca: torch.Tensor, residues: Residues, frame_index: torch.Tensor, samples: int = 1,
+                seed: int = 0, temperature: float | None = None) -> torch.Tensor:
+        temp = self.temperature if temperature is None else temperature
+        with torch.no_grad():
+            return self.model.sample(ca.float(), torch.as_tensor(residues.restype), torch.as_tensor(residues.segment),
+                                     frame_index.long(), samples=samples, seed=seed, steps=self.steps,
+                                     temperature=temp)
+
+
+def default_model_path():
+    """The model shipped in the package (ldb_hpc/weights/ldb-default), or None when it is absent."""
+    from ldb_hpc.model.checkpoint import DEFAULT_MODEL_DIR
+
+    return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "config.json").is_file() else None
+
+
+def load_model(spec: str | None = None, steps: int | None = None, temperature: float | None = None):
+    """The backmapper named by ``spec``: 'ideal', a model directory, or None for the default model (the shipped
+    LDB model; the ideal baseline if the package ships none)."""
+    if spec == "ideal":
+        return IdealBackmapper()
+    if spec is None:
+        path = default_model_path()
+        return IdealBackmapper() if path is None else LDBBackmapper(path, steps, temperature)
+    return LDBBackmapper(spec, steps, temperature)

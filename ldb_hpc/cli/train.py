@@ -1,0 +1,52 @@
+"""``ldb-hpc train tokenizer|diffusion``: train the two LDB stages (data-parallel under torchrun/srun/mpiexec)."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """examples:
+  ldb-hpc prepare ../shared/data/train -o train.h5 --manifest ../shared/data/MANIFEST.tsv
+  ldb-hpc train tokenizer --data train.h5 --out runs/tok --steps 3000 --valid ../shared/data/valid/pfam40
+  ldb-hpc train diffusion --data train.h5 --init runs/tok/model --out runs/diff --steps 3000
+  torchrun --nproc-per-node 2 -m ldb_hpc train tokenizer --data train.h5 --out runs/tok   # data-parallel
+  srun -n 8 ldb-hpc train tokenizer --data train.h5 --out runs/tok                          # on SLURM
+Rerunning the same command resumes from OUT/train_state.pt; the model is written to OUT/model.
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train the tokenizer or the latent diffusion model",
+                       description="Train one stage of the Latent Diffusion Backmapping model.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=("tokenizer", "diffusion"))
+    p.add_argument("--data", required=True, help="training HDF5 from `ldb-hpc prepare`")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, history, the model)")
+    p.add_argument("--init", help="diffusion: the tokenizer model directory to start from")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--windows", type=int, default=8, help="chain windows per batch (default 8)")
+    p.add_argument("--crop", type=int, default=96, help="residues per window (default 96)")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--valid", help="folder of validation structures (e.g. ../shared/data/valid/pfam40)")
+    p.add_argument("--valid-every", type=int, default=500)
+    p.add_argument("--save-every", type=int, default=250)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    p.add_argument("--clash-weight", type=float, default=1.0)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ldb_hpc.errors import InputError
+    from ldb_hpc.model.train import TrainConfig, train
+
+    for name in ("steps", "windows", "crop", "valid_every", "save_every", "log_every"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, init=args.init, steps=args.steps,
+                      windows=args.windows, crop=args.crop, lr=args.lr, seed=args.seed, valid=args.valid,
+                      valid_every=args.valid_every, save_every=args.save_every, log_every=args.log_every,
+                      threads=args.threads, clash_weight=args.clash_weight)
+    last = train(cfg)
+    print(f"trained {args.stage}: {last} -> {args.out}/model")
+    return 0

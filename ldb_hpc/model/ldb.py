@@ -1,0 +1,256 @@
+"""Latent Diffusion Backmapping: the assembled model, its losses, sampling, and the backmapper the runtime uses.
+
+Pipeline for B frames of one protein (L residues), S samples each:
+  featurize(CA) → ConditionEncoder (once per frame) → h
+  diffusion: DDIM over per-residue latents z [B, S, L, d] with the light Denoiser (counter-based noise)
+  → snap to the nearest codebook entry → Decoder(h, zq) → angles (α per peptide link, χ, chain-end ψ/φ)
+  → ldb_hpc.model.ideal.backbone_from_angles + atoms_from_backbone (ideal geometry) → atom14 [B, S, L, 14, 3].
+Training stage 1 (tokenizer): true angles → LatentEncoder → VQ → Decoder; stage 2 (diffusion): the frozen
+tokenizer's pre-quantisation latents, normalised per channel, are the diffusion targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ldb_hpc.chem import residues as rc
+from ldb_hpc.geometry.builder import dihedral, measure_torsions
+from ldb_hpc.model import diffusion as diff
+from ldb_hpc.model.features import featurize
+from ldb_hpc.model.ideal import _alpha_of, atoms_from_backbone, backbone_from_angles, link_frames, load_tables
+from ldb_hpc.model.networks import ConditionEncoder, Decoder, Denoiser, LatentEncoder, VectorQuantizer
+
+_PI_PERIODIC = torch.as_tensor(rc.CHI_PI_PERIODIC_MASK)  # [21, 4]
+
+
+@dataclass
+class LDBConfig:
+    dim: int = 64
+    edge_dim: int = 32
+    layers: int = 3
+    knn: int = 16
+    latent_dim: int = 4
+    n_codes: int = 4096
+    hidden: int = 128
+    denoiser_hidden: int = 128
+    steps: int = 8  # default sampling steps
+    temperature: float = 1.0  # sampling temperature for ensembles (samples > 1)
+    eta: float = 0.0
+    null_latent_p: float = 0.15  # training: share of residues decoded from a learned 'no latent' vector
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _angle(v: torch.Tensor) -> torch.Tensor:
+    """Unit-2-vector (cos, sin) [..., 2] → angle [...] rad."""
+    return torch.atan2(v[..., 1], v[..., 0])
+
+
+def true_angles(pos: torch.Tensor, mask: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor,
+                g: dict | None = None) -> dict:
+    """The decoder's targets measured on real atoms. pos [B, L, 14, 3] Å, mask [B, L, 14] bool.
+
+    Returns α, ψ (of each link's first residue), φ (of its second) [B, L-1] and χ [B, L, 4] rad, each with an
+    ``*_ok`` mask.
+    """
+    ca = pos[..., 1, :]
+    g = g or link_frames(ca, segment)
+    n, c = pos[..., 0, :], pos[..., 2, :]
+    m = mask
+    link = g["linked"][None]
+    alpha = _alpha_of(g["R"], ca[:, :-1], c[:, :-1], ca[:, 1:])
+    alpha_ok = link & m[:, :-1, 1] & m[:, :-1, 2] & m[:, 1:, 1]
+    psi = dihedral(n[:, :-1], ca[:, :-1], c[:, :-1], n[:, 1:])
+    psi_ok = link & m[:, :-1, 0] & m[:, :-1, 2] & m[:, 1:, 0]
+    phi = dihedral(c[:, :-1], n[:, 1:], ca[:, 1:], c[:, 1:])
+    phi_ok = link & m[:, :-1, 2] & m[:, 1:, 0] & m[:, 1:, 2]
+    tor, tor_ok = measure_torsions(pos, restype, mask)
+    return {"alpha": alpha, "alpha_ok": alpha_ok, "psi": psi, "psi_ok": psi_ok, "phi": phi, "phi_ok": phi_ok,
+            "chi": tor[..., 1:], "chi_ok": tor_ok[..., 1:]}
+
+
+def target_features(t: dict) -> torch.Tensor:
+    """Per-residue encoder input [B, L, 24] from :func:`true_angles` (cos, sin, ok of each angle)."""
+    B, L = t["chi"].shape[:2]
+
+    def trig(a, ok):
+        okf = ok.to(a.dtype)
+        return torch.stack([torch.cos(a) * okf, torch.sin(a) * okf, okf], dim=-1)
+
+    def per_res(x, front):  # link values [B, L-1, 3] → residues [B, L, 3] (before / after the residue)
+        z = torch.zeros(B, 1, 3, dtype=x.dtype, device=x.device)
+        return torch.cat([z, x], 1) if front else torch.cat([x, z], 1)
+
+    a = trig(t["alpha"], t["alpha_ok"])
+    parts = [per_res(a, True), per_res(a, False), per_res(trig(t["psi"], t["psi_ok"]), False),
+             per_res(trig(t["phi"], t["phi_ok"]), True)]
+    chi = trig(t["chi"], t["chi_ok"])  # [B, L, 4, 3]
+    return torch.cat(parts + [chi.flatten(-2)], dim=-1)
+
+
+class LDBModel(nn.Module):
+    def __init__(self, cfg: LDBConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or LDBConfig()
+        self.cond_encoder = ConditionEncoder(cfg.dim, cfg.edge_dim, cfg.layers)
+        self.latent_encoder = LatentEncoder(cfg.dim, cfg.latent_dim, cfg.hidden)
+        self.vq = VectorQuantizer(cfg.n_codes, cfg.latent_dim)
+        self.decoder = Decoder(cfg.dim, cfg.latent_dim, cfg.hidden)
+        self.null_latent = nn.Parameter(torch.zeros(cfg.latent_dim))
+        self.denoiser = Denoiser(cfg.dim, cfg.latent_dim, cfg.denoiser_hidden)
+        self.register_buffer("latent_mean", torch.zeros(cfg.latent_dim))
+        self.register_buffer("latent_std", torch.ones(cfg.latent_dim))
+        self.schedule = diff.linear_schedule()
+        self._tables = None
+
+    @property
+    def tables(self) -> dict:
+        if self._tables is None:
+            self._tables = load_tables()
+        return self._tables
+
+    # -- pieces ---------------------------------------------------------------------------------------
+    def condition(self, ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor):
+        g = featurize(ca, restype, segment, self.cfg.knn)
+        return g, self.cond_encoder(g)
+
+    def build(self, ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor, out: dict,
+              lf: dict | None = None) -> torch.Tensor:
+        """Decoder output (unit 2-vectors) → atom14 [B, L, 14, 3] Å."""
+        tables = self.tables
+        if ca.shape[-2] == 1:
+            from ldb_hpc.model.ideal import _singletons
+
+            n, c, o = _singletons(ca)
+            o_t = dihedral(n, ca, c, o)
+        else:
+            lf = lf or link_frames(ca, segment)
+            n, c, o, o_t = backbone_from_angles(ca, lf, _angle(out["alpha"]), _angle(out["psi"][:, :-1]),
+                                                _angle(out["phi"][:, 1:]), tables)
+        return atoms_from_backbone(ca, n, c, o_t, _angle(out["chi"]), restype)
+
+    # -- stage 1 ----------------------------------------------------------------------------------------
+    def tokenizer_loss(self, pos: torch.Tensor, mask: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor,
+                       clash_weight: float = 1.0) -> dict:
+        """pos [B, L, 14, 3] Å, mask [B, L, 14] (CA present everywhere); restype, segment [L]."""
+        ca = pos[..., 1, :]
+        g, h = self.condition(ca, restype, segment)
+        lf = link_frames(ca, segment)
+        t = true_angles(pos, mask, restype, segment, lf)
+        z = self.latent_encoder(h, target_features(t))
+        zq, idx, vq_loss = self.vq(z, mask[..., 1])
+        if self.training and self.cfg.null_latent_p > 0:
+            # Latent dropout: the decoder must also work from the CA context alone (robust to poor latents).
+            drop = torch.rand(zq.shape[:-1], device=zq.device) < self.cfg.null_latent_p
+            zq = torch.where(drop[..., None], self.null_latent.expand_as(zq), zq)
+        out = self.decoder(h, zq, g.nbr)
+        x = self.build(ca, restype, segment, out, lf)
+        return self._losses(x, pos, mask, restype, segment, out, t, g.nbr, vq_loss, clash_weight) | {"z": z, "idx": idx}
+
+    def _losses(self, x, pos, mask, restype, segment, out, t, nbr, vq_loss, clash_weight) -> dict:
+        exists = torch.as_tensor(rc.SLOT_MASK)[restype]
+        m = (mask & exists).to(x.dtype)
+        dist = ((x - pos) ** 2).sum(-1).clamp_min(1e-8).sqrt()
+        l_xyz = (dist * m).sum() / m.sum().clamp_min(1)
+        rmsd = ((dist ** 2 * m).sum() / m.sum().clamp_min(1)).sqrt()
+
+        def ang_loss(pred, true, ok, period=None):
+            d = _angle(pred) - true
+            ls = 1 - torch.cos(d) if period is None else torch.where(period, 1 - torch.cos(2 * d), 1 - torch.cos(d))
+            okf = ok.to(ls.dtype)
+            return (ls * okf).sum() / okf.sum().clamp_min(1)
+
+        pi = _PI_PERIODIC[restype].expand(t["chi"].shape)
+        l_tor = (ang_loss(out["alpha"], t["alpha"], t["alpha_ok"]) + ang_loss(out["chi"], t["chi"], t["chi_ok"], pi)
+                 + 0.5 * ang_loss(out["psi"][:, :-1], t["psi"], t["psi_ok"])
+                 + 0.5 * ang_loss(out["phi"][:, 1:], t["phi"], t["phi_ok"]))
+        # Keep the raw 2-vectors near the unit circle so atan2 stays well conditioned.
+        norms = torch.cat([out["alpha"].norm(dim=-1).flatten(), out["chi"].norm(dim=-1).flatten()])
+        l_norm = ((norms - 1) ** 2).mean()
+        l_clash = clash_loss(x, restype, segment, nbr)
+        total = l_xyz + 0.5 * l_tor + 0.02 * l_norm + clash_weight * l_clash + vq_loss
+        return {"loss": total, "xyz": l_xyz.detach(), "rmsd": rmsd.detach(), "tor": l_tor.detach(),
+                "clash": l_clash.detach(), "vq": vq_loss.detach()}
+
+    # -- stage 2 ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_latents(self, pos, mask, restype, segment):
+        """Continuous (pre-quantisation) latents z [B, L, d] and the conditioning (graph, h)."""
+        ca = pos[..., 1, :]
+        g, h = self.condition(ca, restype, segment)
+        t = true_angles(pos, mask, restype, segment)
+        return self.latent_encoder(h, target_features(t)), g, h
+
+    def diffusion_loss(self, pos, mask, restype, segment) -> dict:
+        z, g, h = self.encode_latents(pos, mask, restype, segment)
+        x0 = ((z - self.latent_mean) / self.latent_std).unsqueeze(1)  # [B, 1, L, d]
+        cond = self.denoiser.prepare(h, g.nbr)
+        loss = diff.eps_loss(self.schedule, self.denoiser, x0, cond, mask[:, None, :, 1]).mean()
+        return {"loss": loss, "eps": loss.detach()}
+
+    # -- inference --------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor, frames: torch.Tensor,
+               samples: int = 1, seed: int = 0, steps: int | None = None, temperature: float | None = None):
+        """Backmap frames ca [B, L, 3] Å → atom14 [B, S, L, 14, 3] Å. frames [B] int64 are global indices."""
+        cfg = self.cfg
+        steps = cfg.steps if steps is None else steps
+        if temperature is None:
+            temperature = 0.0 if samples == 1 else cfg.temperature
+        B, L, _ = ca.shape
+        g, h = self.condition(ca, restype, segment)
+        cond = self.denoiser.prepare(h, g.nbr)
+        x = diff.sample(self.schedule, self.denoiser, cond, (B, samples, L, cfg.latent_dim), frames, seed, steps,
+                        temperature, cfg.eta, ca.dtype)
+        z = x * self.latent_std + self.latent_mean
+        zq = self.vq.decode(self.vq.nearest(z))  # [B, S, L, d]
+        rep = lambda v: v.repeat_interleave(samples, dim=0)  # noqa: E731
+        out = self.decoder(rep(h), zq.reshape(B * samples, L, -1), rep(g.nbr))
+        xyz = self.build(rep(ca), restype, segment, out)
+        return xyz.reshape(B, samples, L, rc.NUM_SLOTS, 3)
+
+    @torch.no_grad()
+    def reconstruct(self, pos, mask, restype, segment) -> torch.Tensor:
+        """Tokenizer round trip with the encoder's own codes: atom14 [B, L, 14, 3]."""
+        ca = pos[..., 1, :]
+        g, h = self.condition(ca, restype, segment)
+        t = true_angles(pos, mask, restype, segment)
+        z = self.latent_encoder(h, target_features(t))
+        out = self.decoder(h, self.vq.decode(self.vq.nearest(z)), g.nbr)
+        return self.build(ca, restype, segment, out)
+
+
+def clash_loss(x: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor, nbr: torch.Tensor,
+               cutoff: float = 2.6) -> torch.Tensor:
+    """Σ relu(cutoff² − d²)/2·cutoff per residue (mean over residues) over atom pairs of the 8 nearest residues that are not
+    covalently close. Sequence neighbours count only for pairs with an atom beyond CB (slot ≥ 5), except Pro CD,
+    which is bonded to its own N and so 1-3 / 1-4 to the previous residue; Cys SG–SG (disulfides) is exempt.
+    x [B, L, 14, 3] Å; restype, segment [L]; nbr [B, L, k]."""
+    from ldb_hpc.model.features import gather_nodes
+
+    B, L = x.shape[:2]
+    if nbr.shape[-1] == 0:
+        return x.sum() * 0
+    nbr = nbr[..., :8]  # the 8 nearest residues carry nearly all contacts
+    k = nbr.shape[-1]
+    dev = x.device
+    exists = torch.as_tensor(rc.SLOT_MASK, device=dev)[restype]  # [L, 14]
+    xj = gather_nodes(x.reshape(B, L, -1), nbr).reshape(B, L, k, rc.NUM_SLOTS, 3)
+    d2 = (x[:, :, None, :, None, :] - xj[:, :, :, None, :, :]).pow(2).sum(-1)  # [B, L, k, 14, 14]
+    i = torch.arange(L, device=dev)[None, :, None]
+    adjacent = ((nbr - i).abs() == 1) & (segment[nbr] == segment[i])  # [B, L, k]
+    deep = torch.zeros(L, rc.NUM_SLOTS, dtype=torch.bool, device=dev)
+    deep[:, 5:] = True
+    deep[restype == rc.RESTYPE_INDEX["PRO"], 6] = False  # Pro CD
+    deep_pair = deep[None, :, None, :, None] | deep[nbr][..., None, :]
+    ok = exists[None, :, None, :, None] & exists[nbr][..., None, :] & (~adjacent[..., None, None] | deep_pair)
+    sg = torch.zeros(L, rc.NUM_SLOTS, dtype=torch.bool, device=dev)
+    sg[restype == rc.RESTYPE_INDEX["CYS"], 5] = True
+    ok &= ~(sg[None, :, None, :, None] & sg[nbr][..., None, :])
+    # relu(c² − d²) / 2c ≈ relu(c − d) near the cutoff, without a square root on the hot path.
+    pen = torch.relu(cutoff * cutoff - d2) * ok / (2 * cutoff)
+    return pen.sum() / (B * L)

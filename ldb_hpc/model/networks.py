@@ -1,0 +1,182 @@
+"""The LDB networks (modules own parameters; maths lives in model/diffusion.py, geometry in ldb_hpc/geometry).
+
+- ConditionEncoder: message passing on the k-NN CA graph; runs ONCE per frame; its output h [B, L, D]
+  conditions both the decoder and every denoising step.
+- LatentEncoder: a residue's true backbone/side-chain angles + h → continuous latent z [B, L, d].
+- VectorQuantizer: EMA codebook with dead-code restart; forward → (quantized, indices, loss), decode(indices).
+- Decoder: h + quantized latents (own and neighbours') → angles (α per link, χ1..χ4, chain-end ψ/φ) as unit
+  2-vectors; the atom builder turns them into coordinates with ideal geometry (bonds valid by construction).
+- Denoiser: the light network of each diffusion step: z_t, its neighbours' mean, h (projected once), time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ldb_hpc.model.features import EDGE_DIM, NODE_DIM, Graph, gather_nodes
+
+TARGET_DIM = 24  # see ldb.target_features
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int, layers: int = 2) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    d = d_in
+    for _ in range(layers - 1):
+        mods += [nn.Linear(d, d_hidden), nn.SiLU()]
+        d = d_hidden
+    mods.append(nn.Linear(d, d_out))
+    return nn.Sequential(*mods)
+
+
+class MPLayer(nn.Module):
+    """h_i ← LayerNorm(h_i + MLP[h_i, mean_j MLP[h_i, h_j, e_ij]]) over the k neighbours j of i."""
+
+    def __init__(self, dim: int, edge_dim: int):
+        super().__init__()
+        self.msg = mlp(2 * dim + edge_dim, dim, dim)
+        self.upd = mlp(2 * dim, dim, dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, h: torch.Tensor, e: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+        hj = gather_nodes(h, nbr)
+        hi = h.unsqueeze(2).expand_as(hj)
+        m = self.msg(torch.cat([hi, hj, e], dim=-1)).mean(2)
+        return self.norm(h + self.upd(torch.cat([h, m], dim=-1)))
+
+
+class ConditionEncoder(nn.Module):
+    def __init__(self, dim: int = 64, edge_dim: int = 32, layers: int = 3):
+        super().__init__()
+        self.node_in = mlp(NODE_DIM, dim, dim)
+        self.edge_in = mlp(EDGE_DIM, edge_dim, edge_dim)
+        self.layers = nn.ModuleList(MPLayer(dim, edge_dim) for _ in range(layers))
+
+    def forward(self, g: Graph) -> torch.Tensor:
+        h = self.node_in(g.node)
+        e = self.edge_in(g.edge)
+        for layer in self.layers:
+            h = layer(h, e, g.nbr)
+        return h
+
+
+class LatentEncoder(nn.Module):
+    def __init__(self, dim: int, latent_dim: int, hidden: int = 128):
+        super().__init__()
+        self.net = mlp(dim + TARGET_DIM, hidden, latent_dim, layers=3)
+
+    def forward(self, h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([h, target], dim=-1))
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-code quantiser with EMA codebook updates, dead-code restart and a commitment loss.
+
+    forward(z [..., d], mask [...] bool) → (quantized (straight-through) [..., d], indices [...], loss [])
+    ``all_reduce_fn`` sums the EMA statistics over data-parallel workers (identity when serial).
+    """
+
+    def __init__(self, n_codes: int, dim: int, decay: float = 0.99, commitment: float = 0.25,
+                 restart_threshold: float = 1e-3, all_reduce_fn=None):
+        super().__init__()
+        self.decay, self.commitment, self.restart_threshold = decay, commitment, restart_threshold
+        self.all_reduce_fn = all_reduce_fn or (lambda x: x)
+        self.register_buffer("codebook", torch.randn(n_codes, dim) * 0.5)
+        self.register_buffer("ema_count", torch.ones(n_codes))
+        self.register_buffer("ema_sum", self.codebook.clone())
+
+    def nearest(self, z: torch.Tensor) -> torch.Tensor:
+        """Indices [...] of the nearest codes to z [..., d] (squared Euclidean)."""
+        flat = z.reshape(-1, z.shape[-1])
+        d = (flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ self.codebook.t() + self.codebook.pow(2).sum(-1))
+        return d.argmin(-1).reshape(z.shape[:-1])
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.codebook[indices]
+
+    def forward(self, z: torch.Tensor, mask: torch.Tensor):
+        idx = self.nearest(z.detach())
+        q = self.decode(idx)
+        m = mask.to(z.dtype)[..., None]
+        loss = self.commitment * (((z - q.detach()) ** 2) * m).sum() / (m.sum() * z.shape[-1]).clamp_min(1)
+        if self.training:
+            self._ema_update(z.detach(), idx, mask)
+        return z + (q - z).detach(), idx, loss
+
+    @torch.no_grad()
+    def _ema_update(self, z: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor) -> None:
+        zf, ii = z[mask], idx[mask]
+        K = self.codebook.shape[0]
+        onehot_count = torch.zeros(K, dtype=z.dtype, device=z.device).index_add_(0, ii, torch.ones_like(ii, dtype=z.dtype))
+        sums = torch.zeros_like(self.ema_sum).index_add_(0, ii, zf)
+        onehot_count, sums = self.all_reduce_fn(onehot_count), self.all_reduce_fn(sums)
+        self.ema_count.mul_(self.decay).add_(onehot_count, alpha=1 - self.decay)
+        self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        n = self.ema_count.sum()
+        count = (self.ema_count + 1e-5) / (n + K * 1e-5) * n
+        self.codebook.copy_(self.ema_sum / count[:, None])
+        # Dead-code restart: codes that (almost) nobody uses jump to random encoder outputs of this batch.
+        dead = self.ema_count < self.restart_threshold * n / K
+        if bool(dead.any()) and zf.shape[0] > 0:
+            pick = torch.randint(0, zf.shape[0], (int(dead.sum()),), device=z.device)
+            self.codebook[dead] = zf[pick]
+            self.ema_sum[dead] = zf[pick]
+            self.ema_count[dead] = 1.0
+
+
+class Decoder(nn.Module):
+    """h, quantized latents → angles as unit 2-vectors: per residue χ1..χ4 [4, 2], chain-start ψ and chain-end φ
+    [2 each]; per link α [2]. Returns a dict of tensors."""
+
+    def __init__(self, dim: int, latent_dim: int, hidden: int = 128):
+        super().__init__()
+        self.res = mlp(dim + 2 * latent_dim, hidden, hidden, layers=3)
+        self.res_head = nn.Linear(hidden, 12)
+        self.link = mlp(2 * hidden, hidden, 2, layers=2)
+
+    def forward(self, h: torch.Tensor, zq: torch.Tensor, nbr: torch.Tensor) -> dict:
+        """h [B, L, D]; zq [B, L, d]; nbr [B, L, k]."""
+        zn = gather_nodes(zq, nbr).mean(2) if nbr.shape[-1] else torch.zeros_like(zq)
+        f = torch.nn.functional.silu(self.res(torch.cat([h, zq, zn], dim=-1)))
+        out = self.res_head(f)
+        link = self.link(torch.cat([f[:, :-1], f[:, 1:]], dim=-1))
+        return {"chi": out[..., :8].unflatten(-1, (4, 2)), "psi": out[..., 8:10], "phi": out[..., 10:12],
+                "alpha": link}
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding [B, dim] of integer timesteps t [B]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class Denoiser(nn.Module):
+    """ε-prediction for latents x_t [B, S, L, d]. ``prepare(h, nbr)`` runs once per frame; ``forward`` per step."""
+
+    def __init__(self, dim: int, latent_dim: int, hidden: int = 128, t_dim: int = 32):
+        super().__init__()
+        self.t_dim = t_dim
+        self.cond = nn.Linear(dim, hidden)
+        self.t_proj = mlp(t_dim, hidden, hidden)
+        self.x_in = nn.Linear(2 * latent_dim, hidden)
+        self.block = mlp(hidden, hidden, hidden)
+        self.norm = nn.LayerNorm(hidden)
+        self.out = nn.Linear(hidden, latent_dim)
+
+    def prepare(self, h: torch.Tensor, nbr: torch.Tensor):
+        return self.cond(h), nbr
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond) -> torch.Tensor:
+        c, nbr = cond  # [B, L, H], [B, L, k]
+        B, S, L, d = x.shape
+        flat = x.reshape(B * S, L, d)
+        nb = nbr.repeat_interleave(S, dim=0) if S > 1 else nbr
+        xn = gather_nodes(flat, nb).mean(2).reshape(B, S, L, d) if nbr.shape[-1] else torch.zeros_like(x)
+        temb = self.t_proj(timestep_embedding(t, self.t_dim))  # [B, H]
+        hid = torch.nn.functional.silu(self.x_in(torch.cat([x, xn], dim=-1)) + c[:, None] + temb[:, None, None])
+        hid = self.norm(hid + self.block(hid))
+        return self.out(hid)
