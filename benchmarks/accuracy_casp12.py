@@ -40,7 +40,9 @@ METRICS = [  # key in evaluate's JSON summary, label, unit, scale
     ("chi1_accuracy", "χ1 ≤40°", "%", 100.0),
     ("chi12_accuracy", "χ1+χ2 ≤40°", "%", 100.0),
     ("graph_valid", "valid graph", "%", 100.0),
+    ("rows_clash_1.2", "rows with a pair <1.2 Å", "%", 100.0),
 ]
+DIVERSITY = [("div", "DIV", "", 1.0), ("rmsd_gen", "pairwise RMSD", "Å", 1.0)]
 
 
 def _cli(argv: list[str]) -> None:
@@ -56,7 +58,11 @@ def _cli(argv: list[str]) -> None:
 def _evaluate(pred: str, ref: str, json_path: str) -> dict:
     _cli(["evaluate", pred, "--ref", ref, "--json", json_path, "--overwrite"])
     with open(json_path) as fh:
-        return json.load(fh)["summary"]
+        data = json.load(fh)
+    summary = data["summary"]
+    rows = data.get("per_row", {}).get("clash_1.2")
+    summary["rows_clash_1.2"] = float(np.mean(np.asarray(rows) > 0)) if rows is not None else float("nan")
+    return summary
 
 
 def _git_sha() -> str:
@@ -73,6 +79,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=["ideal"])
     ap.add_argument("--no-pulchra", action="store_true")
     ap.add_argument("--limit", type=int, default=None, help="only the first N structures (smoke runs)")
+    ap.add_argument("--samples", type=int, default=1, help="samples per structure for the ldb-hpc models")
+    ap.add_argument("--backmap-args", default="", help="extra backmap options, e.g. '--steps 4 --temperature 0.5'")
     ap.add_argument("--results", default=str(RESULTS))
     args = ap.parse_args(argv)
 
@@ -82,7 +90,9 @@ def main(argv=None) -> int:
     files = files[: args.limit] if args.limit else files
     pulchra = shutil.which("pypulchra") or str(Path(sys.executable).with_name("pypulchra"))
     use_pulchra = not args.no_pulchra and os.path.exists(pulchra)
-    methods = [f"ldb-hpc --model {m}" for m in args.models] + (["PULCHRA"] if use_pulchra else [])
+    label = lambda m: f"ldb-hpc --model {m}" + (f" --samples {args.samples}" if args.samples > 1 else "") + (  # noqa: E731
+        f" {args.backmap_args}" if args.backmap_args else "")
+    methods = [label(m) for m in args.models] + (["PULCHRA"] if use_pulchra else [])
     per = {m: [] for m in methods}
     times = {m: 0.0 for m in methods}
     n_res_total = 0
@@ -95,9 +105,10 @@ def main(argv=None) -> int:
             for model in args.models:
                 out = os.path.join(tmp, f"{stem}.{model}.aa.h5")
                 t0 = time.perf_counter()
-                _cli(["backmap", cg, "-o", out, "--model", model, "--overwrite", "--no-progress"])
-                times[f"ldb-hpc --model {model}"] += time.perf_counter() - t0
-                per[f"ldb-hpc --model {model}"].append(_evaluate(out, str(path), out + ".json"))
+                _cli(["backmap", cg, "-o", out, "--model", model, "--overwrite", "--no-progress",
+                      "--samples", str(args.samples)] + args.backmap_args.split())
+                times[label(model)] += time.perf_counter() - t0
+                per[label(model)].append(_evaluate(out, str(path), out + ".json"))
             if use_pulchra:
                 ca_pdb = os.path.join(tmp, f"{stem}.ca.pdb")
                 md.load(cg).save_pdb(ca_pdb)
@@ -112,8 +123,9 @@ def main(argv=None) -> int:
     date = datetime.date.today().isoformat()
     dataset = Path(args.data).name
     rows = []
+    metrics = METRICS + (DIVERSITY if args.samples > 1 else [])
     for m in methods:
-        for key, label, unit, scale in METRICS:
+        for key, _, unit, scale in metrics:
             vals = [s[key] for s in per[m] if s.get(key) is not None]
             rows.append(("accuracy", f"{dataset}|{m}", key, scale * float(np.mean(vals)), unit))
         rows.append(("accuracy", f"{dataset}|{m}", "wall_time_per_structure", times[m] / len(files), "s"))
@@ -127,13 +139,13 @@ def main(argv=None) -> int:
         for r in rows:
             w.writerow(list(r[:3]) + [f"{r[3]:.6g}", r[4], sha, machine, date])
 
-    header = "| method | " + " | ".join(f"{label} ({unit})" for _, label, unit, _ in METRICS) + " | s/structure |"
+    header = "| method | " + " | ".join(f"{name} ({unit})" for _, name, unit, _ in metrics) + " | s/structure |"
     print(f"\n{dataset}: {len(files)} structures, {n_res_total} residues, mean over structures\n")
     print(header)
-    print("|" + "---|" * (len(METRICS) + 2))
+    print("|" + "---|" * (len(metrics) + 2))
     for m in methods:
         vals = []
-        for key, _, _, scale in METRICS:
+        for key, _, _, scale in metrics:
             v = [s[key] for s in per[m] if s.get(key) is not None]
             vals.append(f"{scale * float(np.mean(v)):.2f}")
         print(f"| {m} | " + " | ".join(vals) + f" | {times[m] / len(files):.3f} |")

@@ -1,36 +1,62 @@
-"""``ldb-hpc backmap``: CA trajectory → all-heavy-atom trajectory (serial; MPI sharding comes with the runtime)."""
+"""``ldb-hpc backmap``: CA trajectory → all-heavy-atom trajectory, on one process or many MPI ranks.
+
+The work is done by :mod:`ldb_hpc.runtime` (sharding, read→compute→write pipeline, shard files + master,
+resume); this module only turns options into a :class:`ldb_hpc.runtime.driver.BackmapConfig`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 
 from ldb_hpc.cli import common
 
 EPILOG = """examples:
-  ldb-hpc backmap traj.cg.h5                        # writes traj.cg.aa.h5 with the default model
+  ldb-hpc backmap traj.cg.h5                        # writes traj.cg.aa.h5 (+ traj.cg.aa.h5.d/ shard folder)
   ldb-hpc backmap traj.cg.h5 -o out.h5 --model ideal --overwrite
   ldb-hpc backmap run.xtc --top ca.pdb -o run.aa.h5 --map-residue LRT=LYS
+  mpiexec -n 8 ldb-hpc backmap big.h5 --batch-frames 256   # 8 ranks, one shard file each
+  srun ldb-hpc backmap big.h5 --resume                      # finish an interrupted run
+  ldb-hpc backmap big.h5 --shard 3/16                       # array task 3 of 16; then: ldb-hpc merge big.aa.h5
+  mpiexec -n 4 ldb-hpc backmap big.h5 --io mpio             # one file written collectively (parallel h5py)
 """
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("backmap", help="rebuild all heavy atoms of a CA trajectory",
                        description="Rebuild every heavy atom of every residue of a C-alpha trajectory "
-                                   "(termini and chain breaks included) and write an MDTraj-HDF5 file.",
+                                   "(termini and chain breaks included) and write an MDTraj-HDF5 file. Under "
+                                   "mpiexec/srun the frames are sharded over the ranks; the output OUT.h5 is "
+                                   "a master file of virtual datasets over per-shard files in OUT.h5.d/ (move "
+                                   "both together), written only when every row is done.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="CG trajectory: MDTraj-HDF5 with one CA per residue, or any mdtraj-readable file")
     p.add_argument("--top", help="topology for inputs that carry none (xtc, dcd, ...)")
     p.add_argument("-o", "--output", help="output file (default: INPUT with .h5 replaced by .aa.h5)")
     p.add_argument("--model", default=None,
                    help="'ideal' (the non-learned baseline), a model directory, or the default model when absent")
-    p.add_argument("--batch-frames", type=int, default=64, metavar="B", help="frames per batch (default 64)")
+    p.add_argument("--batch-frames", type=int, default=64, metavar="B",
+                   help="frames per chunk/batch (default 64); fixed per output, a resume reuses the recorded one")
     p.add_argument("--samples", type=int, default=1, metavar="N", help="samples per frame (default 1)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--steps", type=int, default=None, metavar="S",
+                   help="diffusion sampling steps (default: the model's, 8 for the shipped model)")
+    p.add_argument("--temperature", type=float, default=None, metavar="T",
+                   help="sampling temperature: 0 = the most likely structure (default with one sample), "
+                        "1 = the model's distribution (default with several samples)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per rank (default: SLURM_CPUS_PER_TASK, else cores / ranks per node)")
+    p.add_argument("--io", choices=("shards", "mpio"), default="shards",
+                   help="shards: one file per shard + master of virtual datasets (default); mpio: one file "
+                        "written collectively (needs h5py built with MPI)")
+    p.add_argument("--resume", action="store_true",
+                   help="finish an interrupted run of the same command (skips the chunks already recorded)")
+    p.add_argument("--shard", metavar="I/N",
+                   help="do only shard I of N (array jobs); no master is written: run 'ldb-hpc merge OUT' after")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="show the progress bar even when stderr is not a terminal")
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar on stderr")
     common.add_overwrite_option(p)
     common.add_residue_map_option(p)
     p.set_defaults(run=run)
@@ -42,60 +68,25 @@ def default_output(path: str) -> str:
 
 
 def run(args) -> int:
-    from ldb_hpc.errors import InputError
+    from ldb_hpc.runtime.driver import BackmapConfig, RankExit, run_backmap
+    from ldb_hpc.runtime.sharding import parse_shard_spec
 
-    common.existing_file(args.input, "input")
-    if args.top:
-        common.existing_file(args.top, "topology")
-    if args.batch_frames < 1:
-        raise InputError(f"--batch-frames must be at least 1, got {args.batch_frames}")
-    if args.samples < 1:
-        raise InputError(f"--samples must be at least 1, got {args.samples}")
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be at least 1, got {args.threads}")
-    output = args.output or default_output(args.input)
-    if os.path.abspath(output) == os.path.abspath(args.input):
-        raise InputError(f"output would overwrite the input: {output}")
-    common.check_output(output, args.overwrite)
-    residue_map = common.parse_residue_map(args.map_residue)
-    from ldb_hpc.model.api import load_model
-
-    model = load_model(args.model)
-
-    import torch
-
-    from ldb_hpc.io.aa import AllAtomWriter
-    from ldb_hpc.io.cg import CGTrajectory
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    with CGTrajectory(args.input, top=args.top, residue_map=residue_map) as cg:
-        residues = cg.residues
-        n_frames, n_res = cg.n_frames, cg.n_residues
-        provenance = {"model": model.name, "model_hash": model.hash, "seed": args.seed, "steps": model.steps,
-                      "samples": args.samples, "input": os.path.basename(args.input)}
-        progress = _progress(n_frames, args.no_progress)
-        with AllAtomWriter(output, residues, n_frames=n_frames, samples=args.samples, provenance=provenance,
-                           has_cell=cg.has_cell, overwrite=args.overwrite) as writer:
-            for start in range(0, n_frames, args.batch_frames):
-                stop = min(start + args.batch_frames, n_frames)
-                chunk = cg.read(start, stop)
-                frames = torch.arange(start, stop, dtype=torch.int64)
-                pos = model.backmap(torch.from_numpy(chunk.ca), residues, frames, args.samples, args.seed)
-                writer.write(start, pos.numpy(), chunk.time, chunk.cell_lengths, chunk.cell_angles)
-                progress.update(stop - start)
-            progress.close()
-    elapsed = time.perf_counter() - t0
-    n_atoms = int(residues.atom_mask().sum())
-    print(f"backmapped {n_frames} frames x {args.samples} sample(s), {n_res} residues, {n_atoms} heavy atoms "
-          f"per frame with model '{model.name}' in {elapsed:.2f} s "
-          f"({n_frames * n_res / max(elapsed, 1e-9):,.0f} residue-frames/s) -> {output}")
+    cfg = BackmapConfig(
+        input=args.input, output=args.output or default_output(args.input), top=args.top, model=args.model,
+        steps=args.steps, temperature=args.temperature,
+        batch_frames=args.batch_frames, samples=args.samples, seed=args.seed, threads=args.threads,
+        progress=args.progress, overwrite=args.overwrite, resume=args.resume,
+        residue_map=common.parse_residue_map(args.map_residue), io=args.io, shard=parse_shard_spec(args.shard),
+    )
+    try:
+        summary = run_backmap(cfg)
+    except RankExit as exc:  # rank 0 reports the error; the other ranks exit with its code, silently
+        return exc.code
+    if summary is not None:
+        n_rows, n_res = summary["rows"], summary["residues"]
+        where = (f"shard {cfg.shard[0]}/{cfg.shard[1]} of {cfg.output} (run 'ldb-hpc merge {cfg.output}' when "
+                 "every shard is done)" if cfg.shard else cfg.output)
+        print(f"backmapped {summary['frames']} frames x {summary['samples']} sample(s) = {n_rows} rows, "
+              f"{n_res} residues with model '{summary['model']['name']}' on {summary['ranks']} rank(s) in "
+              f"{summary['wall_s']:.2f} s ({summary['residue_frames_per_s']:,.0f} residue-frames/s) -> {where}")
     return 0
-
-
-def _progress(total: int, disabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="frame", disable=disabled or not sys.stderr.isatty(), file=sys.stderr,
-                dynamic_ncols=True)

@@ -24,6 +24,7 @@ class IdealBackmapper:
     name = "ideal"
     steps = 0
     deterministic = True
+    sampling: dict = {}  # sampling settings that change results (resume checks them)
 
     def __init__(self):
         import hashlib
@@ -61,7 +62,12 @@ class LDBBackmapper:
         self.name = Path(path).name
         self.hash = self.model.hash
         self.steps = self.model.cfg.steps if steps is None else int(steps)
+        if self.steps < 1:
+            raise InputError(f"--steps must be at least 1, got {self.steps}")
+        if temperature is not None and not (0.0 <= temperature <= 10.0):
+            raise InputError(f"--temperature must be between 0 and 10, got {temperature}")
         self.temperature = temperature
+        self.sampling = {"steps": self.steps, "temperature": temperature}
 
     def backmap(self, ca: torch.Tensor, residues: Residues, frame_index: torch.Tensor, samples: int = 1,
                 seed: int = 0, temperature: float | None = None) -> torch.Tensor:
