@@ -103,7 +103,7 @@ def main(argv=None) -> int:
             _cli(["coarsen", str(path), "-o", cg, "--overwrite"])
             n_res_total += md.load(cg).n_residues
             for model in args.models:
-                out = os.path.join(tmp, f"{stem}.{model}.aa.h5")
+                out = os.path.join(tmp, f"{stem}.{Path(model).name}.aa.h5")
                 t0 = time.perf_counter()
                 _cli(["backmap", cg, "-o", out, "--model", model, "--overwrite", "--no-progress",
                       "--samples", str(args.samples)] + args.backmap_args.split())

@@ -74,16 +74,11 @@ def test_two_ranks_equal_one_rank_for_any_batch(tmp_path):
     assert verify(tmp_path / "two.h5").returncode == 0
 
 
-def test_kill_minus_9_then_resume_equals_uninterrupted_run(tmp_path):
-    cg = make_cg(tmp_path / "in.cg.h5", n_frames=24)
-    ref = serial(cg, tmp_path / "one.h5")
-    out = tmp_path / "out.h5"
-    args = (cg, "-o", out, "--batch-frames", 2)
-    # 12 chunks, 6 per rank, 0.4 s each: kill the whole job (mpiexec and both ranks) once each rank has
-    # recorded at least one chunk and before the end.
-    proc = subprocess.Popen(mpi_cmd(2, *args), env=_env(LDB_HPC_TEST_CHUNK_DELAY=0.4), start_new_session=True,
+def kill_midway(cmd, logs, delay: float = 0.4) -> None:
+    """Run an MPI job slowed to ``delay`` s per chunk and SIGKILL it (mpiexec and every rank) once each rank has
+    recorded at least one chunk in its log and before the end."""
+    proc = subprocess.Popen(cmd, env=_env(LDB_HPC_TEST_CHUNK_DELAY=delay), start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    logs = [tmp_path / "out.h5.d" / f"shard-0000{i}.log" for i in range(2)]
     deadline = time.time() + 60
     try:
         while time.time() < deadline:
@@ -94,6 +89,17 @@ def test_kill_minus_9_then_resume_equals_uninterrupted_run(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.communicate(timeout=30)  # also closes the pipes
+
+
+def test_kill_minus_9_then_resume_equals_uninterrupted_run(tmp_path):
+    cg = make_cg(tmp_path / "in.cg.h5", n_frames=24)
+    ref = serial(cg, tmp_path / "one.h5")
+    out = tmp_path / "out.h5"
+    args = (cg, "-o", out, "--batch-frames", 2)
+    # 12 chunks, 6 per rank, 0.4 s each: kill the whole job (mpiexec and both ranks) once each rank has
+    # recorded at least one chunk and before the end.
+    logs = [tmp_path / "out.h5.d" / f"shard-0000{i}.log" for i in range(2)]
+    kill_midway(mpi_cmd(2, *args), logs)
     done = sum(p.read_text().count("\n") for p in logs)
     assert 2 <= done < 12
     assert not out.exists()

@@ -6,16 +6,13 @@ Skipped unless the interpreter running the tests has h5py built with MPI and an 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import time
 
 import h5py
 import mdtraj as md
 import numpy as np
 import pytest
 
-from test_mpi import MPIEXEC, _env, mpi_cmd, run_mpi, serial, verify
+from test_mpi import MPIEXEC, kill_midway, mpi_cmd, run_mpi, serial, verify
 from test_runtime import make_cg
 
 pytestmark = pytest.mark.skipif(not h5py.get_config().mpi or not MPIEXEC.exists(),
@@ -41,19 +38,8 @@ def test_mpio_kill_then_resume(tmp_path):
     ref = serial(cg, tmp_path / "one.h5")
     out = tmp_path / "mpio.h5"
     args = (cg, "-o", out, "--io", "mpio", "--batch-frames", 2)
-    proc = subprocess.Popen(mpi_cmd(2, *args), env=_env(LDB_HPC_TEST_CHUNK_DELAY=0.4), start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     logs = [tmp_path / "mpio.h5.d" / f"shard-0000{i}.log" for i in range(2)]
-    deadline = time.time() + 60
-    try:
-        while time.time() < deadline:
-            if all(p.exists() and p.read_text().count("\n") >= 1 for p in logs):
-                break
-            assert proc.poll() is None, proc.communicate()[1]
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.communicate(timeout=30)  # also closes the pipes
+    kill_midway(mpi_cmd(2, *args), logs)
     assert not out.exists()
     assert verify(out).returncode == 1
     p = run_mpi(2, *args, "--resume")

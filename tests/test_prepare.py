@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from ldb_hpc.chem.residues import RESTYPE_INDEX, UNK
-from ldb_hpc.cli.main import main
 from ldb_hpc.errors import InputError
 from ldb_hpc.io.structure import read_structure
 from ldb_hpc.io.training import (

@@ -23,6 +23,26 @@ from ldb_hpc.io.cg import NM, frames_per_chunk, prepare_output, write_root_attrs
 from ldb_hpc.io.topology import aa_residues, aa_topology, parse_topology
 
 
+def write_frame_rows(f, row_start: int, frame_start: int, positions: np.ndarray, gather: np.ndarray, time,
+                     cell_lengths=None, cell_angles=None, has_cell: bool = False) -> None:
+    """Write frames ``frame_start ..`` (global indices) as rows ``row_start ..`` of an open all-atom file ``f``.
+
+    positions [n, S, L, 14, 3] Å (frame-major rows); gather: flat atom14 → file atom index map; time [n] ps;
+    cell_lengths [n, 3] Å and cell_angles [n, 3] rad (required when ``has_cell``). Converts to nm / degrees.
+    """
+    n, S = positions.shape[:2]
+    rows = slice(row_start, row_start + n * S)
+    atoms = positions.reshape(n * S, -1, 3)[:, gather]
+    f["coordinates"][rows] = (atoms / np.float32(NM)).astype(np.float32)
+    f["time"][rows] = np.repeat(np.asarray(time, dtype=np.float64).reshape(n), S)
+    if has_cell:
+        f["cell_lengths"][rows] = np.repeat(np.asarray(cell_lengths, np.float32).reshape(n, 3) / np.float32(NM),
+                                            S, axis=0)
+        f["cell_angles"][rows] = np.repeat(np.rad2deg(np.asarray(cell_angles, np.float64).reshape(n, 3)), S, axis=0)
+    f["ldb/cg_frame"][rows] = np.repeat(np.arange(frame_start, frame_start + n, dtype=np.int64), S)
+    f["ldb/sample"][rows] = np.tile(np.arange(S, dtype=np.int32), n)
+
+
 class AllAtomWriter(TempFileWriter):
     """Writes backmapped frames into a preallocated MDTraj-HDF5 file (context manager).
 
@@ -94,18 +114,8 @@ class AllAtomWriter(TempFileWriter):
             raise ValueError(f"frames {a}..{b - 1} outside 0..{self.n_frames - 1}")
         if self.has_cell and (cell_lengths is None or cell_angles is None):
             raise ValueError("this writer has a cell: pass cell_lengths and cell_angles")
-        atoms = positions.reshape(n * S, L * NUM_SLOTS, 3)[:, self._gather]
-        rows = slice(a * S, b * S)
-        f = self._f
-        f["coordinates"][rows] = (atoms / np.float32(NM)).astype(np.float32)
-        f["time"][rows] = np.repeat(np.asarray(time, dtype=np.float64).reshape(n), S)
-        if self.has_cell:
-            f["cell_lengths"][rows] = np.repeat(np.asarray(cell_lengths, np.float32).reshape(n, 3) / np.float32(NM),
-                                                S, axis=0)
-            f["cell_angles"][rows] = np.repeat(np.rad2deg(np.asarray(cell_angles, np.float64).reshape(n, 3)), S,
-                                               axis=0)
-        f["ldb/cg_frame"][rows] = np.repeat(np.arange(a, b, dtype=np.int64), S)
-        f["ldb/sample"][rows] = np.tile(np.arange(S, dtype=np.int32), n)
+        write_frame_rows(self._f, a * S, a, positions, self._gather, time, cell_lengths, cell_angles,
+                         self.has_cell)
         self._written[a:b] = True
 
     @property

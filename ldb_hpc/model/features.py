@@ -86,7 +86,6 @@ def featurize(ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor, k:
 
     R, _ = ca_trace_frames(ca, segment)
     nbr = knn(ca, k)  # [B, L, k]
-    kk = nbr.shape[-1]
     ca_j = gather_nodes(ca, nbr)  # [B, L, k, 3]
     rel = ca_j - ca[:, :, None]
     local = torch.einsum("blji,blkj->blki", R, rel) / 10.0

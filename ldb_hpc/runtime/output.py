@@ -25,7 +25,8 @@ from ldb_hpc import __version__
 from ldb_hpc.chem.protein import Residues
 from ldb_hpc.chem.residues import NUM_SLOTS
 from ldb_hpc.errors import OutputError
-from ldb_hpc.io.cg import NM, write_root_attrs, write_topology
+from ldb_hpc.io.aa import write_frame_rows
+from ldb_hpc.io.cg import write_root_attrs, write_topology
 from ldb_hpc.io.topology import aa_topology
 
 TITLE = "ldb-hpc backmapped trajectory"
@@ -125,20 +126,9 @@ class RowWriter:
         positions = np.asarray(positions)
         if positions.ndim != 5 or positions.shape[1:] != (S, L, NUM_SLOTS, 3):
             raise ValueError(f"positions has shape {positions.shape}, expected (n, {S}, {L}, 14, 3)")
-        n = positions.shape[0]
         a = int(frame_start) - self.frame_start
-        rows = slice(a * S, (a + n) * S)
-        f = self.f
-        atoms = positions.reshape(n * S, L * NUM_SLOTS, 3)[:, self._gather]
-        f["coordinates"][rows] = (atoms / np.float32(NM)).astype(np.float32)
-        f["time"][rows] = np.repeat(np.asarray(time, dtype=np.float64).reshape(n), S)
-        if self.has_cell:
-            f["cell_lengths"][rows] = np.repeat(np.asarray(cell_lengths, np.float32).reshape(n, 3) / np.float32(NM),
-                                                S, axis=0)
-            f["cell_angles"][rows] = np.repeat(np.rad2deg(np.asarray(cell_angles, np.float64).reshape(n, 3)), S,
-                                               axis=0)
-        f["ldb/cg_frame"][rows] = np.repeat(np.arange(frame_start, frame_start + n, dtype=np.int64), S)
-        f["ldb/sample"][rows] = np.tile(np.arange(S, dtype=np.int32), n)
+        write_frame_rows(self.f, a * S, int(frame_start), positions, self._gather, time, cell_lengths, cell_angles,
+                         self.has_cell)
 
     def sync(self, durable: bool = True) -> None:
         """Push written rows to the file (and to disk with ``durable``) before they are recorded as done."""
