@@ -1,5 +1,8 @@
 # Two commands for a fresh machine: `make demo` and `make test`. Both create .venv in the repo when it is
 # missing and install the project into it (torch 2.13.0 CPU build from local disk; no CUDA download).
+# `make test` also builds .venv-mpio (parallel h5py + mpi4py compiled against Debian's Open MPI and
+# HDF5-openmpi, installed with apt) and starts a one-node SLURM cluster (slurm-wlm, munge) for the
+# duration of the tests; see docs/HPC.md. Debian packages are installed as root, once.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,21 +11,30 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.ldb-hpc-installed
 TEST_STAMP := $(VENV)/.ldb-hpc-test-installed
 DEMO_OUT := build/demo
+MPIO_VENV  := .venv-mpio
+MPIO_STAMP := $(MPIO_VENV)/.ldb-hpc-mpio-installed
+NOW = $$(date +%s)
 
-.PHONY: demo test install clean-venv help
+.PHONY: demo test install install-mpio slurm-up slurm-down bench-runtime clean-venv help
 
 help:
 	@echo "make demo   create .venv, install, backmap the bundled example, print a summary"
 	@echo "make test   install test dependencies and run the whole test suite"
+	@echo "            (serial, MPI at 2 ranks, parallel HDF5 in $(MPIO_VENV), a local one-node SLURM)"
+	@echo "make install-mpio     build $(MPIO_VENV) only (parallel h5py, mpi4py on Open MPI)"
+	@echo "make slurm-up / slurm-down   start / stop the local test SLURM cluster"
+	@echo "make bench-runtime    memory and MPI-scaling benchmark of backmap (benchmarks/runtime)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip "setuptools>=77" wheel
 
 $(STAMP): pyproject.toml CMakeLists.txt | $(PY)
-	$(PIP) install --quiet torch==2.13.0 triton==3.8.0
-	$(PIP) install --quiet "scikit-build-core>=0.10" numpy h5py mdtraj tables gemmi safetensors tqdm mpi4py mpich
-	$(PIP) install --quiet --no-build-isolation -e .
+	@echo "make: installing into $(VENV)"; t0=$(NOW); \
+	$(PIP) install --quiet torch==2.13.0 triton==3.8.0 && \
+	$(PIP) install --quiet "scikit-build-core>=0.10" numpy h5py mdtraj tables gemmi safetensors tqdm mpi4py mpich && \
+	$(PIP) install --quiet --no-build-isolation -e . && \
+	echo "ci-time: install-venv $$(( $(NOW) - t0 )) s"
 	@touch $@
 
 install: $(STAMP)
@@ -31,6 +43,25 @@ $(TEST_STAMP): $(STAMP)
 	$(PIP) install --quiet "pytest>=7" "pytest-xdist>=3"
 	@touch $@
 
+# Parallel HDF5 venv: ~5 minutes from scratch on 2 cores (mpi4py and h5py are compiled).
+$(MPIO_STAMP): pyproject.toml CMakeLists.txt scripts/ci/mpio_venv.sh
+	@echo "make: building $(MPIO_VENV) (parallel h5py, mpi4py on Open MPI)"; t0=$(NOW); \
+	bash scripts/ci/mpio_venv.sh $(MPIO_VENV) $(PYTHON) && \
+	echo "ci-time: install-venv-mpio $$(( $(NOW) - t0 )) s"
+	@touch $@
+
+install-mpio: $(MPIO_STAMP)
+
+slurm-up:
+	bash scripts/ci/slurm.sh start
+	@bash scripts/ci/slurm.sh env
+
+slurm-down:
+	bash scripts/ci/slurm.sh stop
+
+bench-runtime: $(STAMP)
+	$(PY) benchmarks/runtime/bench_runtime.py
+
 demo: $(STAMP)
 	@mkdir -p $(DEMO_OUT)
 	$(VENV)/bin/ldb-hpc backmap examples/example.cg.h5 -o $(DEMO_OUT)/example.aa.h5 --overwrite --no-progress
@@ -38,8 +69,8 @@ demo: $(STAMP)
 	print('mdtraj.load($(DEMO_OUT)/example.aa.h5):', t); \
 	print('residues:', t.n_residues, ' heavy atoms per frame:', t.n_atoms, ' bonds:', t.topology.n_bonds)"
 
-test: $(TEST_STAMP)
-	$(PY) -m pytest -q -n 2 tests
+test: $(TEST_STAMP) $(MPIO_STAMP)
+	bash scripts/ci/test.sh
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(MPIO_VENV)

@@ -30,17 +30,20 @@ def linear_schedule(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0
 
 
 def q_sample(schedule: Schedule, x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-    """x_t = sqrt(ᾱ_t) x0 + sqrt(1 − ᾱ_t) ε; x0, eps [B, ..., D]; t [B] long."""
+    """x_t = sqrt(ᾱ_t) x0 + sqrt(1 − ᾱ_t) ε; x0, eps [B, S, L, D]; t [B] or [B, L] long (per residue)."""
     ab = torch.as_tensor(schedule.alphas_cumprod, dtype=x0.dtype, device=x0.device)[t]
-    ab = ab.reshape(-1, *([1] * (x0.dim() - 1)))
+    ab = ab.reshape(ab.shape[0], 1, -1, 1) if t.dim() == 2 else ab.reshape(-1, *([1] * (x0.dim() - 1)))
     return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 
 
 def eps_loss(schedule: Schedule, denoiser, x0: torch.Tensor, cond, mask: torch.Tensor,
              generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per-sample ε-prediction MSE. x0 [B, L, D] normalised latents; mask [B, L] bool; returns [B]."""
-    B = x0.shape[0]
-    t = torch.randint(0, schedule.T, (B,), generator=generator, device=x0.device)
+    """Per-sample ε-prediction MSE. x0 [B, 1, L, D] normalised latents; mask [B, 1, L] bool; returns [B].
+
+    Every residue draws its own timestep (t [B, L]): a batch here is one large pseudo-protein, and one shared t
+    per batch would make the loss very noisy."""
+    B, _, L, _ = x0.shape
+    t = torch.randint(0, schedule.T, (B, L), generator=generator, device=x0.device)
     eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
     pred = denoiser(q_sample(schedule, x0, t, eps), t, cond)
     m = mask.to(x0.dtype)[..., None]

@@ -147,7 +147,7 @@ class Decoder(nn.Module):
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal embedding [B, dim] of integer timesteps t [B]."""
+    """Sinusoidal embedding [N, dim] of integer timesteps t [N]."""
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t.float()[:, None] * freqs[None]
@@ -176,7 +176,9 @@ class Denoiser(nn.Module):
         flat = x.reshape(B * S, L, d)
         nb = nbr.repeat_interleave(S, dim=0) if S > 1 else nbr
         xn = gather_nodes(flat, nb).mean(2).reshape(B, S, L, d) if nbr.shape[-1] else torch.zeros_like(x)
-        temb = self.t_proj(timestep_embedding(t, self.t_dim))  # [B, H]
-        hid = torch.nn.functional.silu(self.x_in(torch.cat([x, xn], dim=-1)) + c[:, None] + temb[:, None, None])
+        # t: [B] (sampling: one step for the batch) or [B, L] (training: a step per residue).
+        temb = self.t_proj(timestep_embedding(t.reshape(-1), self.t_dim)).reshape(*t.shape, -1)
+        temb = temb[:, None, :, :] if t.dim() == 2 else temb[:, None, None, :]
+        hid = torch.nn.functional.silu(self.x_in(torch.cat([x, xn], dim=-1)) + c[:, None] + temb)
         hid = self.norm(hid + self.block(hid))
         return self.out(hid)

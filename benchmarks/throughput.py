@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""Backmap throughput per core: `ldb-hpc backmap --threads 1` on one rank, default settings, per model.
+
+The input is an `ldb-hpc synth` trajectory around the bundled example (135 residues). The figure is the run
+summary's residue-frames/s (the whole run's wall time, start-up included), appended to benchmarks/results.csv.
+
+    python benchmarks/throughput.py [--frames 400] [--models ideal ldb_hpc/weights/ldb-default] [--samples 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=400)
+    ap.add_argument("--models", nargs="+", default=["ideal"])
+    ap.add_argument("--samples", type=int, default=1)
+    ap.add_argument("--results", default=str(REPO / "benchmarks" / "results.csv"))
+    args = ap.parse_args(argv)
+    exe = str(Path(sys.executable).with_name("ldb-hpc"))
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cg = os.path.join(tmp, "in.cg.h5")
+        subprocess.run([exe, "synth", "--frames", str(args.frames), "--from", str(REPO / "examples" / "example.cg.h5"),
+                        "-o", cg], check=True, capture_output=True)
+        for model in args.models:
+            out = os.path.join(tmp, "out.h5")
+            subprocess.run([exe, "backmap", cg, "-o", out, "--model", model, "--threads", "1", "--overwrite",
+                            "--no-progress", "--samples", str(args.samples)], check=True, capture_output=True)
+            summary = json.loads(Path(out + ".summary.json").read_text())
+            rate = summary["residue_frames_per_s"]  # whole run, start-up included
+            label = Path(model).name
+            print(f"{label}: {rate:,.0f} residue-frames/s on one core ({args.frames} frames x {args.samples} "
+                  f"sample(s))")
+            rows.append(("throughput", f"{label}|samples={args.samples}|threads=1|frames={args.frames}",
+                         "residue_frames_per_s_per_core", rate, "residue-frames/s"))
+    new = not os.path.exists(args.results)
+    with open(args.results, "a", newline="") as fh:
+        w = csv.writer(fh)
+        if new:
+            w.writerow(["benchmark", "configuration", "metric", "value", "unit", "git_sha", "machine", "date"])
+        for r in rows:
+            w.writerow(list(r[:3]) + [f"{r[3]:.6g}", r[4], sha, f"{platform.node()} ({os.cpu_count()} cores)",
+                                      datetime.date.today().isoformat()])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Install Debian packages once (idempotent): `scripts/ci/apt.sh PKG...`.
+# Packages already installed are not touched and `apt-get update` runs only when something is missing.
+# Needs root (or passwordless sudo); CI and the development machines run as root.
+set -euo pipefail
+missing=()
+for pkg in "$@"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=()
+elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    SUDO=(sudo -n)
+else
+    echo "error: Debian packages missing (${missing[*]}) and no root to install them" >&2
+    exit 1
+fi
+echo "apt: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update -q >/dev/null
+"${SUDO[@]}" apt-get install -y -q "${missing[@]}" >/dev/null
