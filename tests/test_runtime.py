@@ -321,6 +321,13 @@ def test_bad_inputs_one_line_error_and_nothing_written(case, cg, tmp_path, run_c
     assert not out.exists() and not os.path.exists(str(out) + ".d")
 
 
+def test_unwritable_output_location_even_for_root(cg, run_cli):
+    """/sys is a read-only place even for root (CI runs as root, where chmod does not stop writes)."""
+    code, _, err = run_cli("backmap", cg, "-o", "/sys/ldb-hpc-out.h5", "--no-progress")
+    assert_one_line_error(code, err, "cannot create /sys/ldb-hpc-out.h5")
+    assert not os.path.exists("/sys/ldb-hpc-out.h5.d")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
 def test_unwritable_output_location(cg, tmp_path, run_cli):
     ro = tmp_path / "ro"
