@@ -39,7 +39,7 @@ def test_backmap_example_default_name_and_mdtraj_load(example, run_cli):
     ca_idx = traj.topology.select("name CA")
     np.testing.assert_allclose(traj.xyz[:, ca_idx] * 10.0, ca, atol=1e-3)
     with h5py.File(result, "r") as f:
-        assert f["ldb"].attrs["model"] == "ideal"
+        assert f["ldb"].attrs["model"] == "ldb-default"  # the shipped learned model is the default
         np.testing.assert_array_equal(f["ldb/cg_frame"][:], np.arange(40))
 
 

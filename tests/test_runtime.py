@@ -152,7 +152,7 @@ def test_master_of_virtual_datasets_loads_in_order_with_summary(cg, tmp_path, ru
     assert summary["frames"] == 24 and summary["rows"] == 48 and summary["ranks"] == 1
     rank = summary["per_rank"][0]
     assert rank["frames"] == 24 and rank["peak_rss_mb"] > 0 and rank["compute_s"] > 0
-    assert summary["residue_frames_per_s"] > 0 and summary["model"]["name"] == "ideal"
+    assert summary["residue_frames_per_s"] > 0 and summary["model"]["name"] == "ldb-default"
     code, stdout, _ = run_cli("verify", out)
     assert code == 0 and stdout.startswith("complete:")
 
@@ -225,8 +225,10 @@ def test_resume_finishes_without_recomputing_and_refuses_other_runs(cg, tmp_path
 
     monkeypatch.setattr(api, "load_model", other_model)
     code, _, err = run_cli("backmap", cg, "-o", out, "--resume")
-    assert_one_line_error(code, err, "model (ideal")
+    assert_one_line_error(code, err, "model (ldb-default")
     monkeypatch.setattr(api, "load_model", real)
+    code, _, err = run_cli("backmap", cg, "-o", out, "--resume", "--temperature", "0.5")
+    assert_one_line_error(code, err, "sampling")
     # The right command resumes: the recorded chunk plan (batch 4) wins over a new --batch-frames.
     code, _, err = run_cli("backmap", cg, "-o", out, "--resume", "--batch-frames", "9", "--no-progress")
     assert code == 0, err

@@ -364,7 +364,46 @@ def atoms_from_backbone(ca, n, c, o_torsion, chi, restype) -> torch.Tensor:
     # The frame keeps the placed N and C exactly: their local coordinates are passed per residue.
     frame_local = torch.einsum("...ji,...kj->...ki", R, torch.stack([n, ca, c], dim=-2) - t[..., None, :])
     torsions = torch.cat([o_torsion[..., None], chi], dim=-1)
-    return build_atoms(R, t, torsions, restype.expand(ca.shape[:-1]), frame_local=frame_local)
+    pos = build_atoms(R, t, torsions, restype.expand(ca.shape[:-1]), frame_local=frame_local)
+    return close_proline_rings(pos, restype, chi)
+
+
+_PRO = rc.RESTYPE_INDEX["PRO"]
+_PRO_CD_N = [k for k in range(rc.BOND_SLOTS.shape[1]) if rc.BOND_MASK[_PRO, k]
+             and set(rc.BOND_SLOTS[_PRO, k].tolist()) == {0, 6}][0]
+
+
+def close_proline_rings(pos: torch.Tensor, restype: torch.Tensor, chi: torch.Tensor) -> torch.Tensor:
+    """Close every proline ring: its CD must bond to its own N, which χ1/χ2 from a network or a table need not
+    ensure. A grid of χ1 (±40° around the given value, 4° steps) × χ2 (−50°..50°, 2° steps) is searched for the
+    pair whose CD–N distance is nearest the ideal length (ties broken towards the given χ1); CG and CD move there.
+    pos [..., L, 14, 3] Å; restype [L]; chi [..., L, 4] rad. Returns the new positions (others unchanged)."""
+    from ldb_hpc.chem.ideal import ideal_geometry
+    from ldb_hpc.geometry.builder import nerf
+
+    pro = (restype == _PRO).nonzero().flatten()
+    if pro.numel() == 0:
+        return pos
+    geo = ideal_geometry()
+    dt, dev = pos.dtype, pos.device
+    p = pos[..., pro, :, :]  # [..., P, 14, 3]
+    n, ca, cb = p[..., 0, :], p[..., 1, :], p[..., 4, :]
+    c1 = chi[..., pro, 0, None] + torch.deg2rad(torch.arange(-40.0, 41.0, 4.0, dtype=dt, device=dev))  # [..., P, 21]
+    cg = nerf(n[..., None, :], ca[..., None, :], cb[..., None, :], float(geo.bond[_PRO, 5]),
+              float(geo.angle[_PRO, 5]), float(geo.offset[_PRO, 5]) + c1)  # [..., P, 21, 3]
+    c2 = torch.deg2rad(torch.arange(-50.0, 51.0, 2.0, dtype=dt, device=dev))  # [51]
+    cd = nerf(ca[..., None, None, :], cb[..., None, None, :], cg[..., None, :], float(geo.bond[_PRO, 6]),
+              float(geo.angle[_PRO, 6]), float(geo.offset[_PRO, 6]) + c2)  # [..., P, 21, 51, 3]
+    err = ((cd - n[..., None, None, :]).norm(dim=-1) - float(geo.bond_length[_PRO, _PRO_CD_N])).abs()
+    err = err + 1e-3 * (c1 - chi[..., pro, 0, None]).abs()[..., None]
+    best = err.flatten(-2).argmin(-1)  # [..., P]
+    i1 = (best // c2.numel())[..., None, None].expand(*best.shape, 1, 3)
+    new_cg = cg.gather(-2, i1).squeeze(-2)
+    new_cd = cd.flatten(-3, -2).gather(-2, best[..., None, None].expand(*best.shape, 1, 3)).squeeze(-2)
+    pos = pos.clone()
+    pos[..., pro, 5, :] = new_cg
+    pos[..., pro, 6, :] = new_cd
+    return pos
 
 
 def backmap_ideal(ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor,
