@@ -119,8 +119,8 @@ class LDBModel(nn.Module):
         return g, self.cond_encoder(g)
 
     def build(self, ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor, out: dict,
-              lf: dict | None = None) -> torch.Tensor:
-        """Decoder output (unit 2-vectors) → atom14 [B, L, 14, 3] Å."""
+              lf: dict | None = None, pack: bool = False) -> torch.Tensor:
+        """Decoder output (unit 2-vectors) → atom14 [B, L, 14, 3] Å; ``pack``: repair side-chain clashes."""
         tables = self.tables
         if ca.shape[-2] == 1:
             from ldb_hpc.model.ideal import _singletons
@@ -131,7 +131,13 @@ class LDBModel(nn.Module):
             lf = lf or link_frames(ca, segment)
             n, c, o, o_t = backbone_from_angles(ca, lf, _angle(out["alpha"]), _angle(out["psi"][:, :-1]),
                                                 _angle(out["phi"][:, 1:]), tables)
-        return atoms_from_backbone(ca, n, c, o_t, _angle(out["chi"]), restype)
+        chi = _angle(out["chi"])
+        pos = atoms_from_backbone(ca, n, c, o_t, chi, restype)
+        if pack:
+            from ldb_hpc.model.packing import repack
+
+            pos = repack(pos, ca, n, c, o_t, chi, restype, segment)
+        return pos
 
     # -- stage 1 ----------------------------------------------------------------------------------------
     def tokenizer_loss(self, pos: torch.Tensor, mask: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor,
@@ -195,7 +201,8 @@ class LDBModel(nn.Module):
     # -- inference --------------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor, frames: torch.Tensor,
-               samples: int = 1, seed: int = 0, steps: int | None = None, temperature: float | None = None):
+               samples: int = 1, seed: int = 0, steps: int | None = None, temperature: float | None = None,
+               pack: bool = True):
         """Backmap frames ca [B, L, 3] Å → atom14 [B, S, L, 14, 3] Å. frames [B] int64 are global indices."""
         cfg = self.cfg
         steps = cfg.steps if steps is None else steps
@@ -210,7 +217,7 @@ class LDBModel(nn.Module):
         zq = self.vq.decode(self.vq.nearest(z))  # [B, S, L, d]
         rep = lambda v: v.repeat_interleave(samples, dim=0)  # noqa: E731
         out = self.decoder(rep(h), zq.reshape(B * samples, L, -1), rep(g.nbr))
-        xyz = self.build(rep(ca), restype, segment, out)
+        xyz = self.build(rep(ca), restype, segment, out, pack=pack)
         return xyz.reshape(B, samples, L, rc.NUM_SLOTS, 3)
 
     @torch.no_grad()
