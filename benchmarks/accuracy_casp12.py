@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import datetime
 import io
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -28,9 +25,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_csv import RESULTS, append_rows
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results.csv"
 METRICS = [  # key in evaluate's JSON summary, label, unit, scale
     ("rmsd", "RMSD heavy", "Å", 1.0),
     ("rmsd_backbone", "RMSD backbone", "Å", 1.0),
@@ -63,14 +60,6 @@ def _evaluate(pred: str, ref: str, json_path: str) -> dict:
     rows = data.get("per_row", {}).get("clash_1.2")
     summary["rows_clash_1.2"] = float(np.mean(np.asarray(rows) > 0)) if rows is not None else float("nan")
     return summary
-
-
-def _git_sha() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except Exception:  # noqa: BLE001
-        return "unknown"
 
 
 def main(argv=None) -> int:
@@ -119,11 +108,9 @@ def main(argv=None) -> int:
                 per["PULCHRA"].append(_evaluate(out, str(path), out + ".json"))
             print(f"{stem}: " + "  ".join(f"{m}: {per[m][-1]['rmsd']:.3f} Å" for m in methods), file=sys.stderr)
 
-    sha, machine = _git_sha(), f"{platform.node()} ({os.cpu_count()} cores)"
-    date = datetime.date.today().isoformat()
+    metrics = METRICS + (DIVERSITY if args.samples > 1 else [])
     dataset = Path(args.data).name
     rows = []
-    metrics = METRICS + (DIVERSITY if args.samples > 1 else [])
     for m in methods:
         for key, _, unit, scale in metrics:
             vals = [s[key] for s in per[m] if s.get(key) is not None]
@@ -131,13 +118,7 @@ def main(argv=None) -> int:
         rows.append(("accuracy", f"{dataset}|{m}", "wall_time_per_structure", times[m] / len(files), "s"))
         rows.append(("accuracy", f"{dataset}|{m}", "residues_per_s", n_res_total / max(times[m], 1e-9),
                      "residues/s"))
-    new = not os.path.exists(args.results)
-    with open(args.results, "a", newline="") as fh:
-        w = csv.writer(fh)
-        if new:
-            w.writerow(["benchmark", "configuration", "metric", "value", "unit", "git_sha", "machine", "date"])
-        for r in rows:
-            w.writerow(list(r[:3]) + [f"{r[3]:.6g}", r[4], sha, machine, date])
+    append_rows(rows, args.results)
 
     header = "| method | " + " | ".join(f"{name} ({unit})" for _, name, unit, _ in metrics) + " | s/structure |"
     print(f"\n{dataset}: {len(files)} structures, {n_res_total} residues, mean over structures\n")

@@ -10,15 +10,14 @@ summary's residue-frames/s (the whole run's wall time, start-up included), appen
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from results_csv import RESULTS, append_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,10 +27,9 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=400)
     ap.add_argument("--models", nargs="+", default=["ideal"])
     ap.add_argument("--samples", type=int, default=1)
-    ap.add_argument("--results", default=str(REPO / "benchmarks" / "results.csv"))
+    ap.add_argument("--results", default=str(RESULTS))
     args = ap.parse_args(argv)
     exe = str(Path(sys.executable).with_name("ldb-hpc"))
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         cg = os.path.join(tmp, "in.cg.h5")
@@ -48,14 +46,7 @@ def main(argv=None) -> int:
                   f"sample(s))")
             rows.append(("throughput", f"{label}|samples={args.samples}|threads=1|frames={args.frames}",
                          "residue_frames_per_s_per_core", rate, "residue-frames/s"))
-    new = not os.path.exists(args.results)
-    with open(args.results, "a", newline="") as fh:
-        w = csv.writer(fh)
-        if new:
-            w.writerow(["benchmark", "configuration", "metric", "value", "unit", "git_sha", "machine", "date"])
-        for r in rows:
-            w.writerow(list(r[:3]) + [f"{r[3]:.6g}", r[4], sha, f"{platform.node()} ({os.cpu_count()} cores)",
-                                      datetime.date.today().isoformat()])
+    append_rows(rows, args.results)
     return 0
 
 

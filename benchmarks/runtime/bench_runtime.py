@@ -21,11 +21,9 @@ processes would write the same file) and the README says so. Work files go to bu
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -33,7 +31,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-RESULTS = REPO / "benchmarks" / "results.csv"
+sys.path.insert(0, str(REPO / "benchmarks"))
+from results_csv import RESULTS, append_rows, git_sha  # noqa: E402
+from results_csv import machine as machine_name  # noqa: E402
 README = Path(__file__).resolve().parent / "README.md"
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
@@ -49,14 +49,6 @@ with open(os.path.join(os.environ["LDB_BENCH_RSS_DIR"], f"rank-{rank}.json"), "w
     json.dump({"rank": rank, "peak_rss_mib": rss, "exit": code}, fh)
 sys.exit(code)
 """
-
-
-def git_sha() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except Exception:  # noqa: BLE001
-        return "unknown"
 
 
 def has_mpi_backmap() -> bool:
@@ -157,8 +149,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {r['wall_s']:.1f} s, {r['fps']:.1f} frames/s, peak RSS per rank "
               f"{', '.join(f'{x:.0f}' for x in r['rss'])} MiB", flush=True)
 
-    sha, machine = git_sha(), f"{platform.node()} ({os.cpu_count()} cores)"
-    date = datetime.date.today().isoformat()
     base = f"backmap --model ideal|batch {args.batch_frames}|1 thread/rank"
     rows = []
     for name, r in results.items():
@@ -179,14 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("runtime", conf, "speedup_wall", speedup, "x"))
         if two["fps_runtime"] and one["fps_runtime"]:
             rows.append(("runtime", conf, "speedup_runtime", two["fps_runtime"] / one["fps_runtime"], "x"))
-    if not args.no_csv:
-        new = not RESULTS.exists()
-        with open(RESULTS, "a", newline="") as fh:
-            w = csv.writer(fh)
-            if new:
-                w.writerow(["benchmark", "configuration", "metric", "value", "unit", "git_sha", "machine", "date"])
-            for b, conf, metric, value, unit in rows:
-                w.writerow([b, conf, metric, f"{value:.6g}", unit, sha, machine, date])
+    if args.no_csv:
+        sha, machine, date = git_sha(), machine_name(), datetime.date.today().isoformat()
+    else:
+        sha, machine, date = append_rows(rows, RESULTS)
     write_readme(args, results, growth, speedup, mpi, sha, machine, date, load_before)
     print(f"peak RSS growth {args.small} -> {args.large} frames: {growth:+.1f} %"
           + (f"; 2 ranks / 1 rank: {speedup:.2f}x" if speedup else ""))
