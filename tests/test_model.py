@@ -158,7 +158,7 @@ def test_train_cli_runs_and_resumes(tmp_path, run_cli):
         f["chains/count"] = np.array([40])
     out = tmp_path / "tok"
     args = ["train", "tokenizer", "--data", data, "--out", out, "--windows", 2, "--crop", 16, "--log-every", 1,
-            "--save-every", 2]
+            "--save-every", 2, "--latent-dim", 3]
     code, _, err = run_cli(*args, "--steps", 2)
     assert code == 0, err
     code, _, err = run_cli(*args, "--steps", 4)
@@ -169,6 +169,7 @@ def test_train_cli_runs_and_resumes(tmp_path, run_cli):
     code, _, err = run_cli("train", "diffusion", "--data", data, "--init", out / "model", "--out", tmp_path / "d",
                            "--steps", 2, "--windows", 2, "--crop", 16)
     assert code == 0, err
-    assert load_model(tmp_path / "d" / "model").latent_std.min() > 0
+    diffusion_model = load_model(tmp_path / "d" / "model")
+    assert diffusion_model.latent_std.min() > 0 and diffusion_model.cfg.latent_dim == 3
     code, _, err = run_cli("train", "diffusion", "--data", data, "--out", tmp_path / "e", "--steps", 1)
     assert code == 2 and "--init" in err

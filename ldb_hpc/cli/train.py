@@ -33,6 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
     p.add_argument("--clash-weight", type=float, default=1.0)
+    p.add_argument("--latent-dim", type=int, default=None, help="tokenizer: latent channels per residue (default 4)")
     p.set_defaults(run=run)
 
 
@@ -40,13 +41,15 @@ def run(args) -> int:
     from ldb_hpc.errors import InputError
     from ldb_hpc.model.train import TrainConfig, train
 
+    if args.latent_dim is not None and args.latent_dim < 1:
+        raise InputError("--latent-dim must be at least 1")
     for name in ("steps", "windows", "crop", "valid_every", "save_every", "log_every"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
     cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, init=args.init, steps=args.steps,
                       windows=args.windows, crop=args.crop, lr=args.lr, seed=args.seed, valid=args.valid,
                       valid_every=args.valid_every, save_every=args.save_every, log_every=args.log_every,
-                      threads=args.threads, clash_weight=args.clash_weight)
+                      threads=args.threads, clash_weight=args.clash_weight, latent_dim=args.latent_dim)
     last = train(cfg)
     print(f"trained {args.stage}: {last} -> {args.out}/model")
     return 0

@@ -40,6 +40,7 @@ class TrainConfig:
     valid: str | None = None  # folder of validation structures (valid/pfam40)
     threads: int | None = None
     clash_weight: float = 1.0
+    latent_dim: int | None = None  # tokenizer: latent channels per residue (default: LDBConfig's)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -185,7 +186,7 @@ def train(cfg: TrainConfig) -> dict:
     else:
         from ldb_hpc.model.ldb import LDBConfig
 
-        model = LDBModel(LDBConfig())
+        model = LDBModel(LDBConfig(**({"latent_dim": cfg.latent_dim} if cfg.latent_dim else {})))
         for name, p in model.named_parameters():
             p.requires_grad_(not name.startswith("denoiser."))
     model.vq.all_reduce_fn = _all_reduce_sum
