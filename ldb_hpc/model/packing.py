@@ -2,10 +2,10 @@
 
 The decoder places each side chain from its own latent and the CA context; neighbouring side chains sampled
 independently can still overlap. For every residue with an atom pair closer than ``trigger`` Å to another
-residue, the 9 rotations of (χ1, χ2) by {0, ±120°} are rebuilt (ideal geometry) and scored against the current
-atoms of its k nearest residues with Σ relu(3 Å − d)²; the lowest score wins (the decoded rotamer is kept unless
-another is clearly better). Three rounds, vectorised over the flagged residues only, so clash-free frames cost one
-scoring pass.
+residue, 9 rotations of two χ angles are rebuilt (ideal geometry) and scored against the current atoms of its k
+nearest residues with Σ relu(3 Å − d)²; the lowest score wins (the decoded rotamer is kept unless another is
+clearly better). Four rounds (see ``_ROUNDS``) of two halves each, vectorised over the flagged residues only, so clash-free frames
+cost one full check.
 """
 
 from __future__ import annotations
@@ -15,9 +15,16 @@ import math
 import torch
 
 from ldb_hpc.chem import residues as rc
-from ldb_hpc.model.features import gather_nodes, knn
+from ldb_hpc.model.features import knn
 
-_DELTAS = torch.tensor([(a, b) for a in (0.0, 120.0, -120.0) for b in (0.0, 120.0, -120.0)]) * math.pi / 180.0
+def _grid(step: float) -> torch.Tensor:
+    """[9, 2] pairs of rotations {0, ±step}² (radians) applied to two χ channels."""
+    return torch.tensor([(a, b) for a in (0.0, step, -step) for b in (0.0, step, -step)]) * math.pi / 180.0
+
+
+# Rounds: which two χ channels move and by how much. Coarse χ1/χ2 first (other rotamer wells), then the tips of
+# long side chains (χ3/χ4), then a fine χ1/χ2 adjustment for what still touches.
+_ROUNDS = ((0, 1, _grid(120.0)), (0, 1, _grid(120.0)), (2, 3, _grid(120.0)), (0, 1, _grid(30.0)))
 _CONTACT = 3.0  # Å, soft-repulsion radius of the score
 _KEEP_BONUS = 0.05  # the decoded rotamer wins ties
 
@@ -47,7 +54,7 @@ def _score(sc: torch.Tensor, nb: torch.Tensor, ok: torch.Tensor) -> torch.Tensor
     return (torch.relu(_CONTACT - d) ** 2 * ok).sum((-3, -2, -1))
 
 
-def repack(pos: torch.Tensor, ca, n, c, o_torsion, chi, restype, segment, rounds: int = 3, k: int = 12,
+def repack(pos: torch.Tensor, ca, n, c, o_torsion, chi, restype, segment, k: int = 28,
            trigger: float = 2.2) -> torch.Tensor:
     """Repair side-chain clashes. pos [B, L, 14, 3] Å (built from ca, n, c [B, L, 3], o_torsion [B, L],
     chi [B, L, 4]); restype, segment [L]. Returns new positions (only side chains of clashing residues move)."""
@@ -65,41 +72,51 @@ def repack(pos: torch.Tensor, ca, n, c, o_torsion, chi, restype, segment, rounds
     movable = (n_chi > 0) & (restype != rc.RESTYPE_INDEX["PRO"])
     chi = chi.clone()
     pos = pos.clone()
-    for _ in range(rounds):
-        nb_all = gather_nodes(pos.reshape(B, L, -1), nbr).reshape(B, L, k, rc.NUM_SLOTS, 3)
-        rt_j = restype[nbr]  # [B, L, k]
-        ok_all = _pair_ok(restype.expand(B, L).reshape(-1), rt_j.reshape(-1, k), adjacent.reshape(-1, k), dev)
-        flat_pos = pos.reshape(B * L, rc.NUM_SLOTS, 3)
-        nb_flat = nb_all.reshape(B * L, k, rc.NUM_SLOTS, 3)
-        # Which residues clash now (a pair closer than the trigger)? Chunked: bounded memory for big batches.
-        clash = torch.zeros(B * L, dtype=torch.bool, device=dev)
-        for s0 in range(0, B * L, 1024):
-            sl = slice(s0, s0 + 1024)
-            d = (flat_pos[sl, None, :, None, :] - nb_flat[sl, :, None, :, :]).norm(dim=-1)
-            clash[sl] = ((d < trigger) & ok_all[sl]).flatten(1).any(-1)
-        clash &= movable.repeat(B)
-        sel = clash.nonzero().flatten()
-        if sel.numel() == 0:
+    rt_j = restype[nbr]  # [B, L, k]
+    ok_all = _pair_ok(restype.expand(B, L).reshape(-1), rt_j.reshape(-1, k), adjacent.reshape(-1, k), dev)
+    nbr_flat = (nbr + (torch.arange(B, device=dev) * L)[:, None, None]).reshape(B * L, k)  # flat neighbour rows
+
+    def clashing(rows: torch.Tensor) -> torch.Tensor:
+        """Which of the flat residue rows have a pair closer than the trigger now (chunked, bounded memory)."""
+        flat = pos.reshape(B * L, rc.NUM_SLOTS, 3)
+        out = torch.zeros(len(rows), dtype=torch.bool, device=dev)
+        for s0 in range(0, len(rows), 1024):
+            r = rows[s0:s0 + 1024]
+            d = (flat[r][:, None, :, None, :] - flat[nbr_flat[r]][:, :, None, :, :]).norm(dim=-1)
+            out[s0:s0 + 1024] = ((d < trigger) & ok_all[r]).flatten(1).any(-1)
+        return out
+
+    # One full check; afterwards only the residues found clashing are looked at again. A move is scored against
+    # the neighbours' current atoms, so it does not trade one clash for a new one unless nothing is better.
+    rows = torch.arange(B * L, device=dev)
+    rows = rows[movable.repeat(B)]
+    rows = rows[clashing(rows)]
+    # Every round runs in two halves (even, then odd residue numbers), so that two clashing neighbours do not
+    # both jump at once into each other's new place.
+    for (ch_a, ch_b, deltas), parity in ((r, p) for r in _ROUNDS for p in (0, 1)):
+        if rows.numel() == 0:
             break
+        rows = rows[clashing(rows)]
+        sel = rows[(rows % L) % 2 == parity]
+        if sel.numel() == 0:
+            continue
         b_idx, l_idx = sel // L, sel % L
         rt = restype[l_idx]
-        cand_chi = chi[b_idx, l_idx][None].repeat(len(_DELTAS), 1, 1)  # [K, M, 4]
-        deltas = _DELTAS.to(dev, pos.dtype)
-        has2 = (n_chi[l_idx] >= 2).to(pos.dtype)
-        cand_chi[..., 0] += deltas[:, None, 0]
-        cand_chi[..., 1] += deltas[:, None, 1] * has2
+        deltas = deltas.to(dev, pos.dtype)
+        cand_chi = chi[b_idx, l_idx][None].repeat(len(deltas), 1, 1)  # [K, M, 4]
+        cand_chi[..., ch_a] += deltas[:, None, 0] * (n_chi[l_idx] > ch_a).to(pos.dtype)
+        cand_chi[..., ch_b] += deltas[:, None, 1] * (n_chi[l_idx] > ch_b).to(pos.dtype)
         atoms = atoms_from_backbone(ca[b_idx, l_idx].expand(len(deltas), -1, -1),
                                     n[b_idx, l_idx].expand(len(deltas), -1, -1),
                                     c[b_idx, l_idx].expand(len(deltas), -1, -1),
                                     o_torsion[b_idx, l_idx].expand(len(deltas), -1), cand_chi, rt)  # [K, M, 14, 3]
-        ok = ok_all[sel]
-        score = _score(atoms, nb_flat[sel], ok)  # [K, M]
+        nb_atoms = pos.reshape(B * L, rc.NUM_SLOTS, 3)[nbr_flat[sel]]  # [M, k, 14, 3]
+        score = _score(atoms, nb_atoms, ok_all[sel])  # [K, M]
         score[0] -= _KEEP_BONUS
-        # Candidates that only rotate χ2 of one-χ residues duplicate candidate 0..2; harmless.
         best = score.argmin(0)  # [M]
-        chosen = atoms[best, torch.arange(len(sel), device=dev)]
+        pick = torch.arange(len(sel), device=dev)
         upd = pos[b_idx, l_idx].clone()
-        upd[:, 5:] = chosen[:, 5:]
+        upd[:, 5:] = atoms[best, pick][:, 5:]
         pos[b_idx, l_idx] = upd
-        chi[b_idx, l_idx] = cand_chi[best, torch.arange(len(sel), device=dev)]
+        chi[b_idx, l_idx] = cand_chi[best, pick]
     return pos
