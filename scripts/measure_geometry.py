@@ -16,11 +16,11 @@ import json
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
 from ldb_hpc.chem import residues as rc
+from ldb_hpc.io.training import read_training
 from ldb_hpc.chem.ideal import GEOMETRY_FILE, IdealGeometry
 from ldb_hpc.geometry.builder import measure_internal, measure_torsions
 
@@ -50,11 +50,11 @@ def main(argv=None) -> int:
     ap.add_argument("-o", "--output", default=str(GEOMETRY_FILE))
     args = ap.parse_args(argv)
 
-    with h5py.File(args.train_h5, "r") as f:
-        pos = f["positions"][:].astype(np.float32)
-        mask = f["mask"][:].astype(bool)
-        restype = f["restype"][:].astype(np.int64)
-        segment = f["segment"][:].astype(np.int64)
+    data = read_training(args.train_h5)
+    pos = data["positions"].astype(np.float32)
+    mask = data["mask"].astype(bool)
+    restype = data["restype"].astype(np.int64)
+    segment = data["segment"].astype(np.int64)
     n_res = len(restype)
     print(f"measuring on {n_res} residues", file=sys.stderr)
 
