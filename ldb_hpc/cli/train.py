@@ -1,4 +1,4 @@
-"""``ldb-hpc train tokenizer|diffusion``: train the two LDB stages (data-parallel under torchrun/srun/mpiexec)."""
+"""``ldb-hpc train tokenizer|diffusion|refine``: train the LDB stages (data-parallel under torchrun/srun/mpiexec)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ EPILOG = """examples:
   ldb-hpc prepare ../shared/data/train -o train.h5 --manifest ../shared/data/MANIFEST.tsv
   ldb-hpc train tokenizer --data train.h5 --out runs/tok --steps 3000 --valid ../shared/data/valid/pfam40
   ldb-hpc train diffusion --data train.h5 --init runs/tok/model --out runs/diff --steps 3000
+  ldb-hpc train refine --data train.h5 --init runs/diff/model --out runs/refine --steps 3000 --lr 5e-4
   torchrun --nproc-per-node 2 -m ldb_hpc train tokenizer --data train.h5 --out runs/tok   # data-parallel
   srun -n 8 ldb-hpc train tokenizer --data train.h5 --out runs/tok                          # on SLURM
 Rerunning the same command resumes from OUT/train_state.pt; the model is written to OUT/model.
@@ -18,10 +19,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train the tokenizer or the latent diffusion model",
                        description="Train one stage of the Latent Diffusion Backmapping model.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=("tokenizer", "diffusion"))
+    p.add_argument("stage", choices=("tokenizer", "diffusion", "refine"))
     p.add_argument("--data", required=True, help="training HDF5 from `ldb-hpc prepare`")
     p.add_argument("--out", required=True, help="run directory (checkpoints, history, the model)")
-    p.add_argument("--init", help="diffusion: the tokenizer model directory to start from")
+    p.add_argument("--init", help="diffusion: the tokenizer model directory; refine: the diffusion model directory")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--windows", type=int, default=8, help="chain windows per batch (default 8)")
     p.add_argument("--crop", type=int, default=96, help="residues per window (default 96)")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,7 @@ def _link_geometry(ca: torch.Tensor, segment: torch.Tensor):
     theta_j = _angle(a, b, nxt)
     tau = dihedral(prev, a, b, nxt)
     return dict(R_prev=R_prev, R_next=R_next, has_prev=has_prev, has_next=has_next,
-                theta_i=theta_i, theta_j=theta_j, tau=tau, linked=same)
+                theta_i=theta_i, theta_j=theta_j, tau=tau, linked=same, ca_ca=(b - a).norm(dim=-1))
 
 
 def _theta_bin(theta: torch.Tensor) -> torch.Tensor:
@@ -177,6 +178,14 @@ def fit_tables(n: np.ndarray, ca: np.ndarray, c: np.ndarray, o: np.ndarray, pres
     sel = ok & g["has_prev"]
     a_nonext, _ = _circ_binned(alpha_prev, tb_i, N_THETA, sel, _circ_mean(alpha_prev[sel]))
 
+    # Cis peptides: their rotation is tightly set by the trace (circular R ≈ 0.95); binned by τ alone.
+    cis_ok = g["linked"] & torch.as_tensor(present[:-1] & present[1:]) & (d_caca < CIS_MAX_CA_CA)
+    sel = cis_ok & g["has_prev"] & g["has_next"]
+    a_cis, _ = _circ_binned(alpha_prev, ub, N_TAU, sel, _circ_mean(alpha_prev[cis_ok & g["has_prev"]]))
+    a_cis_noprev = _circ_mean(alpha_next[cis_ok & g["has_next"] & ~g["has_prev"]]) \
+        if bool((cis_ok & g["has_next"] & ~g["has_prev"]).any()) else _circ_mean(alpha_next[cis_ok])
+    a_cis_nonext = _circ_mean(alpha_prev[cis_ok & g["has_prev"]])
+
     # Chain ends: ψ of the residue that starts a link with no CA(i−1), binned like a_noprev; φ of the
     # residue that ends a link with no CA(i+2), binned like a_nonext; the N–CA–C–O torsion of C-termini.
     psi = dihedral(n_[:-1], ca_i, c_[:-1], n_[1:])
@@ -205,7 +214,8 @@ def fit_tables(n: np.ndarray, ca: np.ndarray, c: np.ndarray, o: np.ndarray, pres
     return dict(unit=torch.stack([unit_c, unit_o, unit_n]).numpy(),
                 alpha_full=a_full.reshape(N_THETA, N_THETA, N_TAU).numpy(), alpha_noprev=a_noprev.numpy(),
                 alpha_nonext=a_nonext.numpy(), psi_start=psi_start.numpy(), phi_end=phi_end.numpy(),
-                o_torsion_end=np.array(float(o_end)), rotamer=rot,
+                o_torsion_end=np.array(float(o_end)), rotamer=rot, alpha_cis=a_cis.numpy(),
+                alpha_cis_ends=np.array([float(a_cis_noprev), float(a_cis_nonext)]),
                 counts_full=c_full.reshape(N_THETA, N_THETA, N_TAU).numpy())
 
 
@@ -258,7 +268,88 @@ def trace_angles(g: dict, tables: dict, dtype) -> tuple[torch.Tensor, torch.Tens
                         torch.where(hn, tables["alpha_noprev"].to(dtype)[tb_j],
                                     torch.where(hp, tables["alpha_nonext"].to(dtype)[tb_i],
                                                 torch.zeros((), dtype=dtype))))
+    alpha = torch.where(is_cis(g), cis_alpha(g, tables, dtype), alpha)
     return alpha, tables["psi_start"].to(dtype)[tb_j], tables["phi_end"].to(dtype)[tb_i]
+
+
+def is_cis(g: dict) -> torch.Tensor:
+    """[..., L-1] bool: links of :func:`link_frames` that are cis peptides (CA–CA < CIS_MAX_CA_CA)."""
+    return g["linked"] & (g["ca_ca"] < CIS_MAX_CA_CA)
+
+
+def cis_alpha(g: dict, tables: dict, dtype) -> torch.Tensor:
+    """The tabulated rotation α [..., L-1] rad of a cis unit (meaningful where :func:`is_cis`)."""
+    hp, hn = g["has_prev"], g["has_next"]
+    ends = tables["alpha_cis_ends"].to(dtype)
+    return torch.where(hp & hn, tables["alpha_cis"].to(dtype)[_tau_bin(g["tau"])],
+                       torch.where(hp, ends[1], ends[0]))
+
+
+CIS_MAX_CA_CA = 3.3  # Å: trans peptides have CA–CA 3.80 ± 0.05 Å, cis ones 2.8–3.2 Å
+_TRANS_CA_CA = 3.80  # Å, the trans template's CA–CA distance (mean over the training set)
+
+
+def _cis_internal(trans_unit: torch.Tensor) -> tuple:
+    """Bond lengths and angles (float64) of the trans template [3, 3]: |CA–C|, |C–N|, |N–CA|, |C–O|, ∠CA–C–N,
+    ∠C–N–CA, ∠CA–C–O."""
+    t = trans_unit.to(torch.float64)
+    c, o, n_rel = t[0], t[1], t[2]
+    ca_j = torch.tensor([_TRANS_CA_CA, 0.0, 0.0], dtype=torch.float64)
+    n = ca_j + n_rel
+
+    def ang(a, b, cc):
+        u, v = a - b, cc - b
+        return torch.arccos((u @ v) / (u.norm() * v.norm()))
+
+    zero = torch.zeros(3, dtype=torch.float64)
+    return (c.norm(), (n - c).norm(), n_rel.norm(), (o - c).norm(), ang(zero, c, n), ang(c, n, ca_j),
+            ang(zero, c, o), float(c[1]))
+
+
+def _cis_plane(geo: tuple, delta: torch.Tensor):
+    """2-D cis units (ω = 0) with ∠CA–C–N and ∠C–N–CA both opened by delta [n] rad (∠CA–C–O by −delta/2):
+    C at the origin. Returns (ca_i, n, o, ca_j), each [n, 2]."""
+    b_cac, b_cn, b_nca, b_co, t1, t2, t_o, _ = geo
+    pi = math.pi
+    ang = lambda a: torch.stack([torch.cos(a), torch.sin(a)], dim=-1)  # noqa: E731
+    ca_i = b_cac * ang(torch.full_like(delta, pi))
+    n = b_cn * ang(pi - (t1 + delta))
+    o = b_co * ang(pi + t_o - delta / 2)
+    # CA(j): the N→C direction turned by ∠C–N–CA towards CA(i)'s side (cis).
+    to_c = ang(-(t1 + delta))  # unit vector N → C
+    a = -(t2 + delta)
+    rot = torch.stack([torch.stack([torch.cos(a), -torch.sin(a)], -1), torch.stack([torch.sin(a), torch.cos(a)], -1)],
+                      -2)
+    ca_j = n + b_nca * torch.einsum("nij,nj->ni", rot, to_c)
+    return ca_i, n, o, ca_j
+
+
+def cis_units(trans_unit: torch.Tensor, ca_ca: torch.Tensor) -> torch.Tensor:
+    """Cis peptide units for links of CA–CA distance ca_ca [n] Å → [n, 3, 3] (rows C(i), O(i) from CA(i), N(i+1)
+    from CA(i+1), in the unit frame, C on the same side of the axis as in the trans template).
+
+    Bond lengths are the trans template's and ω = 0; the two backbone angles ∠CA–C–N and ∠C–N–CA open (or
+    close) by the same amount so that the unit spans exactly the given distance (bisection, clamped to ±25°)."""
+    geo = _cis_internal(trans_unit)
+    d = ca_ca.detach().to(torch.float64)
+    lo = torch.full_like(d, -math.radians(25.0))
+    hi = torch.full_like(d, math.radians(25.0))
+    for _ in range(30):  # CA–CA grows with delta
+        mid = (lo + hi) / 2
+        ca_i, _, _, ca_j = _cis_plane(geo, mid)
+        longer = (ca_j - ca_i).norm(dim=-1) > d
+        hi = torch.where(longer, mid, hi)
+        lo = torch.where(longer, lo, mid)
+    ca_i, n, o, ca_j = _cis_plane(geo, (lo + hi) / 2)
+    ex = (ca_j - ca_i) / (ca_j - ca_i).norm(dim=-1, keepdim=True)
+    ey = torch.stack([-ex[:, 1], ex[:, 0]], -1)
+    loc = lambda p, origin: torch.stack([((p - origin) * ex).sum(-1), ((p - origin) * ey).sum(-1)], -1)  # noqa: E731
+    c2, o2, n2 = loc(torch.zeros_like(ca_i), ca_i), loc(o, ca_i), loc(n, ca_j)
+    flip = (c2[:, 1] * geo[7] < 0)[:, None]
+    sgn = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    c2, o2, n2 = (torch.where(flip, v * sgn, v) for v in (c2, o2, n2))
+    z = torch.zeros_like(d)[:, None]
+    return torch.stack([torch.cat([v, z], -1) for v in (c2, o2, n2)], -2).to(trans_unit.dtype)
 
 
 def backbone_from_angles(ca: torch.Tensor, g: dict, alpha: torch.Tensor, psi_start: torch.Tensor,
@@ -279,11 +370,18 @@ def backbone_from_angles(ca: torch.Tensor, g: dict, alpha: torch.Tensor, psi_sta
     b_nca, b_cac = float(np.linalg.norm(fl[0])), float(np.linalg.norm(fl[2]))
     a_ncac = float(np.arccos(fl[0, 0] / b_nca))
     U = _unit_frame(g["R"], alpha)  # [..., L-1, 3, 3]
-    unit = tables["unit"].to(dtype)
     ca_i, ca_j = ca[..., :-1, :], ca[..., 1:, :]
-    c_u = ca_i + torch.einsum("...ij,j->...i", U, unit[0])
-    o_u = ca_i + torch.einsum("...ij,j->...i", U, unit[1])
-    n_u = ca_j + torch.einsum("...ij,j->...i", U, unit[2])
+    # A link whose CAs are closer than CIS_MAX_CA_CA is a cis peptide (ω ≈ 0, CA–CA ≈ 2.9 Å): it gets the cis
+    # unit, with the same bond lengths and angles, so its bonds stay ideal too.
+    dist = (ca_j - ca_i).norm(dim=-1)
+    cis = dist < CIS_MAX_CA_CA  # [..., L-1]
+    unit = tables["unit"].to(dtype).expand(*cis.shape, 3, 3)
+    if bool(cis.any()):
+        unit = unit.clone()
+        unit[cis] = cis_units(tables["unit"], dist[cis]).to(dtype)
+    c_u = ca_i + torch.einsum("...ij,...j->...i", U, unit[..., 0, :])
+    o_u = ca_i + torch.einsum("...ij,...j->...i", U, unit[..., 1, :])
+    n_u = ca_j + torch.einsum("...ij,...j->...i", U, unit[..., 2, :])
     # Chain-end atoms with ideal bond geometry: N(i) at ψ(i) for a link with no residue before it,
     # C(i+1) at φ(i+1) for a link with no residue after it.
     n_start = nerf(n_u, c_u, ca_i, b_nca, a_ncac, psi_start)
@@ -354,9 +452,30 @@ def atoms_from_backbone(ca, n, c, o_torsion, chi, restype) -> torch.Tensor:
     """All heavy atoms from a placed backbone and side-chain torsions.
 
     ca, n, c: [..., L, 3] Å; o_torsion: [..., L] rad (N–CA–C–O); chi: [..., L, 4] rad (χ1..χ4; unused channels
-    ignored); restype: [L] long. N, CA, C stay exactly where they are; every other atom gets ideal geometry.
-    Returns [..., L, 14, 3] Å.
+    ignored); restype: [L] long. N, CA, C stay where they are (to float32 rounding); every other atom gets ideal
+    geometry. Returns [..., L, 14, 3] Å.
+
+    Float32 input without autograd runs the fused kernel of :func:`ldb_hpc.ops.build_atoms` (C++ on CPU,
+    Triton on CUDA) when that backend is not the reference; otherwise :func:`atoms_from_backbone_torch`.
     """
+    args = (ca, n, c, o_torsion, chi)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in args)
+    if (not needs_grad and all(t.dtype == torch.float32 for t in args)
+            and sys._getframe(1).f_globals.get("__name__") != "ldb_hpc.ops.reference"):
+        from ldb_hpc import ops
+
+        if ops.backend(ca.device) != "reference":
+            lead = torch.broadcast_shapes(ca.shape[:-1], n.shape[:-1], c.shape[:-1], o_torsion.shape,
+                                          chi.shape[:-1], restype.shape)
+            flat = lambda x, k: x.expand(*lead, *k).reshape(-1, *k)  # noqa: E731
+            pos = ops.build_atoms(flat(n, (3,)), flat(ca, (3,)), flat(c, (3,)), flat(o_torsion, ()),
+                                  flat(chi, (4,)), flat(restype.to(torch.int64), ()))
+            return pos.reshape(*lead, rc.NUM_SLOTS, 3)
+    return atoms_from_backbone_torch(ca, n, c, o_torsion, chi, restype)
+
+
+def atoms_from_backbone_torch(ca, n, c, o_torsion, chi, restype) -> torch.Tensor:
+    """The pure-torch (differentiable) :func:`atoms_from_backbone`; same shapes and units."""
     from ldb_hpc.geometry.builder import build_atoms
     from ldb_hpc.geometry.frames import frames_from_backbone
 
@@ -371,6 +490,12 @@ def atoms_from_backbone(ca, n, c, o_torsion, chi, restype) -> torch.Tensor:
 _PRO = rc.RESTYPE_INDEX["PRO"]
 _PRO_CD_N = [k for k in range(rc.BOND_SLOTS.shape[1]) if rc.BOND_MASK[_PRO, k]
              and set(rc.BOND_SLOTS[_PRO, k].tolist()) == {0, 6}][0]
+PRO_CD_N_BOND = _PRO_CD_N  # index of the Pro CD–N bond in BOND_SLOTS / ideal bond_length
+# Proline ring closure grid (torch.arange arguments, degrees) and the weight that breaks ties towards the given χ1;
+# shared with the fused kernels (ldb_hpc.ops).
+PRO_CHI1_DELTA_DEG = (-40.0, 41.0, 4.0)
+PRO_CHI2_DEG = (-50.0, 51.0, 2.0)
+PRO_TIE_WEIGHT = 1e-3
 
 
 def close_proline_rings(pos: torch.Tensor, restype: torch.Tensor, chi: torch.Tensor) -> torch.Tensor:
@@ -388,14 +513,14 @@ def close_proline_rings(pos: torch.Tensor, restype: torch.Tensor, chi: torch.Ten
     dt, dev = pos.dtype, pos.device
     p = pos[..., pro, :, :]  # [..., P, 14, 3]
     n, ca, cb = p[..., 0, :], p[..., 1, :], p[..., 4, :]
-    c1 = chi[..., pro, 0, None] + torch.deg2rad(torch.arange(-40.0, 41.0, 4.0, dtype=dt, device=dev))  # [..., P, 21]
+    c1 = chi[..., pro, 0, None] + torch.deg2rad(torch.arange(*PRO_CHI1_DELTA_DEG, dtype=dt, device=dev))  # [..., P, 21]
     cg = nerf(n[..., None, :], ca[..., None, :], cb[..., None, :], float(geo.bond[_PRO, 5]),
               float(geo.angle[_PRO, 5]), float(geo.offset[_PRO, 5]) + c1)  # [..., P, 21, 3]
-    c2 = torch.deg2rad(torch.arange(-50.0, 51.0, 2.0, dtype=dt, device=dev))  # [51]
+    c2 = torch.deg2rad(torch.arange(*PRO_CHI2_DEG, dtype=dt, device=dev))  # [51]
     cd = nerf(ca[..., None, None, :], cb[..., None, None, :], cg[..., None, :], float(geo.bond[_PRO, 6]),
               float(geo.angle[_PRO, 6]), float(geo.offset[_PRO, 6]) + c2)  # [..., P, 21, 51, 3]
     err = ((cd - n[..., None, None, :]).norm(dim=-1) - float(geo.bond_length[_PRO, _PRO_CD_N])).abs()
-    err = err + 1e-3 * (c1 - chi[..., pro, 0, None]).abs()[..., None]
+    err = err + PRO_TIE_WEIGHT * (c1 - chi[..., pro, 0, None]).abs()[..., None]
     best = err.flatten(-2).argmin(-1)  # [..., P]
     i1 = (best // c2.numel())[..., None, None].expand(*best.shape, 1, 3)
     new_cg = cg.gather(-2, i1).squeeze(-2)

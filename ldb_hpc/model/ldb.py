@@ -198,6 +198,39 @@ class LDBModel(nn.Module):
         loss = diff.eps_loss(self.schedule, self.denoiser, x0, cond, mask[:, None, :, 1]).mean()
         return {"loss": loss, "eps": loss.detach()}
 
+    # -- stage 3 ----------------------------------------------------------------------------------------
+    def refine_loss(self, pos, mask, restype, segment, true_share: float = 0.5, steps: int | None = None,
+                    generator: torch.Generator | None = None) -> dict:
+        """Decoder fine-tuning on the latents the sampler actually produces (stage 3; only the decoder learns).
+
+        For each batch the frozen conditioning encoder and denoiser sample latents with DDIM (``steps``) at a
+        temperature drawn per batch (0 half the time: the default single-sample path; otherwise uniform in
+        [0, 1]); they are snapped to the codebook like at inference. A random ``true_share`` of residues keeps
+        the encoder's own code instead, so the tokenizer round trip stays intact. The decoder then learns the
+        structure most consistent with what the sampler hands it, with the stage-1 losses (coordinates,
+        torsions, clashes)."""
+        ca = pos[..., 1, :]
+        with torch.no_grad():
+            g, h = self.condition(ca, restype, segment)
+            lf = link_frames(ca, segment)
+            t = true_angles(pos, mask, restype, segment, lf)
+            z_true = self.latent_encoder(h, target_features(t))
+            zq_true = self.vq.decode(self.vq.nearest(z_true))
+            B, L = ca.shape[:2]
+            temp = 0.0 if torch.rand((), generator=generator) < 0.5 else float(torch.rand((), generator=generator))
+            seed = int(torch.randint(0, 2 ** 31 - 1, (), generator=generator))
+            cond = self.denoiser.prepare(h, g.nbr)
+            x = diff.sample(self.schedule, self.denoiser, cond, (B, 1, L, self.cfg.latent_dim),
+                            torch.zeros(B, dtype=torch.long), seed, steps or self.cfg.steps, temp, self.cfg.eta,
+                            ca.dtype)[:, 0]
+            zq_s = self.vq.decode(self.vq.nearest(x * self.latent_std + self.latent_mean))
+            keep = torch.rand(zq_s.shape[:-1], generator=generator) < true_share
+            zq = torch.where(keep[..., None], zq_true, zq_s)
+        out = self.decoder(h, zq, g.nbr)
+        x = self.build(ca, restype, segment, out, lf)
+        zero = x.new_zeros(())
+        return self._losses(x, pos, mask, restype, segment, out, t, g.nbr, zero, 1.0)
+
     # -- inference --------------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor, frames: torch.Tensor,

@@ -25,7 +25,7 @@ from ldb_hpc.errors import InputError
 
 @dataclass
 class TrainConfig:
-    stage: str  # "tokenizer" | "diffusion"
+    stage: str  # "tokenizer" | "diffusion" | "refine"
     data: str
     out: str
     init: str | None = None  # stage 2: the tokenizer checkpoint
@@ -142,21 +142,25 @@ def load_validation(folder: str | None):
 
 @torch.no_grad()
 def validate(model, structures, stage: str) -> dict:
-    """Mean heavy-atom RMSD over validation structures: tokenizer round trip (stage 1) or the default
-    single sample (stage 2)."""
+    """Mean heavy-atom RMSD over validation structures: the tokenizer round trip (stages 1 and 3) and the
+    default single sample (stages 2 and 3)."""
     from ldb_hpc.chem.residues import SLOT_MASK
 
     model.eval()
-    rmsd = []
+    rmsd = {"valid_rmsd": [], "valid_roundtrip": []}
     for pos, mask, rt, seg in structures:
-        if stage == "tokenizer":
-            x = model.reconstruct(pos, mask, rt, seg)
-        else:
-            x = model.sample(pos[..., 1, :], rt, seg, torch.zeros(1, dtype=torch.long))[:, 0]
         m = mask & torch.as_tensor(SLOT_MASK)[rt]
-        rmsd.append(float((((x - pos) ** 2).sum(-1)[m]).mean().sqrt()))
+        runs = []
+        if stage != "diffusion":
+            runs.append(("valid_roundtrip", model.reconstruct(pos, mask, rt, seg)))
+        if stage != "tokenizer":
+            runs.append(("valid_rmsd", model.sample(pos[..., 1, :], rt, seg, torch.zeros(1, dtype=torch.long))[:, 0]))
+        for key, x in runs:
+            rmsd[key].append(float((((x - pos) ** 2).sum(-1)[m]).mean().sqrt()))
     model.train()
-    return {"valid_rmsd": float(np.mean(rmsd)) if rmsd else float("nan")}
+    if stage == "tokenizer":  # the round trip is stage 1's validation figure
+        rmsd["valid_rmsd"] = rmsd.pop("valid_roundtrip")
+    return {k: float(np.mean(v)) for k, v in rmsd.items() if v}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -176,13 +180,15 @@ def train(cfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     state_file = out / "train_state.pt"
 
-    if cfg.stage == "diffusion":
+    if cfg.stage in ("diffusion", "refine"):
         if not cfg.init:
-            raise InputError("train diffusion needs --init TOKENIZER_DIR (the stage-1 checkpoint)")
+            what = "TOKENIZER_DIR (the stage-1" if cfg.stage == "diffusion" else "DIFFUSION_DIR (the stage-2"
+            raise InputError(f"train {cfg.stage} needs --init {what} checkpoint)")
         model = load_model(cfg.init)
         model.train()
+        learn = "denoiser." if cfg.stage == "diffusion" else "decoder."
         for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith("denoiser."))
+            p.requires_grad_(name.startswith(learn))
     else:
         from ldb_hpc.model.ldb import LDBConfig
 
@@ -216,6 +222,8 @@ def train(cfg: TrainConfig) -> dict:
         pos, mask, rt, seg = data.next()
         if cfg.stage == "tokenizer":
             losses = model.tokenizer_loss(pos, mask, rt, seg, clash_weight=cfg.clash_weight)
+        elif cfg.stage == "refine":
+            losses = model.refine_loss(pos, mask, rt, seg)
         else:
             losses = model.diffusion_loss(pos, mask, rt, seg)
         opt.zero_grad(set_to_none=True)
