@@ -113,3 +113,33 @@ def test_casp12_accuracy_regression(shared_data):
     assert len(rmsd) == 24
     assert np.mean(rmsd) < 1.75
     assert np.mean(rmsd_bb) < 0.45
+
+
+@pytest.mark.parametrize("ca_ca", [2.80, 2.95, 3.20])
+def test_cis_peptide_units_keep_ideal_bonds(ca_ca):
+    """A link with CAs 2.8–3.2 Å apart is a cis peptide: its C–N, CA–C, N–CA and C=O stay at the trans template's
+    lengths, ω ≈ 0, and the unit spans the given CA–CA distance (a trans unit there puts C and N ~0.9 Å apart)."""
+    from ldb_hpc.geometry.builder import dihedral
+    from ldb_hpc.model.ideal import _TRANS_CA_CA, cis_units
+
+    trans = load_tables()["unit"].to(torch.float64)
+    u = cis_units(trans, torch.tensor([ca_ca], dtype=torch.float64))[0]
+    ca_i, ca_j = torch.zeros(3, dtype=torch.float64), torch.tensor([ca_ca, 0.0, 0.0], dtype=torch.float64)
+    c, o, n = ca_i + u[0], ca_i + u[1], ca_j + u[2]
+    ca_jt = torch.tensor([_TRANS_CA_CA, 0.0, 0.0], dtype=torch.float64)
+    ref = {"C-N": (ca_jt + trans[2] - trans[0]).norm(), "CA-C": trans[0].norm(), "N-CA": trans[2].norm(),
+           "C-O": (trans[1] - trans[0]).norm()}
+    got = {"C-N": (n - c).norm(), "CA-C": c.norm(), "N-CA": (ca_j - n).norm(), "C-O": (o - c).norm()}
+    for k in ref:
+        assert abs(float(got[k] - ref[k])) < 1e-3, k
+    assert abs(float(dihedral(ca_i, c, n, ca_j))) < 1e-3  # ω = 0
+    assert float(c[1]) * float(trans[0, 1]) > 0  # C on the template's side of the axis (the α convention)
+
+
+def test_cis_link_in_a_trace_gets_a_cis_unit():
+    """In a whole trace, the backbone built across a 2.9 Å link has a C–N peptide bond near ideal."""
+    ca = _helix_trace(12).clone()
+    shift = ca[6] - ca[5]
+    ca[6:] -= shift * (1 - 2.9 / float(shift.norm()))  # residues 6.. move so that CA5–CA6 = 2.9 Å
+    n, c, o, _ = backbone_from_trace(ca, torch.zeros(12, dtype=torch.long))
+    assert abs(float((n[6] - c[5]).norm()) - ideal_geometry().peptide_bond) < 0.03

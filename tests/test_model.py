@@ -173,3 +173,11 @@ def test_train_cli_runs_and_resumes(tmp_path, run_cli):
     assert diffusion_model.latent_std.min() > 0 and diffusion_model.cfg.latent_dim == 3
     code, _, err = run_cli("train", "diffusion", "--data", data, "--out", tmp_path / "e", "--steps", 1)
     assert code == 2 and "--init" in err
+    # Stage 3 (refine): only the decoder changes; the tokenizer's encoder, codebook and the denoiser are kept.
+    code, _, err = run_cli("train", "refine", "--data", data, "--init", tmp_path / "d" / "model", "--out",
+                           tmp_path / "r", "--steps", 2, "--windows", 2, "--crop", 16, "--lr", 0.05)
+    assert code == 0, err
+    refined = load_model(tmp_path / "r" / "model")
+    before, after = diffusion_model.state_dict(), refined.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("decoder.") for k in changed), changed
