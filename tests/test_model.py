@@ -175,9 +175,11 @@ def test_train_cli_runs_and_resumes(tmp_path, run_cli):
     assert code == 2 and "--init" in err
     # Stage 3 (refine): only the decoder changes; the tokenizer's encoder, codebook and the denoiser are kept.
     code, _, err = run_cli("train", "refine", "--data", data, "--init", tmp_path / "d" / "model", "--out",
-                           tmp_path / "r", "--steps", 2, "--windows", 2, "--crop", 16, "--lr", 0.05)
+                           tmp_path / "r", "--steps", 2, "--windows", 2, "--crop", 16, "--lr", 0.05,
+                           "--ensemble-temperature", 0.5)
     assert code == 0, err
     refined = load_model(tmp_path / "r" / "model")
+    assert refined.cfg.temperature == 0.5 and diffusion_model.cfg.temperature == 1.0
     before, after = diffusion_model.state_dict(), refined.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("decoder.") for k in changed), changed

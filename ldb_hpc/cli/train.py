@@ -35,6 +35,9 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
     p.add_argument("--clash-weight", type=float, default=1.0)
     p.add_argument("--latent-dim", type=int, default=None, help="tokenizer: latent channels per residue (default 4)")
+    p.add_argument("--ensemble-temperature", type=float, default=None,
+                   help="store this sampling temperature in the model as the default for --samples > 1 "
+                        "(default: keep the initial model's, 1.0 for a new one)")
     p.set_defaults(run=run)
 
 
@@ -42,6 +45,8 @@ def run(args) -> int:
     from ldb_hpc.errors import InputError
     from ldb_hpc.model.train import TrainConfig, train
 
+    if args.ensemble_temperature is not None and not (0.0 <= args.ensemble_temperature <= 10.0):
+        raise InputError(f"--ensemble-temperature must be between 0 and 10, got {args.ensemble_temperature}")
     if args.latent_dim is not None and args.latent_dim < 1:
         raise InputError("--latent-dim must be at least 1")
     for name in ("steps", "windows", "crop", "valid_every", "save_every", "log_every"):
@@ -50,7 +55,8 @@ def run(args) -> int:
     cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, init=args.init, steps=args.steps,
                       windows=args.windows, crop=args.crop, lr=args.lr, seed=args.seed, valid=args.valid,
                       valid_every=args.valid_every, save_every=args.save_every, log_every=args.log_every,
-                      threads=args.threads, clash_weight=args.clash_weight, latent_dim=args.latent_dim)
+                      threads=args.threads, clash_weight=args.clash_weight, latent_dim=args.latent_dim,
+                      ensemble_temperature=args.ensemble_temperature)
     last = train(cfg)
     print(f"trained {args.stage}: {last} -> {args.out}/model")
     return 0

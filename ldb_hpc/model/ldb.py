@@ -199,16 +199,17 @@ class LDBModel(nn.Module):
         return {"loss": loss, "eps": loss.detach()}
 
     # -- stage 3 ----------------------------------------------------------------------------------------
-    def refine_loss(self, pos, mask, restype, segment, true_share: float = 0.5, steps: int | None = None,
-                    generator: torch.Generator | None = None) -> dict:
+    def refine_loss(self, pos, mask, restype, segment, true_share: float = 0.3, steps: int | None = None,
+                    generator: torch.Generator | None = None, mse_weight: float = 1.0) -> dict:
         """Decoder fine-tuning on the latents the sampler actually produces (stage 3; only the decoder learns).
 
         For each batch the frozen conditioning encoder and denoiser sample latents with DDIM (``steps``) at a
-        temperature drawn per batch (0 half the time: the default single-sample path; otherwise uniform in
-        [0, 1]); they are snapped to the codebook like at inference. A random ``true_share`` of residues keeps
-        the encoder's own code instead, so the tokenizer round trip stays intact. The decoder then learns the
-        structure most consistent with what the sampler hands it, with the stage-1 losses (coordinates,
-        torsions, clashes)."""
+        temperature drawn per batch (0 in 70 % of batches: the default single-sample path; otherwise uniform
+        in [0, 1]); they are snapped to the codebook like at inference. A random ``true_share`` of residues
+        keeps the encoder's own code instead, so the tokenizer round trip stays intact. The decoder then learns
+        the structure most consistent with what the sampler hands it, with the stage-1 losses (coordinates,
+        torsions, clashes) plus ``mse_weight`` × the mean squared atom error: the RMSD-optimal structure under
+        the remaining uncertainty is a mean, which the absolute-distance loss alone does not reward."""
         ca = pos[..., 1, :]
         with torch.no_grad():
             g, h = self.condition(ca, restype, segment)
@@ -217,7 +218,7 @@ class LDBModel(nn.Module):
             z_true = self.latent_encoder(h, target_features(t))
             zq_true = self.vq.decode(self.vq.nearest(z_true))
             B, L = ca.shape[:2]
-            temp = 0.0 if torch.rand((), generator=generator) < 0.5 else float(torch.rand((), generator=generator))
+            temp = 0.0 if torch.rand((), generator=generator) < 0.7 else float(torch.rand((), generator=generator))
             seed = int(torch.randint(0, 2 ** 31 - 1, (), generator=generator))
             cond = self.denoiser.prepare(h, g.nbr)
             x = diff.sample(self.schedule, self.denoiser, cond, (B, 1, L, self.cfg.latent_dim),
@@ -229,7 +230,12 @@ class LDBModel(nn.Module):
         out = self.decoder(h, zq, g.nbr)
         x = self.build(ca, restype, segment, out, lf)
         zero = x.new_zeros(())
-        return self._losses(x, pos, mask, restype, segment, out, t, g.nbr, zero, 1.0)
+        losses = self._losses(x, pos, mask, restype, segment, out, t, g.nbr, zero, 1.0)
+        exists = torch.as_tensor(rc.SLOT_MASK)[restype]
+        m = (mask & exists).to(x.dtype)
+        msd = (((x - pos) ** 2).sum(-1) * m).sum() / m.sum().clamp_min(1)
+        losses["loss"] = losses["loss"] + mse_weight * msd
+        return losses
 
     # -- inference --------------------------------------------------------------------------------------
     @torch.no_grad()

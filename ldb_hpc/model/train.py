@@ -41,6 +41,7 @@ class TrainConfig:
     threads: int | None = None
     clash_weight: float = 1.0
     latent_dim: int | None = None  # tokenizer: latent channels per residue (default: LDBConfig's)
+    ensemble_temperature: float | None = None  # stored in the model: the default temperature of --samples > 1
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -195,6 +196,8 @@ def train(cfg: TrainConfig) -> dict:
         model = LDBModel(LDBConfig(**({"latent_dim": cfg.latent_dim} if cfg.latent_dim else {})))
         for name, p in model.named_parameters():
             p.requires_grad_(not name.startswith("denoiser."))
+    if cfg.ensemble_temperature is not None:
+        model.cfg.temperature = float(cfg.ensemble_temperature)
     model.vq.all_reduce_fn = _all_reduce_sum
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
