@@ -81,10 +81,21 @@ def sample(schedule: Schedule, denoiser, cond, shape: tuple, frames: torch.Tenso
     """
     B, S, L, D = shape
     ts = sampling_timesteps(schedule, steps)
-    x = temperature * latent_noise(seed, frames, S, 0, L, D, dtype)
+    if dtype != torch.float32:  # the fused ops are float32; other precisions take the plain torch path
+        x = temperature * latent_noise(seed, frames, S, 0, L, D, dtype)
+        for k, t in enumerate(ts):
+            t_prev = ts[k + 1] if k + 1 < len(ts) else -1
+            eps = denoiser(x, torch.full((B,), t, dtype=torch.long), cond)
+            noise = temperature * latent_noise(seed, frames, S, k + 1, L, D, dtype) if eta > 0 else None
+            x = ddim_step(schedule, x, eps, t, t_prev, eta, noise)
+        return x
+    from ldb_hpc import ops
+
+    frames = torch.as_tensor(frames, dtype=torch.int64)
+    x = temperature * ops.gaussian_noise(seed, frames, S, 0, L, D)
     for k, t in enumerate(ts):
         t_prev = ts[k + 1] if k + 1 < len(ts) else -1
         eps = denoiser(x, torch.full((B,), t, dtype=torch.long), cond)
-        noise = temperature * latent_noise(seed, frames, S, k + 1, L, D, dtype) if eta > 0 else None
-        x = ddim_step(schedule, x, eps, t, t_prev, eta, noise)
+        coef = ops.step_coefficients(schedule.alphas_cumprod, t, t_prev, eta, temperature)
+        x = ops.diffusion_step(x, eps.to(torch.float32), coef, seed, k + 1, frames)
     return x

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -352,6 +351,45 @@ def cis_units(trans_unit: torch.Tensor, ca_ca: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.cat([v, z], -1) for v in (c2, o2, n2)], -2).to(trans_unit.dtype)
 
 
+def _settle_cis(ca, g, alpha, unit, cis, c_u, o_u, n_u, a_ncac: float, step_deg: float = 5.0):
+    """Turn every cis unit to the rotation (a 5° grid around the given α) that gives the two residues it joins
+    the most nearly ideal N–CA–C angles with their other units; a cis unit's α is poorly predicted (rare in
+    training) and a wrong one folds N onto C. Ties go to the given α. Returns new (c_u, o_u, n_u)."""
+    idx = cis.nonzero(as_tuple=True)  # batch indices..., link j
+    j = idx[-1]
+    L1 = cis.shape[-1]
+    grid = torch.deg2rad(torch.arange(-180.0, 180.0, step_deg, dtype=ca.dtype, device=ca.device))  # [G]
+    a = alpha[idx][:, None] + grid  # [P, G]
+    Uc = _unit_frame(g["R"][idx][:, None].expand(-1, len(grid), -1, -1), a)  # [P, G, 3, 3]
+    ca_i, ca_j = ca[idx[:-1] + (j,)], ca[idx[:-1] + (j + 1,)]  # [P, 3]
+    c_c = ca_i[:, None] + torch.einsum("pgij,pj->pgi", Uc, unit[idx][:, 0])
+    o_c = ca_i[:, None] + torch.einsum("pgij,pj->pgi", Uc, unit[idx][:, 1])
+    n_c = ca_j[:, None] + torch.einsum("pgij,pj->pgi", Uc, unit[idx][:, 2])
+    cost = 0.05 * (1 - torch.cos(grid))[None]
+    linked = g["linked"]
+    for side in (-1, 1):  # the residue before (its N from link j−1) and after (its C from link j+1)
+        k = (j + side).clamp(0, L1 - 1)
+        ok = (j + side >= 0) & (j + side < L1) & linked[k]
+        # Also keep the 1–4 pairs N(i)–O(i) and N(i+1)–O(i+1) apart (≥ 2.6 Å in real backbones).
+        if side < 0:
+            other = n_u[idx[:-1] + (k,)]  # N(i) from the unit before
+            ang = bond_angle(other[:, None], ca_i[:, None], c_c)
+            near = (o_c - other[:, None]).norm(dim=-1)
+        else:
+            other = c_u[idx[:-1] + (k,)]  # C(i+1) from the unit after
+            ang = bond_angle(n_c, ca_j[:, None], other[:, None])
+            near = (n_c - o_u[idx[:-1] + (k,)][:, None]).norm(dim=-1)
+        cost = cost + ok[:, None] * ((ang - a_ncac) ** 2 + torch.relu(2.6 - near) ** 2)
+    best = cost.argmin(-1)
+    a_best = a.gather(-1, best[:, None])[:, 0]
+    U = _unit_frame(g["R"][idx], a_best)
+    c_u, o_u, n_u = c_u.clone(), o_u.clone(), n_u.clone()
+    c_u[idx] = ca_i + torch.einsum("pij,pj->pi", U, unit[idx][:, 0])
+    o_u[idx] = ca_i + torch.einsum("pij,pj->pi", U, unit[idx][:, 1])
+    n_u[idx] = ca_j + torch.einsum("pij,pj->pi", U, unit[idx][:, 2])
+    return c_u, o_u, n_u
+
+
 def backbone_from_angles(ca: torch.Tensor, g: dict, alpha: torch.Tensor, psi_start: torch.Tensor,
                          phi_end: torch.Tensor, tables: dict):
     """Place N, C, O of every residue from the CA trace and the backbone angles.
@@ -382,6 +420,8 @@ def backbone_from_angles(ca: torch.Tensor, g: dict, alpha: torch.Tensor, psi_sta
     c_u = ca_i + torch.einsum("...ij,...j->...i", U, unit[..., 0, :])
     o_u = ca_i + torch.einsum("...ij,...j->...i", U, unit[..., 1, :])
     n_u = ca_j + torch.einsum("...ij,...j->...i", U, unit[..., 2, :])
+    if bool(cis.any()):
+        c_u, o_u, n_u = _settle_cis(ca, g, alpha, unit, cis & g["linked"], c_u, o_u, n_u, a_ncac)
     # Chain-end atoms with ideal bond geometry: N(i) at ψ(i) for a link with no residue before it,
     # C(i+1) at φ(i+1) for a link with no residue after it.
     n_start = nerf(n_u, c_u, ca_i, b_nca, a_ncac, psi_start)
@@ -460,8 +500,7 @@ def atoms_from_backbone(ca, n, c, o_torsion, chi, restype) -> torch.Tensor:
     """
     args = (ca, n, c, o_torsion, chi)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in args)
-    if (not needs_grad and all(t.dtype == torch.float32 for t in args)
-            and sys._getframe(1).f_globals.get("__name__") != "ldb_hpc.ops.reference"):
+    if not needs_grad and all(t.dtype == torch.float32 for t in args):
         from ldb_hpc import ops
 
         if ops.backend(ca.device) != "reference":

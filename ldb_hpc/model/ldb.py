@@ -24,6 +24,7 @@ from ldb_hpc.model.ideal import _alpha_of, atoms_from_backbone, backbone_from_an
 from ldb_hpc.model.networks import ConditionEncoder, Decoder, Denoiser, LatentEncoder, VectorQuantizer
 
 _PI_PERIODIC = torch.as_tensor(rc.CHI_PI_PERIODIC_MASK)  # [21, 4]
+_PRO_CHI1_MAX = 0.7  # rad (40°)
 
 
 @dataclass
@@ -132,11 +133,18 @@ class LDBModel(nn.Module):
             n, c, o, o_t = backbone_from_angles(ca, lf, _angle(out["alpha"]), _angle(out["psi"][:, :-1]),
                                                 _angle(out["phi"][:, 1:]), tables)
         chi = _angle(out["chi"])
+        # Proline χ1 lies within ±40° (ring puckers ≈ ±30°); a wild prediction would leave the ring closure
+        # (a search ±40° around it) no closed ring to find.
+        is_pro = (restype == rc.RESTYPE_INDEX["PRO"])[:, None] & (torch.arange(4, device=chi.device) == 0)
+        chi = torch.where(is_pro, chi.clamp(-_PRO_CHI1_MAX, _PRO_CHI1_MAX), chi)
         pos = atoms_from_backbone(ca, n, c, o_t, chi, restype)
         if pack:
             from ldb_hpc.model.packing import repack
 
+            from ldb_hpc.model.rescue import rescue
+
             pos = repack(pos, ca, n, c, o_t, chi, restype, segment)
+            pos = rescue(pos, ca, n, c, o_t, restype, segment)
         return pos
 
     # -- stage 1 ----------------------------------------------------------------------------------------

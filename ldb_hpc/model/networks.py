@@ -88,10 +88,13 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("ema_sum", self.codebook.clone())
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """Indices [...] of the nearest codes to z [..., d] (squared Euclidean)."""
-        flat = z.reshape(-1, z.shape[-1])
-        d = (flat.pow(2).sum(-1, keepdim=True) - 2 * flat @ self.codebook.t() + self.codebook.pow(2).sum(-1))
-        return d.argmin(-1).reshape(z.shape[:-1])
+        """Indices [...] (int64) of the nearest codes to z [..., d] (squared Euclidean, ties to the lowest index),
+        by the fused op :func:`ldb_hpc.ops.vq_nearest`. No gradient flows through the indices."""
+        from ldb_hpc import ops
+
+        flat = z.detach().reshape(-1, z.shape[-1]).contiguous()
+        idx, _ = ops.vq_nearest(flat, self.codebook.to(flat.dtype).contiguous())
+        return idx.reshape(z.shape[:-1])
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         return self.codebook[indices]

@@ -4,7 +4,8 @@ The decoder places each side chain from its own latent and the CA context; neigh
 independently can still overlap. For every residue with an atom pair closer than ``trigger`` Å to another
 residue, 9 rotations of two χ angles are rebuilt (ideal geometry) and scored against the current atoms of its k
 nearest residues with Σ relu(3 Å − d)²; the lowest score wins (the decoded rotamer is kept unless another is
-clearly better). Four rounds (see ``_ROUNDS``) of two halves each, vectorised over the flagged residues only, so clash-free frames
+clearly better). Checks, scores and rebuilds run as the fused ops ldb_hpc.ops.clash_flags / clash_score /
+build_atoms. Four rounds (see ``_ROUNDS``) of two halves each, vectorised over the flagged residues only, so clash-free frames
 cost one full check.
 """
 
@@ -29,35 +30,11 @@ _CONTACT = 3.0  # Å, soft-repulsion radius of the score
 _KEEP_BONUS = 0.05  # the decoded rotamer wins ties
 
 
-def _pair_ok(restype_i, restype_j, adjacent, dev):
-    """[M, k, 14, 14] pairs that count: present atoms, side chain (slot ≥ 5) of i against anything of j; for
-    sequence neighbours Pro CD is exempt (it is bonded to its own N); Cys SG–SG is exempt (disulfides)."""
-    exists = torch.as_tensor(rc.SLOT_MASK, device=dev)
-    ex_i = exists[restype_i]  # [M, 14]
-    ex_j = exists[restype_j]  # [M, k, 14]
-    deep_i = ex_i.clone()
-    deep_i[:, :5] = False
-    ok = deep_i[:, None, :, None] & ex_j[:, :, None, :]
-    pro = rc.RESTYPE_INDEX["PRO"]
-    pro_cd_j = (restype_j == pro)[..., None] & (torch.arange(rc.NUM_SLOTS, device=dev) == 6)
-    ok &= ~(adjacent[..., None, None] & pro_cd_j[:, :, None, :])
-    cys = rc.RESTYPE_INDEX["CYS"]
-    sg_i = (restype_i == cys)[:, None] & (torch.arange(rc.NUM_SLOTS, device=dev) == 5)
-    sg_j = (restype_j == cys)[..., None] & (torch.arange(rc.NUM_SLOTS, device=dev) == 5)
-    ok &= ~(sg_i[:, None, :, None] & sg_j[:, :, None, :])
-    return ok
-
-
-def _score(sc: torch.Tensor, nb: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
-    """sc [..., M, 14, 3] candidate atoms; nb [M, k, 14, 3] neighbour atoms; ok [M, k, 14, 14] → [..., M]."""
-    d = (sc[..., :, None, :, None, :] - nb[:, :, None, :, :]).norm(dim=-1)  # [..., M, k, 14, 14]
-    return (torch.relu(_CONTACT - d) ** 2 * ok).sum((-3, -2, -1))
-
-
 def repack(pos: torch.Tensor, ca, n, c, o_torsion, chi, restype, segment, k: int = 28,
            trigger: float = 2.2) -> torch.Tensor:
     """Repair side-chain clashes. pos [B, L, 14, 3] Å (built from ca, n, c [B, L, 3], o_torsion [B, L],
     chi [B, L, 4]); restype, segment [L]. Returns new positions (only side chains of clashing residues move)."""
+    from ldb_hpc import ops
     from ldb_hpc.model.ideal import atoms_from_backbone
 
     B, L = pos.shape[:2]
@@ -72,19 +49,13 @@ def repack(pos: torch.Tensor, ca, n, c, o_torsion, chi, restype, segment, k: int
     movable = (n_chi > 0) & (restype != rc.RESTYPE_INDEX["PRO"])
     chi = chi.clone()
     pos = pos.clone()
-    rt_j = restype[nbr]  # [B, L, k]
-    ok_all = _pair_ok(restype.expand(B, L).reshape(-1), rt_j.reshape(-1, k), adjacent.reshape(-1, k), dev)
     nbr_flat = (nbr + (torch.arange(B, device=dev) * L)[:, None, None]).reshape(B * L, k)  # flat neighbour rows
+    adj_flat = adjacent.reshape(B * L, k)
+    restype_flat = restype.repeat(B)
 
     def clashing(rows: torch.Tensor) -> torch.Tensor:
-        """Which of the flat residue rows have a pair closer than the trigger now (chunked, bounded memory)."""
-        flat = pos.reshape(B * L, rc.NUM_SLOTS, 3)
-        out = torch.zeros(len(rows), dtype=torch.bool, device=dev)
-        for s0 in range(0, len(rows), 1024):
-            r = rows[s0:s0 + 1024]
-            d = (flat[r][:, None, :, None, :] - flat[nbr_flat[r]][:, :, None, :, :]).norm(dim=-1)
-            out[s0:s0 + 1024] = ((d < trigger) & ok_all[r]).flatten(1).any(-1)
-        return out
+        """Which of the flat residue rows have a counted pair closer than the trigger now."""
+        return ops.clash_flags(pos.reshape(B * L, rc.NUM_SLOTS, 3), rows, nbr_flat, adj_flat, restype_flat, trigger)
 
     # One full check; afterwards only the residues found clashing are looked at again. A move is scored against
     # the neighbours' current atoms, so it does not trade one clash for a new one unless nothing is better.
@@ -110,8 +81,8 @@ def repack(pos: torch.Tensor, ca, n, c, o_torsion, chi, restype, segment, k: int
                                     n[b_idx, l_idx].expand(len(deltas), -1, -1),
                                     c[b_idx, l_idx].expand(len(deltas), -1, -1),
                                     o_torsion[b_idx, l_idx].expand(len(deltas), -1), cand_chi, rt)  # [K, M, 14, 3]
-        nb_atoms = pos.reshape(B * L, rc.NUM_SLOTS, 3)[nbr_flat[sel]]  # [M, k, 14, 3]
-        score = _score(atoms, nb_atoms, ok_all[sel])  # [K, M]
+        score = ops.clash_score(atoms, pos.reshape(B * L, rc.NUM_SLOTS, 3), sel, nbr_flat, adj_flat, restype_flat,
+                                _CONTACT)  # [K, M]
         score[0] -= _KEEP_BONUS
         best = score.argmin(0)  # [M]
         pick = torch.arange(len(sel), device=dev)

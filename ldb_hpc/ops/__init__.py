@@ -1,0 +1,138 @@
+"""The fused ops of the hot path, dispatched to one of three implementations with the same contract:
+
+- ``reference``: pure torch (:mod:`ldb_hpc.ops.reference`, the oracle; any device);
+- ``cpu``: C++17/OpenMP kernels (kernels/cpu → ``ldb_hpc._cpu``, launchers in :mod:`ldb_hpc.ops.cpu`);
+- ``triton``: Triton kernels (kernels/triton → ``ldb_hpc._triton.ops``; CUDA, or CPU under TRITON_INTERPRET=1).
+
+:func:`backend` picks one per call from the device of the op's first tensor: CUDA → triton when it imports and a
+GPU is there, CPU → cpu when the extension was built, otherwise the reference. ``LDB_HPC_KERNELS=reference|cpu|
+triton`` forces one (an unknown value, or a forced backend that cannot run, is an :class:`InputError`).
+Non-float32 coordinates always take the reference. Shapes and units of every op: :mod:`ldb_hpc.ops.reference`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+from ldb_hpc.errors import InputError
+from ldb_hpc.ops import reference
+from ldb_hpc.ops.reference import step_coefficients
+
+__all__ = ["available_backends", "backend", "build_atoms", "clash_flags", "clash_score", "diffusion_step",
+           "gaussian_noise", "step_coefficients", "vq_nearest", "BACKENDS", "ENV_VAR"]
+
+ENV_VAR = "LDB_HPC_KERNELS"
+BACKENDS = ("reference", "cpu", "triton")
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_ops():
+    """ldb_hpc.ops.cpu when the extension ldb_hpc._cpu imports, else None."""
+    try:
+        from ldb_hpc.ops import cpu
+
+        cpu.module()
+        return cpu
+    except (ImportError, OSError):
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_ops():
+    """ldb_hpc._triton.ops when triton and the Triton kernels import, else None."""
+    try:
+        import triton  # noqa: F401
+
+        from ldb_hpc._triton import ops as tops
+        return tops
+    except Exception:  # noqa: BLE001 - a broken triton install means "not available", never a crash
+        return None
+
+
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
+
+
+def available_backends() -> list[str]:
+    """The backends that can run here: always "reference"; "cpu" when ldb_hpc._cpu was built; "triton" when
+    ldb_hpc._triton imports and either a CUDA device is present or TRITON_INTERPRET=1."""
+    out = ["reference"]
+    if _cpu_ops() is not None:
+        out.append("cpu")
+    if (torch.cuda.is_available() or _interpreted()) and _triton_ops() is not None:
+        out.append("triton")
+    return out
+
+
+def backend(device: torch.device | str | None = None) -> str:
+    """The implementation the ops run for tensors on ``device`` (default CPU): "reference", "cpu" or "triton".
+
+    Raises InputError when LDB_HPC_KERNELS names an unknown backend or one that cannot run on ``device``."""
+    dev = torch.device(device if device is not None else "cpu")
+    forced = os.environ.get(ENV_VAR, "").strip().lower()
+    if forced:
+        if forced not in BACKENDS:
+            raise InputError(f"{ENV_VAR}={forced!r} is not a kernel backend; use one of {', '.join(BACKENDS)}")
+        if forced == "cpu" and (_cpu_ops() is None or dev.type != "cpu"):
+            why = "ldb_hpc._cpu is not built (reinstall the package)" if _cpu_ops() is None else \
+                f"the C++ kernels run on CPU tensors only, not {dev.type}"
+            raise InputError(f"{ENV_VAR}=cpu cannot run: {why}")
+        if forced == "triton" and _triton_ops() is None:
+            raise InputError(f"{ENV_VAR}=triton cannot run: triton or ldb_hpc._triton does not import")
+        return forced
+    if dev.type == "cuda":
+        return "triton" if _triton_ops() is not None else "reference"
+    if dev.type == "cpu":
+        return "cpu" if _cpu_ops() is not None else "reference"
+    return "reference"
+
+
+def _impl(dev: torch.device, *floats: torch.Tensor):
+    """The module implementing the ops for tensors on dev (float32 coordinates only go to the kernels)."""
+    name = backend(dev)
+    if name != "reference" and any(t.dtype != torch.float32 for t in floats):
+        return reference
+    return {"reference": reference, "cpu": _cpu_ops(), "triton": _triton_ops()}[name]
+
+
+def vq_nearest(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """z [N, d], codebook [K, d] float32 → (index [N] int64 of the nearest code (ties: lowest index),
+    quantized [N, d] = codebook[index])."""
+    return _impl(z.device, z, codebook).vq_nearest(z, codebook)
+
+
+def gaussian_noise(seed: int, frame_ids: torch.Tensor, samples: int, step: int, n_res: int, dim: int) -> torch.Tensor:
+    """Counter-based standard normals [B, S, L, D] float32 keyed by (seed, frame_ids[b] (global frame, [B] int64),
+    sample, step, residue, channel) — :mod:`ldb_hpc.model.noise`; on frame_ids' device."""
+    return _impl(frame_ids.device).gaussian_noise(seed, frame_ids, samples, step, n_res, dim)
+
+
+def diffusion_step(x_t: torch.Tensor, eps: torch.Tensor, coef: tuple, seed: int, step: int,
+                   frame_ids: torch.Tensor) -> torch.Tensor:
+    """One DDIM update x_t, eps [B, S, L, D] float32 → x_{t_prev}; coef from :func:`step_coefficients`; the noise
+    (drawn only when coef[4] ≠ 0) is gaussian_noise(seed, frame_ids [B], S, step, L, D)."""
+    return _impl(x_t.device, x_t, eps).diffusion_step(x_t, eps, coef, seed, step, frame_ids)
+
+
+def build_atoms(n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor, o_torsion: torch.Tensor, chi: torch.Tensor,
+                restype: torch.Tensor) -> torch.Tensor:
+    """n, ca, c [M, 3] Å; o_torsion [M] rad; chi [M, 4] rad; restype [M] int64 → atom14 [M, 14, 3] Å with ideal
+    geometry (:func:`ldb_hpc.model.ideal.atoms_from_backbone` per row); absent slots zero."""
+    return _impl(ca.device, n, ca, c, o_torsion, chi).build_atoms(n, ca, c, o_torsion, chi, restype)
+
+
+def clash_flags(pos: torch.Tensor, rows: torch.Tensor, nbr: torch.Tensor, adjacent: torch.Tensor,
+                restype: torch.Tensor, trigger: float) -> torch.Tensor:
+    """pos [R, 14, 3] Å; rows [M] int64; nbr [R, k] int64; adjacent [R, k] bool; restype [R] int64 → [M] bool:
+    row rows[m] has a counted pair (reference.pair_counts) with a neighbour closer than ``trigger`` Å."""
+    return _impl(pos.device, pos).clash_flags(pos, rows, nbr, adjacent, restype, trigger)
+
+
+def clash_score(cand: torch.Tensor, pos: torch.Tensor, rows: torch.Tensor, nbr: torch.Tensor, adjacent: torch.Tensor,
+                restype: torch.Tensor, contact: float) -> torch.Tensor:
+    """cand [C, M, 14, 3] Å candidate atoms of rows [M]; pos [R, 14, 3] Å → [C, M] float32
+    Σ relu(contact − d)² over the counted pairs with the current atoms of each row's neighbours."""
+    return _impl(pos.device, cand, pos).clash_score(cand, pos, rows, nbr, adjacent, restype, contact)

@@ -1,0 +1,550 @@
+// C++17/OpenMP CPU kernels of ldb_hpc.ops, bound with nanobind as the extension module ldb_hpc._cpu.
+//
+// The contract of every op is the pure-torch reference, ldb_hpc/ops/reference.py. Python (ldb_hpc/ops/cpu.py)
+// validates shapes, makes inputs contiguous with the right dtypes, allocates every output and passes the
+// tables (ideal geometry, Z-matrix, slot masks) as arrays; the kernels here write every output element.
+// Float32 arithmetic follows the reference's order of operations (built with -ffp-contract=off) so that
+// indices agree exactly and coordinates to float32 rounding; the noise hash is bit-exact uint32 arithmetic.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+
+#ifdef LDB_HAVE_LIBMVEC
+#include <immintrin.h>
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "geometry.h"
+
+namespace nb = nanobind;
+using ldb::Basis;
+using ldb::Vec3;
+
+template <typename T>
+using In = nb::ndarray<const T, nb::c_contig, nb::device::cpu>;
+template <typename T>
+using Out = nb::ndarray<T, nb::c_contig, nb::device::cpu>;
+
+namespace {
+
+constexpr int kSlots = 14;
+constexpr int kFirstSideChainSlot = 5;
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument(what);
+}
+
+// Every index must lie in [0, n): checked once, serially, before a parallel loop reads through it.
+void check_range(const int64_t* idx, size_t count, int64_t n, const char* name) {
+  for (size_t i = 0; i < count; ++i)
+    if (idx[i] < 0 || idx[i] >= n)
+      throw std::out_of_range(std::string(name) + " holds index " + std::to_string(idx[i]) +
+                              " outside [0, " + std::to_string(n) + ")");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// vq_nearest: index of the nearest code, d² accumulated in float32 in channel order; first minimum wins
+// (a NaN distance counts as the minimum, as torch.argmin).
+
+void vq_nearest(In<float> z, In<float> codebook, Out<int64_t> index, Out<float> quantized, int threads) {
+  require(z.ndim() == 2 && codebook.ndim() == 2 && z.shape(1) == codebook.shape(1), "vq_nearest: shapes");
+  const int64_t N = z.shape(0), d = z.shape(1), K = codebook.shape(0);
+  require(index.ndim() == 1 && index.shape(0) == size_t(N), "vq_nearest: index shape");
+  require(quantized.ndim() == 2 && quantized.shape(0) == size_t(N) && quantized.shape(1) == size_t(d),
+          "vq_nearest: quantized shape");
+  require(K > 0 || N == 0, "vq_nearest: empty codebook");
+  const float* zp = z.data();
+  const float* cb = codebook.data();
+  int64_t* ip = index.data();
+  float* qp = quantized.data();
+  // Channel-major copy of the codebook so the inner loop over codes is contiguous (vectorisable).
+  std::vector<float> cbt(static_cast<size_t>(K * d));
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t c = 0; c < d; ++c) cbt[size_t(c * K + k)] = cb[k * d + c];
+
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> dist(static_cast<size_t>(K));
+    float* dp = dist.data();
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      const float* zn = zp + n * d;
+      std::fill(dp, dp + K, 0.f);
+      for (int64_t c = 0; c < d; ++c) {
+        const float zc = zn[c];
+        const float* e = cbt.data() + c * K;
+        for (int64_t k = 0; k < K; ++k) {
+          const float t = zc - e[k];
+          dp[k] += t * t;
+        }
+      }
+      int64_t best = 0;
+      float bv = dp[0];
+      if (!std::isnan(bv)) {
+        for (int64_t k = 1; k < K; ++k) {
+          const float v = dp[k];
+          if (v < bv) { bv = v; best = k; }
+          else if (std::isnan(v)) { best = k; break; }
+        }
+      }
+      ip[n] = best;
+      for (int64_t c = 0; c < d; ++c) qp[n * d + c] = cb[best * d + c];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Counter-based noise (ldb_hpc/model/noise.py): lowbias32 on uint32, key folded component by component,
+// Box–Muller in float64, cast to float32.
+
+inline uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7FEB352Du;
+  x ^= x >> 15;
+  x *= 0x846CA68Bu;
+  x ^= x >> 16;
+  return x;
+}
+
+// One step of noise.hash_key: h ← mix(h ^ mix(part + 0x9E3779B9·(i+1))) with uint32 wrap-around.
+inline uint32_t fold(uint32_t h, int64_t part, uint32_t i) {
+  const uint32_t salt = uint32_t(0x9E3779B9ull * uint64_t(i + 1));
+  return mix32(h ^ mix32(uint32_t(uint64_t(part)) + salt));
+}
+
+inline double uniform_a(uint32_t base) { return (double(mix32(base ^ 0x68E31DA4u)) + 0.5) / 4294967296.0; }
+inline double uniform_b(uint32_t base) { return (double(mix32(base ^ 0xB5297A4Du)) + 0.5) / 4294967296.0; }
+
+inline float box_muller(double u1, double u2) {
+  return float(std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2));
+}
+
+#ifdef LDB_HAVE_LIBMVEC
+// glibc's vector math (libmvec, x86-64 vector ABI names): 2 lanes (SSE, any x86-64) and 4 lanes (AVX2, picked
+// at run time). Accurate to a few float64 ulps like the scalar libm, so the float32 results are the same.
+extern "C" {
+__m128d _ZGVbN2v_log(__m128d);
+__m128d _ZGVbN2v_cos(__m128d);
+__m256d _ZGVdN4v_log(__m256d);
+__m256d _ZGVdN4v_cos(__m256d);
+}
+
+__attribute__((target("avx2"))) int64_t box_muller_avx2(const double* u1, const double* u2, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const __m256d l = _ZGVdN4v_log(_mm256_loadu_pd(u1 + i));
+    const __m256d c = _ZGVdN4v_cos(_mm256_mul_pd(_mm256_set1_pd(2.0 * M_PI), _mm256_loadu_pd(u2 + i)));
+    const __m256d z = _mm256_mul_pd(_mm256_sqrt_pd(_mm256_mul_pd(_mm256_set1_pd(-2.0), l)), c);
+    _mm_storeu_ps(out + i, _mm256_cvtpd_ps(z));
+  }
+  return i;
+}
+
+int64_t box_muller_sse(const double* u1, const double* u2, float* out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 2 <= n; i += 2) {
+    const __m128d l = _ZGVbN2v_log(_mm_loadu_pd(u1 + i));
+    const __m128d c = _ZGVbN2v_cos(_mm_mul_pd(_mm_set1_pd(2.0 * M_PI), _mm_loadu_pd(u2 + i)));
+    const __m128d z = _mm_mul_pd(_mm_sqrt_pd(_mm_mul_pd(_mm_set1_pd(-2.0), l)), c);
+    const __m128 f = _mm_cvtpd_ps(z);
+    out[i] = _mm_cvtss_f32(f);
+    out[i + 1] = _mm_cvtss_f32(_mm_shuffle_ps(f, f, 1));
+  }
+  return i;
+}
+
+const bool kHaveAvx2 = __builtin_cpu_supports("avx2");
+#endif
+
+// out[c] = normal keyed by the row hash h (residue folded in) and channel c, for c < D.
+void normals_of_row(uint32_t h, int64_t D, float* out) {
+  constexpr int64_t kChunk = 64;
+  double u1[kChunk], u2[kChunk];
+  for (int64_t c0 = 0; c0 < D; c0 += kChunk) {
+    const int64_t n = std::min(kChunk, D - c0);
+    for (int64_t c = 0; c < n; ++c) {
+      const uint32_t base = fold(h, c0 + c, 5);
+      u1[c] = uniform_a(base);
+      u2[c] = uniform_b(base);
+    }
+    int64_t done = 0;
+#ifdef LDB_HAVE_LIBMVEC
+    done = kHaveAvx2 ? box_muller_avx2(u1, u2, out + c0, n) : box_muller_sse(u1, u2, out + c0, n);
+#endif
+    for (int64_t c = done; c < n; ++c) out[c0 + c] = box_muller(u1[c], u2[c]);
+  }
+}
+
+// Hash state after (seed, frame, sample, step): the residue and channel are folded in per element.
+inline uint32_t prefix_hash(int64_t seed, int64_t frame, int64_t sample, int64_t step) {
+  uint32_t h = fold(0u, seed, 0);
+  h = fold(h, frame, 1);
+  h = fold(h, sample, 2);
+  return fold(h, step, 3);
+}
+
+void gaussian_noise(int64_t seed, In<int64_t> frame_ids, int64_t samples, int64_t step, int64_t n_res,
+                    int64_t dim, Out<float> out, int threads) {
+  const int64_t B = frame_ids.ndim() == 1 ? int64_t(frame_ids.shape(0)) : -1;
+  require(B >= 0, "gaussian_noise: frame_ids must be 1-d");
+  require(out.ndim() == 4 && out.shape(0) == size_t(B) && out.shape(1) == size_t(samples) &&
+              out.shape(2) == size_t(n_res) && out.shape(3) == size_t(dim),
+          "gaussian_noise: out shape");
+  const int64_t* fp = frame_ids.data();
+  float* op = out.data();
+  const int64_t rows = B * samples * n_res;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t l = r % n_res, bs = r / n_res, s = bs % samples, b = bs / samples;
+    normals_of_row(fold(prefix_hash(seed, fp[b], s, step), l, 4), dim, op + r * dim);
+  }
+}
+
+// x0 = (x_t − c1·eps) / c0; out = c2·x0 + c3·eps (+ c4·noise), in float32 like the reference.
+void diffusion_step(In<float> x_t, In<float> eps, double c0, double c1, double c2, double c3, double c4,
+                    int64_t seed, int64_t step, In<int64_t> frame_ids, Out<float> out, int threads) {
+  require(x_t.ndim() == 4 && eps.ndim() == 4 && out.ndim() == 4, "diffusion_step: tensors must be [B, S, L, D]");
+  for (size_t i = 0; i < 4; ++i)
+    require(eps.shape(i) == x_t.shape(i) && out.shape(i) == x_t.shape(i), "diffusion_step: shapes differ");
+  const int64_t B = x_t.shape(0), S = x_t.shape(1), L = x_t.shape(2), D = x_t.shape(3);
+  require(frame_ids.ndim() == 1 && frame_ids.shape(0) == size_t(B), "diffusion_step: frame_ids shape");
+  const float f0 = float(c0), f1 = float(c1), f2 = float(c2), f3 = float(c3), f4 = float(c4);
+  const bool noisy = c4 != 0.0;
+  const float* xp = x_t.data();
+  const float* ep = eps.data();
+  const int64_t* fp = frame_ids.data();
+  float* op = out.data();
+  const int64_t rows = B * S * L;
+  if (!noisy) {  // deterministic DDIM (backmap's default): one flat, vectorisable pass
+    const int64_t total = rows * D;
+#pragma omp parallel for num_threads(threads) schedule(static) if (total > (1 << 18))
+    for (int64_t i = 0; i < total; ++i) {
+      const float x0 = (xp[i] - f1 * ep[i]) / f0;
+      op[i] = f2 * x0 + f3 * ep[i];
+    }
+    return;
+  }
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> noise(static_cast<size_t>(D));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t l = r % L, bs = r / L, s = bs % S, b = bs / S;
+      normals_of_row(fold(prefix_hash(seed, fp[b], s, step), l, 4), D, noise.data());
+      for (int64_t c = 0; c < D; ++c) {
+        const int64_t i = r * D + c;
+        const float x0 = (xp[i] - f1 * ep[i]) / f0;
+        const float v = f2 * x0 + f3 * ep[i];
+        op[i] = v + f4 * noise[size_t(c)];
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// build_atoms: ideal-geometry atom builder per residue row (model.ideal.atoms_from_backbone), proline rings
+// closed by the same grid search as ideal.close_proline_rings.
+
+struct BuildTables {
+  const float *bond, *angle, *offset;          // [T, 14]
+  const int64_t *refs, *torsion;               // [T, 14, 3], [T, 14]
+  const uint8_t *placed, *exists;              // [T, 14]
+  int64_t n_types;
+};
+
+void build_atoms(In<float> n, In<float> ca, In<float> c, In<float> o_torsion, In<float> chi, In<int64_t> restype,
+                 In<float> bond, In<float> angle, In<float> offset, In<int64_t> zm_refs, In<int64_t> zm_torsion,
+                 In<uint8_t> zm_mask, In<uint8_t> slot_mask, int64_t pro, In<float> pro_chi1_delta,
+                 In<float> pro_chi2_grid, float pro_cd_n_length, float pro_tie_weight, Out<float> out,
+                 int threads) {
+  const int64_t M = restype.ndim() == 1 ? int64_t(restype.shape(0)) : -1;
+  require(M >= 0, "build_atoms: restype must be 1-d");
+  auto rows_of = [&](const auto& a, size_t cols) {
+    return a.ndim() == 2 && a.shape(0) == size_t(M) && a.shape(1) == cols;
+  };
+  require(rows_of(n, 3) && rows_of(ca, 3) && rows_of(c, 3) && rows_of(chi, 4), "build_atoms: input shapes");
+  require(o_torsion.ndim() == 1 && o_torsion.shape(0) == size_t(M), "build_atoms: o_torsion shape");
+  require(out.ndim() == 3 && out.shape(0) == size_t(M) && out.shape(1) == kSlots && out.shape(2) == 3,
+          "build_atoms: out shape");
+  const int64_t T = bond.ndim() == 2 ? int64_t(bond.shape(0)) : 0;
+  require(T > 0 && bond.shape(1) == kSlots && angle.shape(0) == size_t(T) && offset.shape(0) == size_t(T) &&
+              zm_refs.shape(0) == size_t(T) && zm_refs.shape(1) == kSlots && zm_refs.shape(2) == 3 &&
+              zm_torsion.shape(0) == size_t(T) && zm_mask.shape(0) == size_t(T) && slot_mask.shape(0) == size_t(T),
+          "build_atoms: table shapes");
+  require(pro_chi1_delta.ndim() == 1 && pro_chi2_grid.ndim() == 1 && pro_chi1_delta.shape(0) > 0 &&
+              pro_chi2_grid.shape(0) > 0, "build_atoms: proline grids");
+  const int64_t* rt = restype.data();
+  check_range(rt, size_t(M), T, "restype");
+  const BuildTables tb{bond.data(), angle.data(), offset.data(), zm_refs.data(), zm_torsion.data(),
+                       zm_mask.data(), slot_mask.data(), T};
+  for (int64_t i = 0; i < T * kSlots; ++i) {
+    require(tb.torsion[i] < 5, "build_atoms: torsion channel out of range");
+    for (int k = 0; k < 3; ++k)
+      require(!tb.placed[i] || (tb.refs[i * 3 + k] >= 0 && tb.refs[i * 3 + k] < i % kSlots),
+              "build_atoms: Z-matrix reference out of order");
+  }
+  const int64_t n1 = pro_chi1_delta.shape(0), n2 = pro_chi2_grid.shape(0);
+  const float* d1 = pro_chi1_delta.data();
+  const bool has_pro = pro >= 0 && pro < T;
+  // The χ2 grid's NeRF local vectors do not depend on the residue: computed once.
+  std::vector<Vec3> cd_local(static_cast<size_t>(n2));
+  if (has_pro)
+    for (int64_t j = 0; j < n2; ++j)
+      cd_local[size_t(j)] = ldb::nerf_local(tb.bond[pro * kSlots + 6], tb.angle[pro * kSlots + 6],
+                                            tb.offset[pro * kSlots + 6] + pro_chi2_grid.data()[j]);
+  const float *np_ = n.data(), *cap = ca.data(), *cp = c.data(), *otp = o_torsion.data(), *chp = chi.data();
+  float* op = out.data();
+
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t m = 0; m < M; ++m) {
+    const int64_t r = rt[m];
+    const Vec3 N = ldb::load(np_ + 3 * m), A = ldb::load(cap + 3 * m), C = ldb::load(cp + 3 * m);
+    const Basis R = ldb::basis_from_two_vectors(ldb::sub(C, A), ldb::sub(N, A));
+    Vec3 pos[kSlots];
+    // N, CA, C through the frame and back, as the reference does (equal to the input to rounding).
+    const Vec3 bb[3] = {N, A, C};
+    for (int k = 0; k < 3; ++k) pos[k] = ldb::add(R.apply(R.apply_t(ldb::sub(bb[k], A))), A);
+    const float tors[5] = {otp[m], chp[4 * m], chp[4 * m + 1], chp[4 * m + 2], chp[4 * m + 3]};
+    for (int s = 3; s < kSlots; ++s) {
+      const int64_t e = r * kSlots + s;
+      if (!tb.placed[e]) { pos[s] = {0.f, 0.f, 0.f}; continue; }
+      const int64_t ch = tb.torsion[e];
+      const float tor = tb.offset[e] + (ch >= 0 ? tors[ch] : 0.f);
+      const int64_t* ref = tb.refs + 3 * e;
+      pos[s] = ldb::nerf(pos[ref[0]], pos[ref[1]], pos[ref[2]], tb.bond[e], tb.angle[e], tor);
+    }
+    if (has_pro && r == pro) {
+      // Grid search of χ1 (given ± deltas) × χ2 for the CD–N distance nearest its ideal length.
+      const Vec3 pn = pos[0], pca = pos[1], pcb = pos[4];
+      const Basis Rg = ldb::basis_from_two_vectors(ldb::sub(pcb, pca), ldb::sub(pn, pca));
+      const float chi1 = chp[4 * m];
+      float best_err = 0.f;
+      int64_t best = -1;
+      Vec3 best_cg{}, best_cd{};
+      for (int64_t i = 0; i < n1; ++i) {
+        const float c1 = chi1 + d1[i];
+        const Vec3 cg = ldb::add(pcb, Rg.apply(ldb::nerf_local(tb.bond[pro * kSlots + 5], tb.angle[pro * kSlots + 5],
+                                                              tb.offset[pro * kSlots + 5] + c1)));
+        const Basis Rd = ldb::basis_from_two_vectors(ldb::sub(cg, pcb), ldb::sub(pca, pcb));
+        const float tie = pro_tie_weight * std::fabs(c1 - chi1);
+        for (int64_t j = 0; j < n2; ++j) {
+          const Vec3 cd = ldb::add(cg, Rd.apply(cd_local[size_t(j)]));
+          const Vec3 dv = ldb::sub(cd, pn);
+          const float err = std::fabs(std::sqrt(ldb::dot(dv, dv)) - pro_cd_n_length) + tie;
+          if (best < 0 || err < best_err || (std::isnan(err) && !std::isnan(best_err))) {
+            best_err = err; best = i * n2 + j; best_cg = cg; best_cd = cd;
+          }
+        }
+      }
+      pos[5] = best_cg;
+      pos[6] = best_cd;
+    }
+    float* o = op + m * kSlots * 3;
+    for (int s = 0; s < kSlots; ++s) {
+      const Vec3 v = tb.exists[r * kSlots + s] ? pos[s] : Vec3{0.f, 0.f, 0.f};
+      ldb::store(o + 3 * s, v);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Clash kernels. A pair (a of residue i, b of neighbour j) counts when a is a present side-chain atom
+// (slot ≥ 5), b is present, b is not the Pro CD of a sequence-adjacent j, and (a, b) is not Cys SG–Cys SG
+// (reference.pair_counts), decided inline from restype and adjacent.
+
+struct ClashArgs {
+  const float* pos;         // [R, 14, 3]
+  const int64_t* nbr;       // [R, k]
+  const uint8_t* adjacent;  // [R, k]
+  const int64_t* restype;   // [R]
+  const uint8_t* exists;    // [T, 14]
+  int64_t R, k, pro, cys;
+};
+
+inline bool pair_counts(const ClashArgs& a, int64_t rt_i, int ai, int64_t rt_j, int bj, bool adjacent) {
+  if (ai < kFirstSideChainSlot || !a.exists[rt_i * kSlots + ai] || !a.exists[rt_j * kSlots + bj]) return false;
+  if (adjacent && rt_j == a.pro && bj == 6) return false;
+  if (rt_i == a.cys && ai == 5 && rt_j == a.cys && bj == 5) return false;
+  return true;
+}
+
+// Present atoms of a residue row and a bounding sphere, so far-apart pairs of residues are skipped exactly.
+struct Atoms {
+  Vec3 p[kSlots];
+  int slot[kSlots];
+  int count = 0;
+  Vec3 centre{};
+  float radius = 0.f;
+  void finish() {
+    if (count == 0) return;
+    Vec3 lo = p[0], hi = p[0];
+    for (int i = 1; i < count; ++i) {
+      lo = {std::min(lo.x, p[i].x), std::min(lo.y, p[i].y), std::min(lo.z, p[i].z)};
+      hi = {std::max(hi.x, p[i].x), std::max(hi.y, p[i].y), std::max(hi.z, p[i].z)};
+    }
+    centre = {0.5f * (lo.x + hi.x), 0.5f * (lo.y + hi.y), 0.5f * (lo.z + hi.z)};
+    float r2 = 0.f;
+    for (int i = 0; i < count; ++i) {
+      const Vec3 d = ldb::sub(p[i], centre);
+      r2 = std::max(r2, ldb::dot(d, d));
+    }
+    radius = std::sqrt(r2);
+  }
+};
+
+// Atoms of row `row` (or of `coords`, a [14, 3] candidate) whose slot passes `keep`.
+template <typename Keep>
+inline void gather_atoms(Atoms& out, const float* coords, const uint8_t* exists_row, Keep keep) {
+  out.count = 0;
+  for (int s = 0; s < kSlots; ++s)
+    if (exists_row[s] && keep(s)) {
+      out.p[out.count] = ldb::load(coords + 3 * s);
+      out.slot[out.count++] = s;
+    }
+  out.finish();
+}
+
+// True when every pair between the two atom sets is at least `cutoff` apart (with a margin for rounding).
+inline bool far_apart(const Atoms& u, const Atoms& v, float cutoff) {
+  if (u.count == 0 || v.count == 0) return true;
+  const Vec3 d = ldb::sub(u.centre, v.centre);
+  const float reach = u.radius + v.radius + cutoff + 1e-3f;
+  return ldb::dot(d, d) > reach * reach * 1.0001f;
+}
+
+void check_clash_inputs(const In<float>& pos, const In<int64_t>& rows, const In<int64_t>& nbr,
+                        const In<uint8_t>& adjacent, const In<int64_t>& restype, const In<uint8_t>& slot_mask) {
+  require(pos.ndim() == 3 && pos.shape(1) == kSlots && pos.shape(2) == 3, "clash: pos must be [R, 14, 3]");
+  const size_t R = pos.shape(0);
+  require(rows.ndim() == 1, "clash: rows must be 1-d");
+  require(nbr.ndim() == 2 && nbr.shape(0) == R, "clash: nbr must be [R, k]");
+  require(adjacent.ndim() == 2 && adjacent.shape(0) == R && adjacent.shape(1) == nbr.shape(1),
+          "clash: adjacent must be [R, k]");
+  require(restype.ndim() == 1 && restype.shape(0) == R, "clash: restype must be [R]");
+  require(slot_mask.ndim() == 2 && slot_mask.shape(1) == kSlots, "clash: slot_mask must be [T, 14]");
+  check_range(rows.data(), rows.shape(0), int64_t(R), "rows");
+  check_range(nbr.data(), nbr.shape(0) * nbr.shape(1), int64_t(R), "nbr");
+  check_range(restype.data(), R, int64_t(slot_mask.shape(0)), "restype");
+}
+
+void clash_flags(In<float> pos, In<int64_t> rows, In<int64_t> nbr, In<uint8_t> adjacent, In<int64_t> restype,
+                 float trigger, In<uint8_t> slot_mask, int64_t pro, int64_t cys, Out<uint8_t> out, int threads) {
+  check_clash_inputs(pos, rows, nbr, adjacent, restype, slot_mask);
+  const int64_t M = rows.shape(0);
+  require(out.ndim() == 1 && out.shape(0) == size_t(M), "clash_flags: out shape");
+  const ClashArgs a{pos.data(), nbr.data(), adjacent.data(), restype.data(), slot_mask.data(),
+                    int64_t(pos.shape(0)), int64_t(nbr.shape(1)), pro, cys};
+  const int64_t* rp = rows.data();
+  uint8_t* op = out.data();
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 16)
+  for (int64_t m = 0; m < M; ++m) {
+    const int64_t r = rp[m], rt_i = a.restype[r];
+    Atoms mine, other;
+    gather_atoms(mine, a.pos + r * kSlots * 3, a.exists + rt_i * kSlots,
+                 [](int s) { return s >= kFirstSideChainSlot; });
+    bool hit = false;
+    for (int64_t j = 0; j < a.k && !hit; ++j) {
+      const int64_t q = a.nbr[r * a.k + j], rt_j = a.restype[q];
+      const bool adj = a.adjacent[r * a.k + j] != 0;
+      gather_atoms(other, a.pos + q * kSlots * 3, a.exists + rt_j * kSlots, [](int) { return true; });
+      if (far_apart(mine, other, trigger)) continue;
+      for (int u = 0; u < mine.count && !hit; ++u)
+        for (int v = 0; v < other.count; ++v) {
+          if (!pair_counts(a, rt_i, mine.slot[u], rt_j, other.slot[v], adj)) continue;
+          const Vec3 d = ldb::sub(mine.p[u], other.p[v]);
+          if (std::sqrt(ldb::dot(d, d)) < trigger) { hit = true; break; }
+        }
+    }
+    op[m] = hit ? 1 : 0;
+  }
+}
+
+void clash_score(In<float> cand, In<float> pos, In<int64_t> rows, In<int64_t> nbr, In<uint8_t> adjacent,
+                 In<int64_t> restype, float contact, In<uint8_t> slot_mask, int64_t pro, int64_t cys,
+                 Out<float> out, int threads) {
+  check_clash_inputs(pos, rows, nbr, adjacent, restype, slot_mask);
+  const int64_t M = rows.shape(0);
+  require(cand.ndim() == 4 && cand.shape(1) == size_t(M) && cand.shape(2) == kSlots && cand.shape(3) == 3,
+          "clash_score: cand must be [C, M, 14, 3]");
+  const int64_t Cn = cand.shape(0);
+  require(out.ndim() == 2 && out.shape(0) == size_t(Cn) && out.shape(1) == size_t(M), "clash_score: out shape");
+  const ClashArgs a{pos.data(), nbr.data(), adjacent.data(), restype.data(), slot_mask.data(),
+                    int64_t(pos.shape(0)), int64_t(nbr.shape(1)), pro, cys};
+  const int64_t* rp = rows.data();
+  const float* cp = cand.data();
+  float* op = out.data();
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<Atoms> mine(static_cast<size_t>(Cn));
+    std::vector<double> acc(static_cast<size_t>(Cn));
+    Atoms other;
+#pragma omp for schedule(dynamic, 8)
+    for (int64_t m = 0; m < M; ++m) {
+      const int64_t r = rp[m], rt_i = a.restype[r];
+      for (int64_t ci = 0; ci < Cn; ++ci) {
+        gather_atoms(mine[size_t(ci)], cp + (ci * M + m) * kSlots * 3, a.exists + rt_i * kSlots,
+                     [](int s) { return s >= kFirstSideChainSlot; });
+        acc[size_t(ci)] = 0.0;
+      }
+      for (int64_t j = 0; j < a.k; ++j) {
+        const int64_t q = a.nbr[r * a.k + j], rt_j = a.restype[q];
+        const bool adj = a.adjacent[r * a.k + j] != 0;
+        gather_atoms(other, a.pos + q * kSlots * 3, a.exists + rt_j * kSlots, [](int) { return true; });
+        for (int64_t ci = 0; ci < Cn; ++ci) {
+          const Atoms& u = mine[size_t(ci)];
+          if (far_apart(u, other, contact)) continue;
+          double s = 0.0;
+          for (int x = 0; x < u.count; ++x)
+            for (int y = 0; y < other.count; ++y) {
+              if (!pair_counts(a, rt_i, u.slot[x], rt_j, other.slot[y], adj)) continue;
+              const Vec3 d = ldb::sub(u.p[x], other.p[y]);
+              const float t = contact - std::sqrt(ldb::dot(d, d));
+              if (t > 0.f) s += double(t * t);
+            }
+          acc[size_t(ci)] += s;
+        }
+      }
+      for (int64_t ci = 0; ci < Cn; ++ci) op[ci * M + m] = float(acc[size_t(ci)]);
+    }
+  }
+}
+
+}  // namespace
+
+NB_MODULE(_cpu, m) {
+  m.doc() = "C++/OpenMP CPU kernels of ldb_hpc.ops (contract: ldb_hpc/ops/reference.py).";
+  auto rel = nb::call_guard<nb::gil_scoped_release>();
+  m.def("vq_nearest", &vq_nearest, nb::arg("z").noconvert(), nb::arg("codebook").noconvert(),
+        nb::arg("index").noconvert(), nb::arg("quantized").noconvert(), nb::arg("threads"), rel,
+        "z [N, d], codebook [K, d] float32 → fills index [N] int64 and quantized [N, d].");
+  m.def("gaussian_noise", &gaussian_noise, nb::arg("seed"), nb::arg("frame_ids").noconvert(), nb::arg("samples"),
+        nb::arg("step"), nb::arg("n_res"), nb::arg("dim"), nb::arg("out").noconvert(), nb::arg("threads"), rel,
+        "Fills out [B, S, L, D] float32 with the counter-based normals of ldb_hpc.model.noise.");
+  m.def("diffusion_step", &diffusion_step, nb::arg("x_t").noconvert(), nb::arg("eps").noconvert(), nb::arg("c0"),
+        nb::arg("c1"), nb::arg("c2"), nb::arg("c3"), nb::arg("c4"), nb::arg("seed"), nb::arg("step"),
+        nb::arg("frame_ids").noconvert(), nb::arg("out").noconvert(), nb::arg("threads"), rel,
+        "One DDIM update of x_t [B, S, L, D] with coefficients (c0..c4) into out.");
+  m.def("build_atoms", &build_atoms, nb::arg("n").noconvert(), nb::arg("ca").noconvert(), nb::arg("c").noconvert(),
+        nb::arg("o_torsion").noconvert(), nb::arg("chi").noconvert(), nb::arg("restype").noconvert(),
+        nb::arg("bond").noconvert(), nb::arg("angle").noconvert(), nb::arg("offset").noconvert(),
+        nb::arg("zm_refs").noconvert(), nb::arg("zm_torsion").noconvert(), nb::arg("zm_mask").noconvert(),
+        nb::arg("slot_mask").noconvert(), nb::arg("pro"), nb::arg("pro_chi1_delta").noconvert(),
+        nb::arg("pro_chi2_grid").noconvert(), nb::arg("pro_cd_n_length"), nb::arg("pro_tie_weight"),
+        nb::arg("out").noconvert(), nb::arg("threads"), rel,
+        "Atom14 [M, 14, 3] Å of residue rows from N, CA, C [M, 3], O torsion [M] and χ [M, 4] (rad).");
+  m.def("clash_flags", &clash_flags, nb::arg("pos").noconvert(), nb::arg("rows").noconvert(),
+        nb::arg("nbr").noconvert(), nb::arg("adjacent").noconvert(), nb::arg("restype").noconvert(),
+        nb::arg("trigger"), nb::arg("slot_mask").noconvert(), nb::arg("pro"), nb::arg("cys"),
+        nb::arg("out").noconvert(), nb::arg("threads"), rel,
+        "out [M] uint8: whether row rows[m] has a counted pair closer than trigger Å to a neighbour.");
+  m.def("clash_score", &clash_score, nb::arg("cand").noconvert(), nb::arg("pos").noconvert(),
+        nb::arg("rows").noconvert(), nb::arg("nbr").noconvert(), nb::arg("adjacent").noconvert(),
+        nb::arg("restype").noconvert(), nb::arg("contact"), nb::arg("slot_mask").noconvert(), nb::arg("pro"),
+        nb::arg("cys"), nb::arg("out").noconvert(), nb::arg("threads"), rel,
+        "out [C, M] float32: Σ relu(contact − d)² over counted pairs of candidate side chains.");
+}

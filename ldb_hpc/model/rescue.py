@@ -1,0 +1,103 @@
+"""Last-resort repair of severe side-chain overlaps that the local clash repair (:mod:`ldb_hpc.model.packing`)
+leaves behind.
+
+The local repair moves two χ angles at a time by fixed steps from the decoded rotamer. Two long side chains that
+interpenetrate (Lys/Glu/Arg tips), or a side chain lying on its own carbonyl O, can need a different rotamer
+altogether. Every residue that still has a counted pair closer than ``severe`` Å — to one of its k nearest
+residues (the pair rule of :func:`ldb_hpc.ops.reference.pair_counts`) or between its side chain (beyond CB) and
+its own backbone O — gets the full grid of staggered rotamers (each χ ∈ {−60°, 60°, 180°}; up to 81) plus
+its current one, scored like the local repair against its neighbours' current atoms plus a penalty for its own
+O; the lowest score wins. Two passes, each in two halves by residue parity. Frames without a severe pair cost one
+check.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+
+from ldb_hpc.chem import residues as rc
+from ldb_hpc.model.features import knn
+
+_STAGGERED = (-60.0, 60.0, 180.0)
+_CONTACT = 3.0  # Å, as the local repair
+_SELF_CONTACT = 2.6  # Å: side chain against its own O (a 1–5 pair, 2.7–3.5 Å in real rotamers)
+_O = 3  # slot of the backbone O
+
+
+def _grids(dev, dtype) -> dict[int, torch.Tensor]:
+    """Per number of χ angles n (1..4): [3**n, 4] rotamer grid in radians (unused channels 0)."""
+    out = {}
+    for n in range(1, 5):
+        g = torch.zeros(3 ** n, 4, dtype=dtype, device=dev)
+        g[:, :n] = torch.tensor(list(itertools.product(_STAGGERED, repeat=n)), dtype=dtype, device=dev)
+        out[n] = g * (math.pi / 180.0)
+    return out
+
+
+def self_overlap(atoms: torch.Tensor, restype: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """Σ relu(cutoff − d)² between side-chain atoms beyond CB (slot ≥ 5) and the residue's own O.
+    atoms [..., M, 14, 3] Å; restype [M] → [..., M]. Pro (whose CD is bonded to N) counts nothing."""
+    exists = torch.as_tensor(rc.SLOT_MASK, device=atoms.device)[restype].clone()  # [M, 14]
+    exists[:, :5] = False
+    exists[restype == rc.RESTYPE_INDEX["PRO"]] = False
+    d = (atoms[..., 5:, :] - atoms[..., _O:_O + 1, :]).norm(dim=-1)  # [..., M, 9]
+    return (torch.relu(cutoff - d) ** 2 * exists[:, 5:]).sum(-1)
+
+
+def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28,
+           severe: float = 1.5) -> torch.Tensor:
+    """pos [B, L, 14, 3] Å after the local repair, on the backbone ca, n, c [B, L, 3], o_torsion [B, L];
+    restype, segment [L]. Returns new positions; only side chains of residues with a severe pair move."""
+    from ldb_hpc import ops
+    from ldb_hpc.model.ideal import atoms_from_backbone
+
+    B, L = pos.shape[:2]
+    if L < 1:
+        return pos
+    dev, dt = pos.device, pos.dtype
+    n_chi = torch.as_tensor(rc.CHI_MASK, device=dev)[restype].sum(-1)  # [L]
+    movable = (n_chi > 0) & (restype != rc.RESTYPE_INDEX["PRO"])
+    if L >= 2:
+        nbr = knn(ca, min(k, L - 1))  # [B, L, k]
+        k = nbr.shape[-1]
+        i_idx = torch.arange(L, device=dev)[None, :, None]
+        adjacent = ((nbr - i_idx).abs() == 1) & (segment[nbr] == segment[i_idx])
+        nbr_flat = (nbr + (torch.arange(B, device=dev) * L)[:, None, None]).reshape(B * L, k)
+        adj_flat = adjacent.reshape(B * L, k)
+    restype_flat = restype.repeat(B)
+    flat = pos.reshape(B * L, rc.NUM_SLOTS, 3).clone()
+
+    def severe_rows(rows: torch.Tensor) -> torch.Tensor:
+        bad = self_overlap(flat[rows], restype_flat[rows], severe) > 0
+        if L >= 2:
+            bad |= ops.clash_flags(flat, rows, nbr_flat, adj_flat, restype_flat, severe)
+        return rows[bad]
+
+    def score(atoms: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+        s = 4.0 * self_overlap(atoms, restype_flat[sel], _SELF_CONTACT)
+        if L >= 2:
+            s = s + ops.clash_score(atoms, flat, sel, nbr_flat, adj_flat, restype_flat, _CONTACT)
+        return s
+
+    grids = _grids(dev, dt)
+    rows = torch.arange(B * L, device=dev)[movable.repeat(B)]
+    for _, parity in itertools.product(range(2), (0, 1)):
+        rows = severe_rows(rows)
+        if rows.numel() == 0:
+            break
+        for nc in range(1, 5):  # one vectorised batch per number of χ angles
+            sel = rows[((rows % L) % 2 == parity) & (n_chi[rows % L] == nc)]
+            if sel.numel() == 0:
+                continue
+            cand = grids[nc][:, None, :].expand(-1, len(sel), -1)  # [G, M, 4]
+            G = cand.shape[0]
+            bb = lambda x: x.reshape(B * L, *x.shape[2:])[sel].expand(G, *[-1] * (x.dim() - 1))  # noqa: E731
+            grid_atoms = atoms_from_backbone(bb(ca), bb(n), bb(c), bb(o_torsion), cand, restype_flat[sel])
+            atoms = torch.cat([flat[sel][None], grid_atoms])  # [1 + G, M, 14, 3]: the current side chain first
+            best = score(atoms, sel).argmin(0)  # ties: the current side chain wins
+            pick = torch.arange(len(sel), device=dev)
+            flat[sel, 5:] = atoms[best, pick][:, 5:]
+    return flat.reshape(pos.shape)
