@@ -173,7 +173,8 @@ def test_train_cli_runs_and_resumes(tmp_path, run_cli):
     assert diffusion_model.latent_std.min() > 0 and diffusion_model.cfg.latent_dim == 3
     code, _, err = run_cli("train", "diffusion", "--data", data, "--out", tmp_path / "e", "--steps", 1)
     assert code == 2 and "--init" in err
-    # Stage 3 (refine): only the decoder changes; the tokenizer's encoder, codebook and the denoiser are kept.
+    # Stage 3 (refine): a sampling decoder is added (a copy of the tokenizer's decoder) and only it learns; the
+    # tokenizer (encoder, codebook, decoder) and the denoiser are kept as they were.
     code, _, err = run_cli("train", "refine", "--data", data, "--init", tmp_path / "d" / "model", "--out",
                            tmp_path / "r", "--steps", 2, "--windows", 2, "--crop", 16, "--lr", 0.05,
                            "--ensemble-temperature", 0.5)
@@ -181,5 +182,7 @@ def test_train_cli_runs_and_resumes(tmp_path, run_cli):
     refined = load_model(tmp_path / "r" / "model")
     assert refined.cfg.temperature == 0.5 and diffusion_model.cfg.temperature == 1.0
     before, after = diffusion_model.state_dict(), refined.state_dict()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert changed and all(k.startswith("decoder.") for k in changed), changed
+    assert set(after) - set(before) == {k for k in after if k.startswith("sample_decoder.")} != set()
+    assert not {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(not torch.equal(after["sample_" + k], before[k]) for k in before if k.startswith("decoder."))
+    assert refined.cfg.sample_decoder and not diffusion_model.cfg.sample_decoder

@@ -41,6 +41,7 @@ class LDBConfig:
     temperature: float = 1.0  # sampling temperature for ensembles (samples > 1)
     eta: float = 0.0
     null_latent_p: float = 0.15  # training: share of residues decoded from a learned 'no latent' vector
+    sample_decoder: bool = False  # a second decoder, fine-tuned on sampled latents (stage 3), used by sample()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,6 +102,9 @@ class LDBModel(nn.Module):
         self.latent_encoder = LatentEncoder(cfg.dim, cfg.latent_dim, cfg.hidden)
         self.vq = VectorQuantizer(cfg.n_codes, cfg.latent_dim)
         self.decoder = Decoder(cfg.dim, cfg.latent_dim, cfg.hidden)
+        # Stage 3 (refine) copies the tokenizer's decoder and fine-tunes the copy on the latents the sampler
+        # produces; sampling decodes with it, the tokenizer round trip keeps the stage-1 decoder.
+        self.sample_decoder = Decoder(cfg.dim, cfg.latent_dim, cfg.hidden) if cfg.sample_decoder else None
         self.null_latent = nn.Parameter(torch.zeros(cfg.latent_dim))
         self.denoiser = Denoiser(cfg.dim, cfg.latent_dim, cfg.denoiser_hidden)
         self.register_buffer("latent_mean", torch.zeros(cfg.latent_dim))
@@ -207,17 +211,30 @@ class LDBModel(nn.Module):
         return {"loss": loss, "eps": loss.detach()}
 
     # -- stage 3 ----------------------------------------------------------------------------------------
-    def refine_loss(self, pos, mask, restype, segment, true_share: float = 0.3, steps: int | None = None,
+    def add_sample_decoder(self) -> None:
+        """Start stage 3: the sampling decoder begins as a copy of the tokenizer's decoder."""
+        import copy
+
+        if self.sample_decoder is None:
+            self.cfg.sample_decoder = True
+            self.sample_decoder = copy.deepcopy(self.decoder)
+
+    @property
+    def sampling_decoder(self) -> nn.Module:
+        return self.decoder if self.sample_decoder is None else self.sample_decoder
+
+    def refine_loss(self, pos, mask, restype, segment, true_share: float = 0.0, steps: int | None = None,
                     generator: torch.Generator | None = None, mse_weight: float = 1.0) -> dict:
         """Decoder fine-tuning on the latents the sampler actually produces (stage 3; only the decoder learns).
 
         For each batch the frozen conditioning encoder and denoiser sample latents with DDIM (``steps``) at a
         temperature drawn per batch (0 in 70 % of batches: the default single-sample path; otherwise uniform
         in [0, 1]); they are snapped to the codebook like at inference. A random ``true_share`` of residues
-        keeps the encoder's own code instead, so the tokenizer round trip stays intact. The decoder then learns
-        the structure most consistent with what the sampler hands it, with the stage-1 losses (coordinates,
-        torsions, clashes) plus ``mse_weight`` × the mean squared atom error: the RMSD-optimal structure under
-        the remaining uncertainty is a mean, which the absolute-distance loss alone does not reward."""
+        keeps the encoder's own code instead. The sampling decoder (:meth:`add_sample_decoder`; the tokenizer's
+        decoder and its round trip stay as they are) then learns the structure most consistent with what the
+        sampler hands it, with the stage-1 losses (coordinates, torsions, clashes) plus ``mse_weight`` × the
+        mean squared atom error: the RMSD-optimal structure under the remaining uncertainty is a mean, which
+        the absolute-distance loss alone does not reward."""
         ca = pos[..., 1, :]
         with torch.no_grad():
             g, h = self.condition(ca, restype, segment)
@@ -235,7 +252,7 @@ class LDBModel(nn.Module):
             zq_s = self.vq.decode(self.vq.nearest(x * self.latent_std + self.latent_mean))
             keep = torch.rand(zq_s.shape[:-1], generator=generator) < true_share
             zq = torch.where(keep[..., None], zq_true, zq_s)
-        out = self.decoder(h, zq, g.nbr)
+        out = self.sampling_decoder(h, zq, g.nbr)
         x = self.build(ca, restype, segment, out, lf)
         zero = x.new_zeros(())
         losses = self._losses(x, pos, mask, restype, segment, out, t, g.nbr, zero, 1.0)
@@ -263,7 +280,7 @@ class LDBModel(nn.Module):
         z = x * self.latent_std + self.latent_mean
         zq = self.vq.decode(self.vq.nearest(z))  # [B, S, L, d]
         rep = lambda v: v.repeat_interleave(samples, dim=0)  # noqa: E731
-        out = self.decoder(rep(h), zq.reshape(B * samples, L, -1), rep(g.nbr))
+        out = self.sampling_decoder(rep(h), zq.reshape(B * samples, L, -1), rep(g.nbr))
         xyz = self.build(rep(ca), restype, segment, out, pack=pack)
         return xyz.reshape(B, samples, L, rc.NUM_SLOTS, 3)
 

@@ -30,6 +30,14 @@ _CONTACT = 3.0  # Å, soft-repulsion radius of the score
 _KEEP_BONUS = 0.05  # the decoded rotamer wins ties
 
 
+def residue_centres(pos: torch.Tensor, restype: torch.Tensor) -> torch.Tensor:
+    """Mean of each residue's atoms, [..., L, 3] Å from pos [..., L, 14, 3] (restype [L]). Neighbour lists for
+    clashes come from these, not from CAs: two long side chains (Phe, Trp, Arg) can touch with their CAs 11 Å
+    apart, beyond the 28 nearest CAs."""
+    m = torch.as_tensor(rc.SLOT_MASK, device=pos.device)[restype].to(pos.dtype)  # [L, 14]
+    return (pos * m[..., None]).sum(-2) / m.sum(-1)[..., None]
+
+
 def repack(pos: torch.Tensor, ca, n, c, o_torsion, chi, restype, segment, k: int = 28,
            trigger: float = 2.2) -> torch.Tensor:
     """Repair side-chain clashes. pos [B, L, 14, 3] Å (built from ca, n, c [B, L, 3], o_torsion [B, L],
@@ -41,7 +49,7 @@ def repack(pos: torch.Tensor, ca, n, c, o_torsion, chi, restype, segment, k: int
     if L < 2:
         return pos
     dev = pos.device
-    nbr = knn(ca, k)  # [B, L, k]
+    nbr = knn(residue_centres(pos, restype), k)  # [B, L, k]
     k = nbr.shape[-1]
     i_idx = torch.arange(L, device=dev)[None, :, None]
     adjacent = ((nbr - i_idx).abs() == 1) & (segment[nbr] == segment[i_idx])

@@ -5,8 +5,8 @@ The local repair moves two χ angles at a time by fixed steps from the decoded r
 interpenetrate (Lys/Glu/Arg tips), or a side chain lying on its own carbonyl O, can need a different rotamer
 altogether. Every residue that still has a counted pair closer than ``severe`` Å — to one of its k nearest
 residues (the pair rule of :func:`ldb_hpc.ops.reference.pair_counts`) or between its side chain (beyond CB) and
-its own backbone O — gets the full grid of staggered rotamers (each χ ∈ {−60°, 60°, 180°}; up to 81) plus
-its current one, scored like the local repair against its neighbours' current atoms plus a penalty for its own
+its own backbone O — gets a full rotamer grid (χ1 ∈ {−60°, 60°, 180°}, χ2..χ4 also ±90° and 0°; prolines the
+two ring puckers) plus its current side chain, scored like the local repair against its neighbours' current atoms plus a penalty for its own
 O; the lowest score wins. Two passes, each in two halves by residue parity. Frames without a severe pair cost one
 check.
 """
@@ -20,20 +20,28 @@ import torch
 
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.model.features import knn
+from ldb_hpc.model.packing import residue_centres
 
 _STAGGERED = (-60.0, 60.0, 180.0)
+_PLANAR = (-90.0, 0.0, 90.0)
 _CONTACT = 3.0  # Å, as the local repair
 _SELF_CONTACT = 2.6  # Å: side chain against its own O (a 1–5 pair, 2.7–3.5 Å in real rotamers)
 _O = 3  # slot of the backbone O
 
 
-def _grids(dev, dtype) -> dict[int, torch.Tensor]:
-    """Per number of χ angles n (1..4): [3**n, 4] rotamer grid in radians (unused channels 0)."""
+def _grids(dev, dtype) -> dict:
+    """Rotamer grids in radians, [G, 4] (unused channels 0): per number of χ angles n (1..4), χ1 staggered and
+    χ2..χ4 staggered or eclipsed-planar (aromatic and amide χ2 sit near ±90° / 0°); key "pro": the two ring
+    puckers (χ1 ±30°; the ring closure sets χ2)."""
     out = {}
     for n in range(1, 5):
-        g = torch.zeros(3 ** n, 4, dtype=dtype, device=dev)
-        g[:, :n] = torch.tensor(list(itertools.product(_STAGGERED, repeat=n)), dtype=dtype, device=dev)
+        values = [_STAGGERED] + [_STAGGERED + _PLANAR] * (n - 1)
+        g = torch.zeros(math.prod(len(v) for v in values), 4, dtype=dtype, device=dev)
+        g[:, :n] = torch.tensor(list(itertools.product(*values)), dtype=dtype, device=dev)
         out[n] = g * (math.pi / 180.0)
+    pro = torch.zeros(2, 4, dtype=dtype, device=dev)
+    pro[:, 0] = torch.tensor([-30.0, 30.0]) * (math.pi / 180.0)
+    out["pro"] = pro
     return out
 
 
@@ -48,7 +56,7 @@ def self_overlap(atoms: torch.Tensor, restype: torch.Tensor, cutoff: float) -> t
 
 
 def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28,
-           severe: float = 1.5) -> torch.Tensor:
+           severe: float = 1.6) -> torch.Tensor:
     """pos [B, L, 14, 3] Å after the local repair, on the backbone ca, n, c [B, L, 3], o_torsion [B, L];
     restype, segment [L]. Returns new positions; only side chains of residues with a severe pair move."""
     from ldb_hpc import ops
@@ -59,9 +67,11 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
         return pos
     dev, dt = pos.device, pos.dtype
     n_chi = torch.as_tensor(rc.CHI_MASK, device=dev)[restype].sum(-1)  # [L]
-    movable = (n_chi > 0) & (restype != rc.RESTYPE_INDEX["PRO"])
+    is_pro = restype == rc.RESTYPE_INDEX["PRO"]
+    group = torch.where(is_pro, 0, n_chi)  # 0: proline (its pucker), 1..4: number of χ angles
+    movable = n_chi > 0
     if L >= 2:
-        nbr = knn(ca, min(k, L - 1))  # [B, L, k]
+        nbr = knn(residue_centres(pos, restype), min(k, L - 1))  # [B, L, k]
         k = nbr.shape[-1]
         i_idx = torch.arange(L, device=dev)[None, :, None]
         adjacent = ((nbr - i_idx).abs() == 1) & (segment[nbr] == segment[i_idx])
@@ -88,11 +98,11 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
         rows = severe_rows(rows)
         if rows.numel() == 0:
             break
-        for nc in range(1, 5):  # one vectorised batch per number of χ angles
-            sel = rows[((rows % L) % 2 == parity) & (n_chi[rows % L] == nc)]
+        for grp in range(5):  # one vectorised batch per grid: proline, then 1..4 χ angles
+            sel = rows[((rows % L) % 2 == parity) & (group[rows % L] == grp)]
             if sel.numel() == 0:
                 continue
-            cand = grids[nc][:, None, :].expand(-1, len(sel), -1)  # [G, M, 4]
+            cand = grids[grp or "pro"][:, None, :].expand(-1, len(sel), -1)  # [G, M, 4]
             G = cand.shape[0]
             bb = lambda x: x.reshape(B * L, *x.shape[2:])[sel].expand(G, *[-1] * (x.dim() - 1))  # noqa: E731
             grid_atoms = atoms_from_backbone(bb(ca), bb(n), bb(c), bb(o_torsion), cand, restype_flat[sel])

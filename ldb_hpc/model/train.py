@@ -186,8 +186,10 @@ def train(cfg: TrainConfig) -> dict:
             what = "TOKENIZER_DIR (the stage-1" if cfg.stage == "diffusion" else "DIFFUSION_DIR (the stage-2"
             raise InputError(f"train {cfg.stage} needs --init {what} checkpoint)")
         model = load_model(cfg.init)
+        if cfg.stage == "refine":
+            model.add_sample_decoder()
         model.train()
-        learn = "denoiser." if cfg.stage == "diffusion" else "decoder."
+        learn = "denoiser." if cfg.stage == "diffusion" else "sample_decoder."
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith(learn))
     else:
