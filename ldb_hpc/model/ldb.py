@@ -41,7 +41,7 @@ class LDBConfig:
     temperature: float = 1.0  # sampling temperature for ensembles (samples > 1)
     eta: float = 0.0
     null_latent_p: float = 0.15  # training: share of residues decoded from a learned 'no latent' vector
-    sample_decoder: bool = False  # a second decoder, fine-tuned on sampled latents (stage 3), used by sample()
+    sample_decoder: bool = False  # stage 3: a second conditioning encoder + decoder, fine-tuned on sampled latents
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +105,8 @@ class LDBModel(nn.Module):
         # Stage 3 (refine) copies the tokenizer's decoder and fine-tunes the copy on the latents the sampler
         # produces; sampling decodes with it, the tokenizer round trip keeps the stage-1 decoder.
         self.sample_decoder = Decoder(cfg.dim, cfg.latent_dim, cfg.hidden) if cfg.sample_decoder else None
+        self.sample_encoder = (ConditionEncoder(cfg.dim, cfg.edge_dim, cfg.layers) if cfg.sample_decoder
+                               else None)
         self.null_latent = nn.Parameter(torch.zeros(cfg.latent_dim))
         self.denoiser = Denoiser(cfg.dim, cfg.latent_dim, cfg.denoiser_hidden)
         self.register_buffer("latent_mean", torch.zeros(cfg.latent_dim))
@@ -218,10 +220,15 @@ class LDBModel(nn.Module):
         if self.sample_decoder is None:
             self.cfg.sample_decoder = True
             self.sample_decoder = copy.deepcopy(self.decoder)
+            self.sample_encoder = copy.deepcopy(self.cond_encoder)
 
-    @property
-    def sampling_decoder(self) -> nn.Module:
-        return self.decoder if self.sample_decoder is None else self.sample_decoder
+    def _decode_sampled(self, g, h: torch.Tensor, zq: torch.Tensor, repeat: int = 1) -> dict:
+        """Decode sampled codes zq [B·repeat, L, d]: with the stage-3 encoder + decoder when the model has them
+        (their own reading of the CA graph g, run once per frame), else with the tokenizer's decoder on h."""
+        rep = lambda v: v.repeat_interleave(repeat, dim=0) if repeat > 1 else v  # noqa: E731
+        if self.sample_decoder is None:
+            return self.decoder(rep(h), zq, rep(g.nbr))
+        return self.sample_decoder(rep(self.sample_encoder(g)), zq, rep(g.nbr))
 
     def refine_loss(self, pos, mask, restype, segment, true_share: float = 0.0, steps: int | None = None,
                     generator: torch.Generator | None = None, mse_weight: float = 1.0) -> dict:
@@ -230,11 +237,11 @@ class LDBModel(nn.Module):
         For each batch the frozen conditioning encoder and denoiser sample latents with DDIM (``steps``) at a
         temperature drawn per batch (0 in 70 % of batches: the default single-sample path; otherwise uniform
         in [0, 1]); they are snapped to the codebook like at inference. A random ``true_share`` of residues
-        keeps the encoder's own code instead. The sampling decoder (:meth:`add_sample_decoder`; the tokenizer's
-        decoder and its round trip stay as they are) then learns the structure most consistent with what the
-        sampler hands it, with the stage-1 losses (coordinates, torsions, clashes) plus ``mse_weight`` × the
-        mean squared atom error: the RMSD-optimal structure under the remaining uncertainty is a mean, which
-        the absolute-distance loss alone does not reward."""
+        keeps the encoder's own code instead. The sampling encoder + decoder (:meth:`add_sample_decoder`; the
+        tokenizer's decoder and its round trip, and the denoiser's conditioning, stay as they are) then learn
+        the structure most consistent with what the sampler hands it, with the stage-1 losses (coordinates,
+        torsions, clashes) plus ``mse_weight`` × the mean squared atom error: the RMSD-optimal structure under
+        the remaining uncertainty is a mean, which the absolute-distance loss alone does not reward."""
         ca = pos[..., 1, :]
         with torch.no_grad():
             g, h = self.condition(ca, restype, segment)
@@ -252,7 +259,7 @@ class LDBModel(nn.Module):
             zq_s = self.vq.decode(self.vq.nearest(x * self.latent_std + self.latent_mean))
             keep = torch.rand(zq_s.shape[:-1], generator=generator) < true_share
             zq = torch.where(keep[..., None], zq_true, zq_s)
-        out = self.sampling_decoder(h, zq, g.nbr)
+        out = self._decode_sampled(g, h, zq)
         x = self.build(ca, restype, segment, out, lf)
         zero = x.new_zeros(())
         losses = self._losses(x, pos, mask, restype, segment, out, t, g.nbr, zero, 1.0)
@@ -280,7 +287,7 @@ class LDBModel(nn.Module):
         z = x * self.latent_std + self.latent_mean
         zq = self.vq.decode(self.vq.nearest(z))  # [B, S, L, d]
         rep = lambda v: v.repeat_interleave(samples, dim=0)  # noqa: E731
-        out = self.sampling_decoder(rep(h), zq.reshape(B * samples, L, -1), rep(g.nbr))
+        out = self._decode_sampled(g, h, zq.reshape(B * samples, L, -1), samples)
         xyz = self.build(rep(ca), restype, segment, out, pack=pack)
         return xyz.reshape(B, samples, L, rc.NUM_SLOTS, 3)
 
