@@ -31,11 +31,17 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
+# The conversions return the tensor itself when it already is what the kernel takes: on the small ops of the
+# hot path (a DDIM update is ~70k floats) the launcher's overhead is as large as the arithmetic.
 def _f32(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype is torch.float32 and not x.requires_grad and x.is_contiguous():
+        return x
     return x.detach().to(torch.float32).contiguous()
 
 
 def _i64(x: torch.Tensor) -> torch.Tensor:
+    if isinstance(x, torch.Tensor) and x.dtype is torch.int64 and x.is_contiguous():
+        return x
     return torch.as_tensor(x).detach().to(torch.int64).contiguous()
 
 
@@ -101,9 +107,11 @@ def diffusion_step(x_t: torch.Tensor, eps: torch.Tensor, coef: tuple, seed: int,
                    frame_ids: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """x_t, eps [B, S, L, D] float32; coef: 5 floats of :func:`ldb_hpc.ops.reference.step_coefficients` →
     x_prev [B, S, L, D] float32."""
-    res = _check_out(out, tuple(x_t.shape), torch.float32)
-    c = [float(v) for v in coef]
-    module().diffusion_step(_f32(x_t), _f32(eps), *c, int(seed), int(step), _i64(frame_ids), res, _threads())
+    res = torch.empty_like(x_t, dtype=torch.float32, memory_format=torch.contiguous_format) if out is None \
+        else _check_out(out, tuple(x_t.shape), torch.float32)
+    c0, c1, c2, c3, c4 = coef
+    module().diffusion_step(_f32(x_t), _f32(eps), float(c0), float(c1), float(c2), float(c3), float(c4), int(seed),
+                            int(step), _i64(frame_ids), res, _threads())
     return res
 
 
