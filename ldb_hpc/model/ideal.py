@@ -351,21 +351,25 @@ def cis_units(trans_unit: torch.Tensor, ca_ca: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.cat([v, z], -1) for v in (c2, o2, n2)], -2).to(trans_unit.dtype)
 
 
-def _settle_cis(ca, g, alpha, unit, cis, c_u, o_u, n_u, a_ncac: float, step_deg: float = 5.0):
-    """Turn every cis unit to the rotation (a 5° grid around the given α) that gives the two residues it joins
-    the most nearly ideal N–CA–C angles with their other units; a cis unit's α is poorly predicted (rare in
-    training) and a wrong one folds N onto C. Ties go to the given α. Returns new (c_u, o_u, n_u)."""
-    idx = cis.nonzero(as_tuple=True)  # batch indices..., link j
+def _settle_links(ca, g, alpha, unit, links, cis, c_u, o_u, n_u, a_ncac: float, step_deg: float = 5.0):
+    """Turn the flagged peptide units ``links`` [..., L-1] to the rotation (a 5° grid around the given α; any
+    rotation for cis units, within ±60° for trans ones) that gives the two residues each joins the most nearly
+    ideal N–CA–C angles with their other units, keeps the 1–4 pairs N–O ≥ 2.6 Å and the carbonyl O ≥ 2.7 Å from
+    the neighbouring units' O. A cis unit's α is poorly predicted (rare in training) and a wrong one folds N onto
+    C; two sampled trans units can put consecutive O atoms on top of each other. Ties go to the given α.
+    Returns new (c_u, o_u, n_u)."""
+    idx = links.nonzero(as_tuple=True)  # batch indices..., link j
     j = idx[-1]
-    L1 = cis.shape[-1]
+    L1 = links.shape[-1]
     grid = torch.deg2rad(torch.arange(-180.0, 180.0, step_deg, dtype=ca.dtype, device=ca.device))  # [G]
     a = alpha[idx][:, None] + grid  # [P, G]
+    too_far = ~cis.expand(links.shape)[idx][:, None] & (grid.abs() > math.radians(60.0))[None]  # [P, G]
     Uc = _unit_frame(g["R"][idx][:, None].expand(-1, len(grid), -1, -1), a)  # [P, G, 3, 3]
     ca_i, ca_j = ca[idx[:-1] + (j,)], ca[idx[:-1] + (j + 1,)]  # [P, 3]
     c_c = ca_i[:, None] + torch.einsum("pgij,pj->pgi", Uc, unit[idx][:, 0])
     o_c = ca_i[:, None] + torch.einsum("pgij,pj->pgi", Uc, unit[idx][:, 1])
     n_c = ca_j[:, None] + torch.einsum("pgij,pj->pgi", Uc, unit[idx][:, 2])
-    cost = 0.05 * (1 - torch.cos(grid))[None]
+    cost = 0.05 * (1 - torch.cos(grid))[None] + too_far * 1e6
     linked = g["linked"]
     for side in (-1, 1):  # the residue before (its N from link j−1) and after (its C from link j+1)
         k = (j + side).clamp(0, L1 - 1)
@@ -379,7 +383,8 @@ def _settle_cis(ca, g, alpha, unit, cis, c_u, o_u, n_u, a_ncac: float, step_deg:
             other = c_u[idx[:-1] + (k,)]  # C(i+1) from the unit after
             ang = bond_angle(n_c, ca_j[:, None], other[:, None])
             near = (n_c - o_u[idx[:-1] + (k,)][:, None]).norm(dim=-1)
-        cost = cost + ok[:, None] * ((ang - a_ncac) ** 2 + torch.relu(2.6 - near) ** 2)
+        o_o = (o_c - o_u[idx[:-1] + (k,)][:, None]).norm(dim=-1)  # carbonyl O of the neighbouring unit
+        cost = cost + ok[:, None] * ((ang - a_ncac) ** 2 + torch.relu(2.6 - near) ** 2 + torch.relu(2.7 - o_o) ** 2)
     best = cost.argmin(-1)
     a_best = a.gather(-1, best[:, None])[:, 0]
     U = _unit_frame(g["R"][idx], a_best)
@@ -420,8 +425,15 @@ def backbone_from_angles(ca: torch.Tensor, g: dict, alpha: torch.Tensor, psi_sta
     c_u = ca_i + torch.einsum("...ij,...j->...i", U, unit[..., 0, :])
     o_u = ca_i + torch.einsum("...ij,...j->...i", U, unit[..., 1, :])
     n_u = ca_j + torch.einsum("...ij,...j->...i", U, unit[..., 2, :])
-    if bool(cis.any()):
-        c_u, o_u, n_u = _settle_cis(ca, g, alpha, unit, cis & g["linked"], c_u, o_u, n_u, a_ncac)
+    # Units to settle: cis ones, and both units of consecutive carbonyls closer than 2.3 Å.
+    linked = g["linked"]
+    o_o = (o_u[..., 1:, :] - o_u[..., :-1, :]).norm(dim=-1) < 2.3  # [..., L-2]
+    o_o = o_o & linked[1:] & linked[:-1]
+    bad = cis & linked
+    bad = torch.cat([bad[..., :1], bad[..., 1:] | o_o], -1)
+    bad = torch.cat([bad[..., :-1] | o_o, bad[..., -1:]], -1)
+    if bool(bad.any()):
+        c_u, o_u, n_u = _settle_links(ca, g, alpha, unit, bad, cis, c_u, o_u, n_u, a_ncac)
     # Chain-end atoms with ideal bond geometry: N(i) at ψ(i) for a link with no residue before it,
     # C(i+1) at φ(i+1) for a link with no residue after it.
     n_start = nerf(n_u, c_u, ca_i, b_nca, a_ncac, psi_start)
