@@ -182,7 +182,7 @@ def test_train_cli_runs_and_resumes(tmp_path, run_cli):
     refined = load_model(tmp_path / "r" / "model")
     assert refined.cfg.temperature == 0.5 and diffusion_model.cfg.temperature == 1.0
     before, after = diffusion_model.state_dict(), refined.state_dict()
-    new = {k for k in after if k.startswith(("sample_decoder.", "sample_encoder."))}
+    new = {k for k in after if k.startswith(("sample_decoder.", "sample_encoder.", "sample_context."))}
     assert set(after) - set(before) == new and any(k.startswith("sample_encoder.") for k in new)
     assert not {k for k in before if not torch.equal(before[k], after[k])}
     assert any(not torch.equal(after["sample_" + k], before[k]) for k in before if k.startswith("decoder."))

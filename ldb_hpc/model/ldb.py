@@ -21,7 +21,8 @@ from ldb_hpc.geometry.builder import dihedral, measure_torsions
 from ldb_hpc.model import diffusion as diff
 from ldb_hpc.model.features import featurize
 from ldb_hpc.model.ideal import _alpha_of, atoms_from_backbone, backbone_from_angles, link_frames, load_tables
-from ldb_hpc.model.networks import ConditionEncoder, Decoder, Denoiser, LatentEncoder, VectorQuantizer
+from ldb_hpc.model.networks import (ConditionEncoder, Decoder, Denoiser, LatentContext, LatentEncoder,
+                                     VectorQuantizer)
 
 _PI_PERIODIC = torch.as_tensor(rc.CHI_PI_PERIODIC_MASK)  # [21, 4]
 _PRO_CHI1_MAX = 0.7  # rad (40°)
@@ -107,6 +108,7 @@ class LDBModel(nn.Module):
         self.sample_decoder = Decoder(cfg.dim, cfg.latent_dim, cfg.hidden) if cfg.sample_decoder else None
         self.sample_encoder = (ConditionEncoder(cfg.dim, cfg.edge_dim, cfg.layers) if cfg.sample_decoder
                                else None)
+        self.sample_context = LatentContext(cfg.dim, cfg.edge_dim, cfg.latent_dim) if cfg.sample_decoder else None
         self.null_latent = nn.Parameter(torch.zeros(cfg.latent_dim))
         self.denoiser = Denoiser(cfg.dim, cfg.latent_dim, cfg.denoiser_hidden)
         self.register_buffer("latent_mean", torch.zeros(cfg.latent_dim))
@@ -221,14 +223,17 @@ class LDBModel(nn.Module):
             self.cfg.sample_decoder = True
             self.sample_decoder = copy.deepcopy(self.decoder)
             self.sample_encoder = copy.deepcopy(self.cond_encoder)
+            self.sample_context = LatentContext(self.cfg.dim, self.cfg.edge_dim, self.cfg.latent_dim)
 
     def _decode_sampled(self, g, h: torch.Tensor, zq: torch.Tensor, repeat: int = 1) -> dict:
-        """Decode sampled codes zq [B·repeat, L, d]: with the stage-3 encoder + decoder when the model has them
-        (their own reading of the CA graph g, run once per frame), else with the tokenizer's decoder on h."""
+        """Decode sampled codes zq [B·repeat, L, d]: with the stage-3 networks when the model has them (their own
+        reading of the CA graph g, run once per frame; message passing over the sampled codes; the sampling
+        decoder), else with the tokenizer's decoder on h."""
         rep = lambda v: v.repeat_interleave(repeat, dim=0) if repeat > 1 else v  # noqa: E731
         if self.sample_decoder is None:
             return self.decoder(rep(h), zq, rep(g.nbr))
-        return self.sample_decoder(rep(self.sample_encoder(g)), zq, rep(g.nbr))
+        h2 = self.sample_context(rep(self.sample_encoder(g)), zq, g, repeat)
+        return self.sample_decoder(h2, zq, rep(g.nbr))
 
     def refine_loss(self, pos, mask, restype, segment, true_share: float = 0.0, steps: int | None = None,
                     generator: torch.Generator | None = None, mse_weight: float = 1.0) -> dict:

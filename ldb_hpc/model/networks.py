@@ -62,6 +62,30 @@ class ConditionEncoder(nn.Module):
         return h
 
 
+class LatentContext(nn.Module):
+    """Message passing over the sampled codes: h_i ← MP layers over [h_i + W·zq_i] with the CA graph's edges, so
+    that a residue's decoding sees its neighbours' codes, not only their mean; the result is added to h through
+    a zero-initialised projection, so it starts as the identity on h. h [B, L, D], zq [B, L, d] → [B, L, D]."""
+
+    def __init__(self, dim: int, edge_dim: int, latent_dim: int, layers: int = 2):
+        super().__init__()
+        self.code_in = nn.Linear(latent_dim, dim)
+        self.edge_in = mlp(EDGE_DIM, edge_dim, edge_dim)
+        self.layers = nn.ModuleList(MPLayer(dim, edge_dim) for _ in range(layers))
+        self.out = nn.Linear(dim, dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, h: torch.Tensor, zq: torch.Tensor, g: Graph, repeat: int = 1) -> torch.Tensor:
+        """h [B·repeat, L, D] (already repeated per sample); the graph g has B frames."""
+        rep = (lambda v: v.repeat_interleave(repeat, dim=0)) if repeat > 1 else (lambda v: v)  # noqa: E731
+        e, nbr = rep(self.edge_in(g.edge)), rep(g.nbr)
+        x = h + self.code_in(zq)
+        for layer in self.layers:
+            x = layer(x, e, nbr)
+        return h + self.out(x)
+
+
 class LatentEncoder(nn.Module):
     def __init__(self, dim: int, latent_dim: int, hidden: int = 128):
         super().__init__()

@@ -189,7 +189,7 @@ def train(cfg: TrainConfig) -> dict:
         if cfg.stage == "refine":
             model.add_sample_decoder()
         model.train()
-        learn = ("denoiser.",) if cfg.stage == "diffusion" else ("sample_decoder.", "sample_encoder.")
+        learn = ("denoiser.",) if cfg.stage == "diffusion" else ("sample_decoder.", "sample_encoder.", "sample_context.")
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith(learn))
     else:
