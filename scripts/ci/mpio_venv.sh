@@ -12,7 +12,7 @@ bash scripts/ci/apt.sh openmpi-bin libopenmpi-dev libhdf5-openmpi-dev pkg-config
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install --quiet)
 "${PIP[@]}" --upgrade pip "setuptools>=77" wheel
-"${PIP[@]}" numpy "cython>=3" pkgconfig "scikit-build-core>=0.10" "pytest>=7" "pytest-xdist>=3"
+"${PIP[@]}" numpy "cython>=3" pkgconfig "scikit-build-core>=0.10" nanobind "pytest>=7" "pytest-xdist>=3"
 # Compiled against Debian's Open MPI / HDF5, never the mpich or h5py wheels; h5py's build imports mpi4py.
 if ! "$VENV/bin/python" -c "import mpi4py" 2>/dev/null; then
     env CC=mpicc "${PIP[@]}" --no-binary=mpi4py --no-build-isolation --no-cache-dir mpi4py
