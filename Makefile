@@ -24,6 +24,8 @@ help:
 	@echo "make install-mpio     build $(MPIO_VENV) only (parallel h5py, mpi4py on Open MPI)"
 	@echo "make slurm-up / slurm-down   start / stop the local test SLURM cluster"
 	@echo "make bench-runtime    memory and MPI-scaling benchmark of backmap (benchmarks/runtime)"
+	@echo "make bench            all benchmarks + report (benchmarks/README.md, README table; <= 30 min);"
+	@echo "                      make bench BENCH_ARGS=--smoke: tiny size into build/bench-smoke (< 2 min)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +48,7 @@ $(TEST_STAMP): $(STAMP)
 	@touch $@
 
 # Parallel HDF5 venv: ~5 minutes from scratch on 2 cores (mpi4py and h5py are compiled).
-$(MPIO_STAMP): pyproject.toml CMakeLists.txt scripts/ci/mpio_venv.sh
+$(MPIO_STAMP): pyproject.toml CMakeLists.txt scripts/ci/mpio_venv.sh $(KERNEL_SOURCES)
 	@echo "make: building $(MPIO_VENV) (parallel h5py, mpi4py on Open MPI)"; t0=$(NOW); \
 	bash scripts/ci/mpio_venv.sh $(MPIO_VENV) $(PYTHON) && \
 	echo "ci-time: install-venv-mpio $$(( $(NOW) - t0 )) s"
@@ -63,6 +65,13 @@ slurm-down:
 
 bench-runtime: $(STAMP)
 	$(PY) benchmarks/runtime/bench_runtime.py
+
+# Benchmarks and their report (benchmarks/bench_all.py); matplotlib (plots) and pypulchra (the PULCHRA
+# baseline) are benchmark-only dependencies, not the package's.
+.PHONY: bench
+bench: $(STAMP)
+	@$(PY) -c "import matplotlib, pypulchra" 2>/dev/null || $(PIP) install --quiet matplotlib pypulchra
+	$(PY) benchmarks/bench_all.py $(BENCH_ARGS)
 
 demo: $(STAMP)
 	@mkdir -p $(DEMO_OUT)
