@@ -353,7 +353,7 @@ def cis_units(trans_unit: torch.Tensor, ca_ca: torch.Tensor) -> torch.Tensor:
 
 def _settle_links(ca, g, alpha, unit, links, cis, c_u, o_u, n_u, a_ncac: float, step_deg: float = 5.0):
     """Turn the flagged peptide units ``links`` [..., L-1] to the rotation (a 5° grid around the given α; any
-    rotation for cis units, within ±60° for trans ones) that gives the two residues each joins the most nearly
+    rotation for cis units, within ±90° for trans ones) that gives the two residues each joins the most nearly
     ideal N–CA–C angles with their other units, keeps the 1–4 pairs N–O ≥ 2.6 Å and the carbonyl O ≥ 2.7 Å from
     the neighbouring units' O. A cis unit's α is poorly predicted (rare in training) and a wrong one folds N onto
     C; two sampled trans units can put consecutive O atoms on top of each other. Ties go to the given α.
@@ -363,7 +363,7 @@ def _settle_links(ca, g, alpha, unit, links, cis, c_u, o_u, n_u, a_ncac: float, 
     L1 = links.shape[-1]
     grid = torch.deg2rad(torch.arange(-180.0, 180.0, step_deg, dtype=ca.dtype, device=ca.device))  # [G]
     a = alpha[idx][:, None] + grid  # [P, G]
-    too_far = ~cis.expand(links.shape)[idx][:, None] & (grid.abs() > math.radians(60.0))[None]  # [P, G]
+    too_far = ~cis.expand(links.shape)[idx][:, None] & (grid.abs() > math.radians(90.0))[None]  # [P, G]
     Uc = _unit_frame(g["R"][idx][:, None].expand(-1, len(grid), -1, -1), a)  # [P, G, 3, 3]
     ca_i, ca_j = ca[idx[:-1] + (j,)], ca[idx[:-1] + (j + 1,)]  # [P, 3]
     c_c = ca_i[:, None] + torch.einsum("pgij,pj->pgi", Uc, unit[idx][:, 0])
@@ -371,6 +371,22 @@ def _settle_links(ca, g, alpha, unit, links, cis, c_u, o_u, n_u, a_ncac: float, 
     n_c = ca_j[:, None] + torch.einsum("pgij,pj->pgi", Uc, unit[idx][:, 2])
     cost = 0.05 * (1 - torch.cos(grid))[None] + too_far * 1e6
     linked = g["linked"]
+    # The CBs the candidate backbone implies (Ala geometry for every type; Gly has none but the rule is harmless):
+    # residue i gets N from the unit before and C from this one, residue i+1 the reverse.
+    from ldb_hpc.chem.ideal import ideal_geometry
+    from ldb_hpc.geometry.builder import nerf
+
+    geo = ideal_geometry()
+    ala = rc.RESTYPE_INDEX["ALA"]
+    cb_geo = (float(geo.bond[ala, 4]), float(geo.angle[ala, 4]), float(geo.offset[ala, 4]))
+    k_prev, k_next = (j - 1).clamp(0, L1 - 1), (j + 1).clamp(0, L1 - 1)
+    ok_prev = (j >= 1) & linked[k_prev]
+    ok_next = (j + 1 < L1) & linked[k_next]
+    cb_i = nerf(c_c, n_u[idx[:-1] + (k_prev,)][:, None].expand_as(c_c), ca_i[:, None].expand_as(c_c), *cb_geo)
+    cb_j = nerf(c_u[idx[:-1] + (k_next,)][:, None].expand_as(n_c), n_c, ca_j[:, None].expand_as(n_c), *cb_geo)
+    cost = cost + (ok_prev & ok_next)[:, None] * torch.relu(2.8 - (cb_i - cb_j).norm(dim=-1)) ** 2
+    # O(i)–CB(i+1), a 1–5 pair (≥ 2.8 Å in real backbones; a proline ring beyond that CB folds onto O(i)).
+    cost = cost + ok_next[:, None] * torch.relu(2.7 - (o_c - cb_j).norm(dim=-1)) ** 2
     for side in (-1, 1):  # the residue before (its N from link j−1) and after (its C from link j+1)
         k = (j + side).clamp(0, L1 - 1)
         ok = (j + side >= 0) & (j + side < L1) & linked[k]
@@ -425,14 +441,20 @@ def backbone_from_angles(ca: torch.Tensor, g: dict, alpha: torch.Tensor, psi_sta
     c_u = ca_i + torch.einsum("...ij,...j->...i", U, unit[..., 0, :])
     o_u = ca_i + torch.einsum("...ij,...j->...i", U, unit[..., 1, :])
     n_u = ca_j + torch.einsum("...ij,...j->...i", U, unit[..., 2, :])
-    # Units to settle: cis ones, and both units of consecutive carbonyls closer than 2.3 Å.
+    # Units to settle (twice, as a settled unit changes its neighbours' angles): cis ones; both units of a residue
+    # whose N–CA–C angle is more than 20° from ideal (two units that disagree, e.g. a proline folded onto the
+    # carbonyl before it); both units of consecutive carbonyls closer than 2.3 Å.
     linked = g["linked"]
-    o_o = (o_u[..., 1:, :] - o_u[..., :-1, :]).norm(dim=-1) < 2.3  # [..., L-2]
-    o_o = o_o & linked[1:] & linked[:-1]
-    bad = cis & linked
-    bad = torch.cat([bad[..., :1], bad[..., 1:] | o_o], -1)
-    bad = torch.cat([bad[..., :-1] | o_o, bad[..., -1:]], -1)
-    if bool(bad.any()):
+    both = linked[1:] & linked[:-1]  # [L-2]: residues 1..L-2 have a unit on each side
+    for _ in range(2):
+        ncac = bond_angle(n_u[..., :-1, :], ca[..., 1:-1, :], c_u[..., 1:, :])  # [..., L-2], residues 1..L-2
+        pair = both & (((ncac - a_ncac).abs() > math.radians(20.0))
+                       | ((o_u[..., 1:, :] - o_u[..., :-1, :]).norm(dim=-1) < 2.3))
+        bad = cis & linked
+        bad = torch.cat([bad[..., :1], bad[..., 1:] | pair], -1)
+        bad = torch.cat([bad[..., :-1] | pair, bad[..., -1:]], -1)
+        if not bool(bad.any()):
+            break
         c_u, o_u, n_u = _settle_links(ca, g, alpha, unit, bad, cis, c_u, o_u, n_u, a_ncac)
     # Chain-end atoms with ideal bond geometry: N(i) at ψ(i) for a link with no residue before it,
     # C(i+1) at φ(i+1) for a link with no residue after it.
