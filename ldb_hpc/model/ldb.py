@@ -225,16 +225,14 @@ class LDBModel(nn.Module):
             self.sample_encoder = copy.deepcopy(self.cond_encoder)
             self.sample_context = LatentContext(self.cfg.dim, self.cfg.edge_dim, self.cfg.latent_dim)
 
-    def _decode_sampled(self, g, h: torch.Tensor, zq: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor,
-                        repeat: int = 1) -> dict:
+    def _decode_sampled(self, g, h: torch.Tensor, zq: torch.Tensor, repeat: int = 1) -> dict:
         """Decode sampled codes zq [B·repeat, L, d]: with the stage-3 networks when the model has them (their own
         reading of the CA graph g, run once per frame; message passing over the sampled codes; the sampling
         decoder), else with the tokenizer's decoder on h."""
         rep = lambda v: v.repeat_interleave(repeat, dim=0) if repeat > 1 else v  # noqa: E731
         if self.sample_decoder is None:
             return self.decoder(rep(h), zq, rep(g.nbr))
-        g_wide = featurize(g.ca, restype, segment, LatentContext.wide_k)
-        h2 = self.sample_context(rep(self.sample_encoder(g)), zq, g_wide, repeat)
+        h2 = self.sample_context(rep(self.sample_encoder(g)), zq, g, repeat)
         return self.sample_decoder(h2, zq, rep(g.nbr))
 
     def refine_loss(self, pos, mask, restype, segment, true_share: float = 0.0, steps: int | None = None,
@@ -266,7 +264,7 @@ class LDBModel(nn.Module):
             zq_s = self.vq.decode(self.vq.nearest(x * self.latent_std + self.latent_mean))
             keep = torch.rand(zq_s.shape[:-1], generator=generator) < true_share
             zq = torch.where(keep[..., None], zq_true, zq_s)
-        out = self._decode_sampled(g, h, zq, restype, segment)
+        out = self._decode_sampled(g, h, zq)
         x = self.build(ca, restype, segment, out, lf)
         zero = x.new_zeros(())
         losses = self._losses(x, pos, mask, restype, segment, out, t, g.nbr, zero, 1.0)
@@ -294,7 +292,7 @@ class LDBModel(nn.Module):
         z = x * self.latent_std + self.latent_mean
         zq = self.vq.decode(self.vq.nearest(z))  # [B, S, L, d]
         rep = lambda v: v.repeat_interleave(samples, dim=0)  # noqa: E731
-        out = self._decode_sampled(g, h, zq.reshape(B * samples, L, -1), restype, segment, samples)
+        out = self._decode_sampled(g, h, zq.reshape(B * samples, L, -1), samples)
         xyz = self.build(rep(ca), restype, segment, out, pack=pack)
         return xyz.reshape(B, samples, L, rc.NUM_SLOTS, 3)
 

@@ -63,38 +63,24 @@ class ConditionEncoder(nn.Module):
 
 
 class LatentContext(nn.Module):
-    """Message passing over the sampled codes on a wider CA graph: h_i ← MP layers over [h_i + W·zq_i + V·burial_i]
-    with the k-nearest-CA graph's edges (k = ``wide_k``, more packing context than the conditioning graph), so
-    that a residue's decoding sees its neighbours' codes, not only their mean, and how buried it is (the distances
-    to its 8th/16th/24th/32nd nearest CA). The result is added to h through a zero-initialised projection, so it
-    starts as the identity on h. h [B, L, D], zq [B, L, d] → [B, L, D]."""
-
-    wide_k = 32
+    """Message passing over the sampled codes: h_i ← MP layers over [h_i + W·zq_i] with the CA graph's edges, so
+    that a residue's decoding sees its neighbours' codes, not only their mean; the result is added to h through
+    a zero-initialised projection, so it starts as the identity on h. h [B, L, D], zq [B, L, d] → [B, L, D]."""
 
     def __init__(self, dim: int, edge_dim: int, latent_dim: int, layers: int = 2):
         super().__init__()
         self.code_in = nn.Linear(latent_dim, dim)
-        self.burial_in = nn.Linear(4, dim)
         self.edge_in = mlp(EDGE_DIM, edge_dim, edge_dim)
         self.layers = nn.ModuleList(MPLayer(dim, edge_dim) for _ in range(layers))
         self.out = nn.Linear(dim, dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    @staticmethod
-    def burial(g: Graph) -> torch.Tensor:
-        """[B, L, 4]: distances (/20 Å) to the 8th, 16th, 24th and 32nd nearest CA of the wide graph g."""
-        d = (gather_nodes(g.ca, g.nbr) - g.ca[:, :, None]).norm(dim=-1).sort(-1).values  # [B, L, k]
-        if d.shape[-1] == 0:
-            return g.ca.new_ones(*g.ca.shape[:2], 4)
-        pick = torch.tensor([7, 15, 23, 31], device=d.device).clamp_max(d.shape[-1] - 1)
-        return d[..., pick] / 20.0
-
-    def forward(self, h: torch.Tensor, zq: torch.Tensor, g_wide: Graph, repeat: int = 1) -> torch.Tensor:
-        """h [B·repeat, L, D] (already repeated per sample); g_wide: the wide graph of the B frames."""
+    def forward(self, h: torch.Tensor, zq: torch.Tensor, g: Graph, repeat: int = 1) -> torch.Tensor:
+        """h [B·repeat, L, D] (already repeated per sample); the graph g has B frames."""
         rep = (lambda v: v.repeat_interleave(repeat, dim=0)) if repeat > 1 else (lambda v: v)  # noqa: E731
-        e, nbr = rep(self.edge_in(g_wide.edge)), rep(g_wide.nbr)
-        x = h + self.code_in(zq) + rep(self.burial_in(self.burial(g_wide)))
+        e, nbr = rep(self.edge_in(g.edge)), rep(g.nbr)
+        x = h + self.code_in(zq)
         for layer in self.layers:
             x = layer(x, e, nbr)
         return h + self.out(x)
