@@ -36,7 +36,7 @@ def test_seeded_samples_are_reproducible_and_distinct(frames):
     c = model.backmap(ca, residues, idx, samples=3, seed=12)
     assert torch.equal(a, b)  # bitwise identical for the same seed
     assert not torch.equal(a, c)
-    assert (a[:, 0] - a[:, 1]).abs().max() > 0.1  # ensemble members differ (temperature 1)
+    assert (a[:, 0] - a[:, 1]).abs().max() > 0.1  # ensemble members differ (the model's ensemble temperature)
     # The batch does not matter: frames 2..3 alone give the same numbers.
     torch.testing.assert_close(model.backmap(ca[2:4], residues, idx[2:4], samples=3, seed=11), a[2:4],
                                rtol=0, atol=1e-4)
@@ -47,26 +47,57 @@ def test_seeded_samples_are_reproducible_and_distinct(frames):
                                model.backmap(ca, residues, idx, samples=1, seed=2), rtol=0, atol=0)
 
 
-@pytest.mark.data
-def test_casp12_accuracy_regression(shared_data):
-    """Where the shipped model stood when it was trained (docs/MODEL.md): mean heavy-atom RMSD 1.39 Å, χ1 68 %,
-    bond outliers < 0.5 % on the CASP12 CA traces with the default settings."""
+@pytest.fixture(scope="module")
+def casp12_runs(shared_data):
+    """The shipped model on every CASP12 CA trace: one default sample and a 10-sample ensemble (default
+    temperature), with the per-row DESIGN.md metrics. {(target, 'single'|'ensemble'): metrics dict}."""
     from ldb_hpc.geometry import metrics
     from ldb_hpc.io.structure import read_structure
 
     model = load_model(None)
-    rmsd, outliers = [], []
+    out = {}
     for path in sorted((shared_data / "test" / "casp12").glob("*.pdb")):
         prot = read_structure(str(path))[0]
         res = prot.residues
-        x = model.backmap(torch.from_numpy(prot.positions[:, 1])[None], res, torch.zeros(1, dtype=torch.long))[:, 0]
-        m = prot.mask & rc.SLOT_MASK[res.restype]
-        rmsd.append(float(np.sqrt((((x[0].numpy() - prot.positions) ** 2).sum(-1)[m]).mean())))
-        topo = metrics.build_topology(res.restype, res.segment, rc.SLOT_MASK[res.restype],
-                                      *_ideal_bonds())
-        outliers.append(float(metrics.bond_outliers(x.numpy(), topo)[0]))
-    assert np.mean(rmsd) < 1.45
-    assert np.mean(outliers) < 0.005
+        ca = torch.from_numpy(prot.positions[:, 1])[None]
+        for kind, samples in (("single", 1), ("ensemble", 10)):
+            x = model.backmap(ca, res, torch.zeros(1, dtype=torch.long), samples=samples, seed=3)[0]  # [S, L, 14, 3]
+            m = prot.mask & rc.SLOT_MASK[res.restype]
+            topo = metrics.build_topology(res.restype, res.segment, rc.SLOT_MASK[res.restype], *_ideal_bonds())
+            xs = x.numpy()
+            out[(path.stem, kind)] = {
+                "rmsd": np.sqrt((((xs - prot.positions[None]) ** 2).sum(-1)[:, m]).mean(-1)),  # [S]
+                "bond_outliers": metrics.bond_outliers(xs, topo),
+                **metrics.pair_metrics(xs, topo),
+            }
+    return out
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_casp12_accuracy_regression(casp12_runs):
+    """Where the shipped model stood when it was trained (docs/MODEL.md), with the default settings on the CASP12
+    CA traces: single-sample mean heavy-atom RMSD, bond outliers < 0.5 %; ensemble mean RMSD over samples
+    ≤ 1.50 Å and samples that differ."""
+    single = [v for (t, k), v in casp12_runs.items() if k == "single"]
+    ens = [v for (t, k), v in casp12_runs.items() if k == "ensemble"]
+    assert np.mean([v["rmsd"][0] for v in single]) < RMSD_SINGLE
+    assert np.mean([v["bond_outliers"].mean() for v in single + ens]) < 0.005
+    assert np.mean([v["rmsd"].mean() for v in ens]) <= 1.50
+    assert all(np.ptp(v["rmsd"]) > 0 for v in ens)  # ensemble members differ
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_casp12_no_heavy_atom_pair_below_1_2_in_any_sample(casp12_runs):
+    """The chemistry bar of every sample: no non-bonded heavy-atom pair closer than 1.2 Å (clash repair,
+    backbone settling), pairs < 2.0 Å per 1000 atoms far below PULCHRA's 14–17."""
+    bad = {(t, k): v["clash_1.2"].tolist() for (t, k), v in casp12_runs.items() if (v["clash_1.2"] > 0).any()}
+    assert not bad
+    assert np.mean([v["clash_2.0"].mean() for v in casp12_runs.values()]) < 5.0
+
+
+RMSD_SINGLE = 1.30  # issue 3's bar; the shipped model measures 1.296 Å (docs/MODEL.md)
 
 
 def _ideal_bonds():

@@ -43,7 +43,8 @@ def add_parser(sub) -> None:
                    help="diffusion sampling steps (default: the model's, 8 for the shipped model)")
     p.add_argument("--temperature", type=float, default=None, metavar="T",
                    help="sampling temperature: 0 = the most likely structure (default with one sample), "
-                        "1 = the model's distribution (default with several samples)")
+                        "1 = the model's full distribution; several samples default to the model's ensemble "
+                        "temperature (0.5 for ldb-default, see docs/MODEL.md)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per rank (default: SLURM_CPUS_PER_TASK, else cores / ranks per node)")
     p.add_argument("--io", choices=("shards", "mpio"), default="shards",

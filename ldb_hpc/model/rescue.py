@@ -5,20 +5,25 @@ The local repair moves two χ angles at a time by fixed steps from the decoded r
 interpenetrate (Lys/Glu/Arg tips), or a side chain lying on its own carbonyl O, can need a different rotamer
 altogether. Every residue that still has a counted pair closer than ``severe`` Å — to one of its k nearest
 residues (the pair rule of :func:`ldb_hpc.ops.reference.pair_counts`) or between its side chain (beyond CB) and
-its own backbone O — gets a full rotamer grid (χ1 ∈ {−60°, 60°, 180°}, χ2..χ4 also ±90° and 0°; prolines the
-two ring puckers) plus its current side chain, scored like the local repair against its neighbours' current atoms plus a penalty for its own
-O; the lowest score wins. Two Gauss–Seidel sweeps over each frame's flagged residues (vectorised across frames).
+its own atoms four or more bonds away — gets a full rotamer grid (χ1 ∈ {−60°, 60°, 180°}, χ2..χ4 also ±90° and
+0°; prolines χ1 across both ring puckers), turns of χ1/χ2 by up to ±30° around its current side chain, and the current
+side chain itself, scored like the local repair against its neighbours' current atoms plus a penalty on its own
+1–5+ pairs; the lowest score wins. Two Gauss–Seidel sweeps over each frame's flagged residues (vectorised across frames).
 Frames without a severe pair cost one check.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+
+import numpy as np
 
 import torch
 
 from ldb_hpc.chem import residues as rc
+from ldb_hpc.geometry.builder import measure_torsions
 from ldb_hpc.model.features import knn
 from ldb_hpc.model.packing import residue_centres
 
@@ -26,34 +31,52 @@ _STAGGERED = (-60.0, 60.0, 180.0)
 _PLANAR = (-90.0, 0.0, 90.0)
 _CONTACT = 3.0  # Å, as the local repair
 _SEVERE_CONTACT, _STEEP = 2.0, 25.0  # Å, weight: overlaps below 2 Å dominate the score
-_SELF_CONTACT = 2.6  # Å: side chain against its own O (a 1–5 pair, 2.7–3.5 Å in real rotamers)
-_O = 3  # slot of the backbone O
+_SELF_CONTACT = 2.6  # Å: a residue's own 1–5+ pairs (≥ 2.7 Å in real rotamers)
 
 
 def _grids(dev, dtype) -> dict:
     """Rotamer grids in radians, [G, 4] (unused channels 0): per number of χ angles n (1..4), χ1 staggered and
-    χ2..χ4 staggered or eclipsed-planar (aromatic and amide χ2 sit near ±90° / 0°); key "pro": the two ring
-    puckers (χ1 ±30°; the ring closure sets χ2)."""
+    χ2..χ4 staggered or eclipsed-planar (aromatic and amide χ2 sit near ±90° / 0°); key "pro": χ1 from −40°
+    to 40° across both ring puckers (the ring closure sets χ2)."""
     out = {}
     for n in range(1, 5):
         values = [_STAGGERED] + [_STAGGERED + _PLANAR] * (n - 1)
         g = torch.zeros(math.prod(len(v) for v in values), 4, dtype=dtype, device=dev)
         g[:, :n] = torch.tensor(list(itertools.product(*values)), dtype=dtype, device=dev)
         out[n] = g * (math.pi / 180.0)
-    pro = torch.zeros(2, 4, dtype=dtype, device=dev)
-    pro[:, 0] = torch.tensor([-30.0, 30.0]) * (math.pi / 180.0)
+    pro = torch.zeros(5, 4, dtype=dtype, device=dev)
+    pro[:, 0] = torch.tensor([-40.0, -20.0, 0.0, 20.0, 40.0]) * (math.pi / 180.0)
     out["pro"] = pro
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _self_pairs() -> torch.Tensor:
+    """[21, 14, 14] bool: atom pairs of one residue that are at least four bonds apart (1–5 and beyond) with one
+    atom beyond CB — the intra-residue pairs a side chain can fold onto (e.g. its own carbonyl O, or an Arg
+    guanidinium onto its CB). Bond graphs from ldb_hpc.chem.residues (BOND_SLOTS)."""
+    out = torch.zeros(rc.NUM_RESTYPES, rc.NUM_SLOTS, rc.NUM_SLOTS, dtype=torch.bool)
+    for r in range(rc.NUM_RESTYPES):
+        far = np.full((rc.NUM_SLOTS, rc.NUM_SLOTS), 99)
+        np.fill_diagonal(far, 0)
+        for k in np.nonzero(rc.BOND_MASK[r])[0]:
+            a, b = rc.BOND_SLOTS[r, k]
+            far[a, b] = far[b, a] = 1
+        for m in range(rc.NUM_SLOTS):  # Floyd–Warshall on 14 nodes
+            far = np.minimum(far, far[:, m:m + 1] + far[m:m + 1, :])
+        ex = rc.SLOT_MASK[r]
+        deep = np.arange(rc.NUM_SLOTS) >= 5
+        ok = (far >= 4) & (far < 99) & ex[:, None] & ex[None, :] & (deep[:, None] | deep[None, :])
+        out[r] = torch.from_numpy(np.triu(ok, 1))
+    return out
+
+
 def self_overlap(atoms: torch.Tensor, restype: torch.Tensor, cutoff: float) -> torch.Tensor:
-    """Σ relu(cutoff − d)² between side-chain atoms beyond CB (slot ≥ 5) and the residue's own O.
-    atoms [..., M, 14, 3] Å; restype [M] → [..., M]. Pro (whose CD is bonded to N) counts nothing."""
-    exists = torch.as_tensor(rc.SLOT_MASK, device=atoms.device)[restype].clone()  # [M, 14]
-    exists[:, :5] = False
-    exists[restype == rc.RESTYPE_INDEX["PRO"]] = False
-    d = (atoms[..., 5:, :] - atoms[..., _O:_O + 1, :]).norm(dim=-1)  # [..., M, 9]
-    return (torch.relu(cutoff - d) ** 2 * exists[:, 5:]).sum(-1)
+    """Σ relu(cutoff − d)² over a residue's own atom pairs at least four bonds apart with one atom beyond CB
+    (:func:`_self_pairs`). atoms [..., M, 14, 3] Å; restype [M] → [..., M]."""
+    pairs = _self_pairs().to(atoms.device)[restype]  # [M, 14, 14]
+    d = (atoms[..., :, None, :] - atoms[..., None, :, :]).norm(dim=-1)  # [..., M, 14, 14]
+    return (torch.relu(cutoff - d) ** 2 * pairs).sum((-1, -2))
 
 
 def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28,
@@ -97,6 +120,9 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
         return s
 
     grids = _grids(dev, dt)
+    steps = torch.deg2rad(torch.tensor([-30.0, -15.0, 0.0, 15.0, 30.0], dtype=dt, device=dev))
+    local = torch.zeros(25, 4, dtype=dt, device=dev)
+    local[:, 0], local[:, 1] = steps.repeat_interleave(5), steps.repeat(5)
     rows = torch.arange(B * L, device=dev)[movable.repeat(B)]
     # Gauss–Seidel over each frame's flagged residues: the r-th flagged residue of every frame moves in step r,
     # scored against the others' current atoms (two overlapping side chains never jump at once into each
@@ -115,6 +141,9 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
                 if sel.numel() == 0:
                     continue
                 cand = grids[grp or "pro"][:, None, :].expand(-1, len(sel), -1)  # [G, M, 4]
+                if grp:  # and small turns of χ1/χ2 around the current side chain (a near miss needs only those)
+                    now = measure_torsions(flat[sel], restype_flat[sel])[0][:, 1:]  # [M, 4]
+                    cand = torch.cat([cand, now[None] + local[:, None, :]])
                 G = cand.shape[0]
                 bb = lambda x: x.reshape(B * L, *x.shape[2:])[sel].expand(G, *[-1] * (x.dim() - 1))  # noqa: E731
                 grid_atoms = atoms_from_backbone(bb(ca), bb(n), bb(c), bb(o_torsion), cand, restype_flat[sel])
