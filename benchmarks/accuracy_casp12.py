@@ -85,11 +85,17 @@ def main(argv=None) -> int:
     per = {m: [] for m in methods}
     times = {m: 0.0 for m in methods}
     n_res_total = 0
+    skipped = []  # structures ldb-hpc cannot take as a CA trace (e.g. a residue without CA): reported, not scored
     with tempfile.TemporaryDirectory() as tmp:
         for path in files:
             stem = path.name.split(".")[0]
             cg = os.path.join(tmp, f"{stem}.cg.h5")
-            _cli(["coarsen", str(path), "-o", cg, "--overwrite"])
+            try:
+                _cli(["coarsen", str(path), "-o", cg, "--overwrite"])
+            except RuntimeError as exc:
+                skipped.append(f"{stem} ({str(exc).split('failed: ', 1)[-1]})")
+                print(f"{stem}: skipped, no CA trace: {skipped[-1]}", file=sys.stderr)
+                continue
             n_res_total += md.load(cg).n_residues
             for model in args.models:
                 out = os.path.join(tmp, f"{stem}.{Path(model).name}.aa.h5")
@@ -110,18 +116,23 @@ def main(argv=None) -> int:
 
     metrics = METRICS + (DIVERSITY if args.samples > 1 else [])
     dataset = Path(args.data).name
-    rows = []
+    n_done = len(files) - len(skipped)
+    if n_done == 0:
+        raise SystemExit(f"error: no structure of {args.data} could be coarsened")
+    rows = [("accuracy_set", dataset, "scored", n_done, "structures"),
+            ("accuracy_set", dataset, "skipped", len(skipped), "structures")]
     for m in methods:
         for key, _, unit, scale in metrics:
             vals = [s[key] for s in per[m] if s.get(key) is not None]
             rows.append(("accuracy", f"{dataset}|{m}", key, scale * float(np.mean(vals)), unit))
-        rows.append(("accuracy", f"{dataset}|{m}", "wall_time_per_structure", times[m] / len(files), "s"))
+        rows.append(("accuracy", f"{dataset}|{m}", "wall_time_per_structure", times[m] / n_done, "s"))
         rows.append(("accuracy", f"{dataset}|{m}", "residues_per_s", n_res_total / max(times[m], 1e-9),
                      "residues/s"))
     append_rows(rows, args.results)
 
     header = "| method | " + " | ".join(f"{name} ({unit})" for _, name, unit, _ in metrics) + " | s/structure |"
-    print(f"\n{dataset}: {len(files)} structures, {n_res_total} residues, mean over structures\n")
+    print(f"\n{dataset}: {n_done} structures scored, {n_res_total} residues, mean over structures"
+          + (f"; {len(skipped)} skipped: {'; '.join(skipped)}" if skipped else "") + "\n")
     print(header)
     print("|" + "---|" * (len(metrics) + 2))
     for m in methods:
@@ -129,7 +140,7 @@ def main(argv=None) -> int:
         for key, _, _, scale in metrics:
             v = [s[key] for s in per[m] if s.get(key) is not None]
             vals.append(f"{scale * float(np.mean(v)):.2f}")
-        print(f"| {m} | " + " | ".join(vals) + f" | {times[m] / len(files):.3f} |")
+        print(f"| {m} | " + " | ".join(vals) + f" | {times[m] / n_done:.3f} |")
     return 0
 
 

@@ -214,7 +214,11 @@ class Report:
             cols = [col for col in ACC_COLUMNS if any(self.val("accuracy", c, col[0]) is not None for c in methods)]
             rows = [self.get("accuracy", c, "rmsd") for c in methods]
             n = self.val("accuracy_set", d, "structures")
+            skipped = self.val("accuracy_set", d, "skipped")
             size = "" if n is None else f"{n:.0f} structures, mean over structures; "
+            if n is not None and skipped:
+                size = (f"{n - skipped:.0f} of {n:.0f} structures scored ({skipped:.0f} cannot be coarsened to a CA "
+                        "trace, e.g. a residue without CA), mean over them; ")
             out += [f"### {d}", "", f"{size + 'rows' if size else 'Rows'}: {provenance(rows)}.", "",
                     "| method | " + " | ".join(h for _, h, _ in cols) + " |", "|---" * (len(cols) + 1) + "|"]
             for c in methods:

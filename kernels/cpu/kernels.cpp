@@ -222,7 +222,7 @@ void diffusion_step(In<float> x_t, In<float> eps, double c0, double c1, double c
   const int64_t rows = B * S * L;
   if (!noisy) {  // deterministic DDIM (backmap's default): one flat, vectorisable pass
     const int64_t total = rows * D;
-#pragma omp parallel for num_threads(threads) schedule(static) if (total > (1 << 18))
+#pragma omp parallel for num_threads(threads) schedule(static) if (total > (1 << 14))
     for (int64_t i = 0; i < total; ++i) {
       const float x0 = (xp[i] - f1 * ep[i]) / f0;
       op[i] = f2 * x0 + f3 * ep[i];
