@@ -432,12 +432,11 @@ def backbone_from_angles(ca: torch.Tensor, g: dict, alpha: torch.Tensor, psi_sta
     ca_i, ca_j = ca[..., :-1, :], ca[..., 1:, :]
     # A link whose CAs are closer than CIS_MAX_CA_CA is a cis peptide (ω ≈ 0, CA–CA ≈ 2.9 Å): it gets the cis
     # unit, with the same bond lengths and angles, so its bonds stay ideal too.
-    dist = (ca_j - ca_i).norm(dim=-1)
-    cis = dist < CIS_MAX_CA_CA  # [..., L-1]
+    cis = is_cis(g)  # [..., L-1]
     unit = tables["unit"].to(dtype).expand(*cis.shape, 3, 3)
     if bool(cis.any()):
         unit = unit.clone()
-        unit[cis] = cis_units(tables["unit"], dist[cis]).to(dtype)
+        unit[cis] = cis_units(tables["unit"], g["ca_ca"][cis]).to(dtype)
     c_u = ca_i + torch.einsum("...ij,...j->...i", U, unit[..., 0, :])
     o_u = ca_i + torch.einsum("...ij,...j->...i", U, unit[..., 1, :])
     n_u = ca_j + torch.einsum("...ij,...j->...i", U, unit[..., 2, :])
@@ -450,7 +449,7 @@ def backbone_from_angles(ca: torch.Tensor, g: dict, alpha: torch.Tensor, psi_sta
         ncac = bond_angle(n_u[..., :-1, :], ca[..., 1:-1, :], c_u[..., 1:, :])  # [..., L-2], residues 1..L-2
         pair = both & (((ncac - a_ncac).abs() > math.radians(20.0))
                        | ((o_u[..., 1:, :] - o_u[..., :-1, :]).norm(dim=-1) < 2.3))
-        bad = cis & linked
+        bad = cis
         bad = torch.cat([bad[..., :1], bad[..., 1:] | pair], -1)
         bad = torch.cat([bad[..., :-1] | pair, bad[..., -1:]], -1)
         if not bool(bad.any()):

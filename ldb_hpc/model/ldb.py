@@ -148,7 +148,6 @@ class LDBModel(nn.Module):
         pos = atoms_from_backbone(ca, n, c, o_t, chi, restype)
         if pack:
             from ldb_hpc.model.packing import repack
-
             from ldb_hpc.model.rescue import rescue
 
             pos = repack(pos, ca, n, c, o_t, chi, restype, segment)

@@ -12,6 +12,7 @@ cost one full check.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -38,6 +39,29 @@ def residue_centres(pos: torch.Tensor, restype: torch.Tensor) -> torch.Tensor:
     return (pos * m[..., None]).sum(-2) / m.sum(-1)[..., None]
 
 
+class ClashGraph(NamedTuple):
+    """The neighbour lists of the clash checks over the flattened rows (frame b, residue l) → b·L + l."""
+
+    nbr: torch.Tensor  # [B·L, k] neighbour rows
+    adjacent: torch.Tensor  # [B·L, k] bool: sequence neighbours in one segment
+    restype: torch.Tensor  # [B·L]
+
+
+def clash_graph(pos: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor, k: int = 28) -> ClashGraph | None:
+    """The k nearest residues of every residue by residue centre, for pos [B, L, 14, 3] Å; None when L < 2 (the
+    neighbour lists of the local repair and of the rescue, each on the atoms it starts from)."""
+    B, L = pos.shape[:2]
+    if L < 2:
+        return None
+    dev = pos.device
+    nbr = knn(residue_centres(pos, restype), k)  # [B, L, k]
+    k = nbr.shape[-1]
+    i_idx = torch.arange(L, device=dev)[None, :, None]
+    adjacent = ((nbr - i_idx).abs() == 1) & (segment[nbr] == segment[i_idx])
+    nbr_flat = (nbr + (torch.arange(B, device=dev) * L)[:, None, None]).reshape(B * L, k)
+    return ClashGraph(nbr_flat, adjacent.reshape(B * L, k), restype.repeat(B))
+
+
 def repack(pos: torch.Tensor, ca, n, c, o_torsion, chi, restype, segment, k: int = 28,
            trigger: float = 2.2) -> torch.Tensor:
     """Repair side-chain clashes. pos [B, L, 14, 3] Å (built from ca, n, c [B, L, 3], o_torsion [B, L],
@@ -49,17 +73,11 @@ def repack(pos: torch.Tensor, ca, n, c, o_torsion, chi, restype, segment, k: int
     if L < 2:
         return pos
     dev = pos.device
-    nbr = knn(residue_centres(pos, restype), k)  # [B, L, k]
-    k = nbr.shape[-1]
-    i_idx = torch.arange(L, device=dev)[None, :, None]
-    adjacent = ((nbr - i_idx).abs() == 1) & (segment[nbr] == segment[i_idx])
+    nbr_flat, adj_flat, restype_flat = clash_graph(pos, restype, segment, k)
     n_chi = torch.as_tensor(rc.CHI_MASK, device=dev)[restype].sum(-1)  # [L]
     movable = (n_chi > 0) & (restype != rc.RESTYPE_INDEX["PRO"])
     chi = chi.clone()
     pos = pos.clone()
-    nbr_flat = (nbr + (torch.arange(B, device=dev) * L)[:, None, None]).reshape(B * L, k)  # flat neighbour rows
-    adj_flat = adjacent.reshape(B * L, k)
-    restype_flat = restype.repeat(B)
 
     def clashing(rows: torch.Tensor) -> torch.Tensor:
         """Which of the flat residue rows have a counted pair closer than the trigger now."""

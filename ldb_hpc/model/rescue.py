@@ -24,8 +24,7 @@ import torch
 
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.geometry.builder import measure_torsions
-from ldb_hpc.model.features import knn
-from ldb_hpc.model.packing import residue_centres
+from ldb_hpc.model.packing import clash_graph
 
 _STAGGERED = (-60.0, 60.0, 180.0)
 _PLANAR = (-90.0, 0.0, 90.0)
@@ -94,25 +93,21 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
     is_pro = restype == rc.RESTYPE_INDEX["PRO"]
     group = torch.where(is_pro, 0, n_chi)  # 0: proline (its pucker), 1..4: number of χ angles
     movable = n_chi > 0
-    if L >= 2:
-        nbr = knn(residue_centres(pos, restype), min(k, L - 1))  # [B, L, k]
-        k = nbr.shape[-1]
-        i_idx = torch.arange(L, device=dev)[None, :, None]
-        adjacent = ((nbr - i_idx).abs() == 1) & (segment[nbr] == segment[i_idx])
-        nbr_flat = (nbr + (torch.arange(B, device=dev) * L)[:, None, None]).reshape(B * L, k)
-        adj_flat = adjacent.reshape(B * L, k)
+    graph = clash_graph(pos, restype, segment, k)  # None for one-residue proteins
+    if graph is not None:
+        nbr_flat, adj_flat, _ = graph
     restype_flat = restype.repeat(B)
     flat = pos.reshape(B * L, rc.NUM_SLOTS, 3).clone()
 
     def severe_rows(rows: torch.Tensor) -> torch.Tensor:
         bad = self_overlap(flat[rows], restype_flat[rows], severe) > 0
-        if L >= 2:
+        if graph is not None:
             bad |= ops.clash_flags(flat, rows, nbr_flat, adj_flat, restype_flat, severe)
         return rows[bad]
 
     def score(atoms: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
         s = 4.0 * self_overlap(atoms, restype_flat[sel], _SELF_CONTACT)
-        if L >= 2:
+        if graph is not None:
             # The soft contact term ranks near misses; the steep term makes any overlap below 2 Å far worse
             # than touching many atoms at 2.5–3 Å (a tightly packed pocket must not keep a 0.7 Å overlap).
             s = s + ops.clash_score(atoms, flat, sel, nbr_flat, adj_flat, restype_flat, _CONTACT)
