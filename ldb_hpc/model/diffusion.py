@@ -92,7 +92,9 @@ def sample(schedule: Schedule, denoiser, cond, shape: tuple, frames: torch.Tenso
     from ldb_hpc import ops
 
     frames = torch.as_tensor(frames, dtype=torch.int64)
-    x = temperature * ops.gaussian_noise(seed, frames, S, 0, L, D)
+    # T = 0 (the default single sample) starts from the mean: no noise to draw.
+    x = temperature * ops.gaussian_noise(seed, frames, S, 0, L, D) if temperature != 0 else \
+        torch.zeros(B, S, L, D, dtype=torch.float32, device=frames.device)
     for k, t in enumerate(ts):
         t_prev = ts[k + 1] if k + 1 < len(ts) else -1
         eps = denoiser(x, torch.full((B,), t, dtype=torch.long), cond)
