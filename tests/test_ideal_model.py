@@ -119,14 +119,14 @@ def test_casp12_accuracy_regression(shared_data):
 def test_cis_peptide_units_keep_ideal_bonds(ca_ca):
     """A link with CAs 2.8–3.2 Å apart is a cis peptide: its C–N, CA–C, N–CA and C=O stay at the trans template's
     lengths, ω ≈ 0, and the unit spans the given CA–CA distance (a trans unit there puts C and N ~0.9 Å apart)."""
-    from ldb_hpc.geometry.builder import dihedral
-    from ldb_hpc.model.ideal import _TRANS_CA_CA, cis_units
+    from ldb_hpc.geometry.peptide import TRANS_CA_CA, cis_units
+    from ldb_hpc.geometry.vectors import dihedral
 
     trans = load_tables()["unit"].to(torch.float64)
     u = cis_units(trans, torch.tensor([ca_ca], dtype=torch.float64))[0]
     ca_i, ca_j = torch.zeros(3, dtype=torch.float64), torch.tensor([ca_ca, 0.0, 0.0], dtype=torch.float64)
     c, o, n = ca_i + u[0], ca_i + u[1], ca_j + u[2]
-    ca_jt = torch.tensor([_TRANS_CA_CA, 0.0, 0.0], dtype=torch.float64)
+    ca_jt = torch.tensor([TRANS_CA_CA, 0.0, 0.0], dtype=torch.float64)
     ref = {"C-N": (ca_jt + trans[2] - trans[0]).norm(), "CA-C": trans[0].norm(), "N-CA": trans[2].norm(),
            "C-O": (trans[1] - trans[0]).norm()}
     got = {"C-N": (n - c).norm(), "CA-C": c.norm(), "N-CA": (ca_j - n).norm(), "C-O": (o - c).norm()}

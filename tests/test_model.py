@@ -15,7 +15,7 @@ from ldb_hpc.model import diffusion as diff
 from ldb_hpc.model.checkpoint import load_model, save_model
 from ldb_hpc.model.ldb import LDBConfig, LDBModel, true_angles
 from ldb_hpc.model.networks import VectorQuantizer
-from ldb_hpc.model.noise import gaussian, latent_noise
+from ldb_hpc.ops.noise import gaussian, latent_noise
 
 SMALL = LDBConfig(dim=16, edge_dim=8, layers=1, knn=6, latent_dim=3, n_codes=32, hidden=32, denoiser_hidden=32,
                   steps=4)

@@ -141,7 +141,8 @@ def test_build_atoms_degenerate_backbones_stay_finite_and_agree():
 
 
 def test_atoms_from_backbone_uses_the_kernel_only_without_autograd(monkeypatch):
-    from ldb_hpc.model import ideal
+    from ldb_hpc import ops
+    from ldb_hpc.geometry import atoms
 
     n, ca, c, o_t, chi, restype = _backbones(42, 3)
     calls = []
@@ -149,13 +150,13 @@ def test_atoms_from_backbone_uses_the_kernel_only_without_autograd(monkeypatch):
     monkeypatch.setattr(cpu, "build_atoms", lambda *a, **k: calls.append(1) or real(*a, **k))
     # Batched [2, L] like the model, restype [L]: the kernel path equals the torch path.
     ca2, n2, c2 = (torch.stack([x, x + 1.0]) for x in (ca, n, c))
-    fast = ideal.atoms_from_backbone(ca2, n2, c2, torch.stack([o_t, o_t]), torch.stack([chi, -chi]), restype)
+    fast = ops.atoms_from_backbone(ca2, n2, c2, torch.stack([o_t, o_t]), torch.stack([chi, -chi]), restype)
     assert len(calls) == 1
-    slow = ideal.atoms_from_backbone_torch(ca2, n2, c2, torch.stack([o_t, o_t]), torch.stack([chi, -chi]), restype)
+    slow = atoms.atoms_from_backbone(ca2, n2, c2, torch.stack([o_t, o_t]), torch.stack([chi, -chi]), restype)
     torch.testing.assert_close(fast, slow, rtol=0, atol=1e-4)
     # Training: an input that needs a gradient keeps the differentiable torch path.
     chi_g = chi.clone().requires_grad_(True)
-    out = ideal.atoms_from_backbone(ca, n, c, o_t, chi_g, restype)
+    out = ops.atoms_from_backbone(ca, n, c, o_t, chi_g, restype)
     assert len(calls) == 1 and out.requires_grad
     out.sum().backward()
     assert chi_g.grad is not None and torch.isfinite(chi_g.grad).all()

@@ -20,7 +20,7 @@ inline Vec3 cross(Vec3 a, Vec3 b) {
 inline Vec3 load(const float* p) { return {p[0], p[1], p[2]}; }
 inline void store(float* p, Vec3 v) { p[0] = v.x; p[1] = v.y; p[2] = v.z; }
 
-// frames._safe_norm: sqrt(max(|v|², 1e-24)).
+// geometry.vectors.safe_norm: sqrt(max(|v|², 1e-24)).
 inline float safe_norm(Vec3 v) {
   const float s = dot(v, v);
   return std::sqrt(s < 1e-24f ? 1e-24f : s);

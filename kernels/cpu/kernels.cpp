@@ -247,7 +247,7 @@ void diffusion_step(In<float> x_t, In<float> eps, double c0, double c1, double c
 }
 
 // ---------------------------------------------------------------------------------------------------
-// build_atoms: ideal-geometry atom builder per residue row (model.ideal.atoms_from_backbone), proline rings
+// build_atoms: ideal-geometry atom builder per residue row (geometry.atoms.atoms_from_backbone), proline rings
 // closed by the same grid search as ideal.close_proline_rings.
 
 struct BuildTables {
@@ -524,7 +524,7 @@ NB_MODULE(_cpu, m) {
         "z [N, d], codebook [K, d] float32 → fills index [N] int64 and quantized [N, d].");
   m.def("gaussian_noise", &gaussian_noise, nb::arg("seed"), nb::arg("frame_ids").noconvert(), nb::arg("samples"),
         nb::arg("step"), nb::arg("n_res"), nb::arg("dim"), nb::arg("out").noconvert(), nb::arg("threads"), rel,
-        "Fills out [B, S, L, D] float32 with the counter-based normals of ldb_hpc.model.noise.");
+        "Fills out [B, S, L, D] float32 with the counter-based normals of ldb_hpc.ops.noise.");
   m.def("diffusion_step", &diffusion_step, nb::arg("x_t").noconvert(), nb::arg("eps").noconvert(), nb::arg("c0"),
         nb::arg("c1"), nb::arg("c2"), nb::arg("c3"), nb::arg("c4"), nb::arg("seed"), nb::arg("step"),
         nb::arg("frame_ids").noconvert(), nb::arg("out").noconvert(), nb::arg("threads"), rel,

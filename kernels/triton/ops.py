@@ -20,9 +20,9 @@ build_atoms), one program per residue row for the proline ring search, one progr
 for clash_score and per row for clash_flags, with the neighbours walked in blocks of ``CLASH_NB``.
 Tables (Z-matrix, ideal geometry, slot masks) are tensors built once per device from
 :mod:`ldb_hpc.chem.residues` and :func:`ldb_hpc.chem.ideal.ideal_geometry`; no geometry number is typed here.
-The proline search grid (χ1 ±40° in 4° steps, χ2 −50°..50° in 2° steps, tie weight 1e-3) and the degeneracy
-thresholds of the frame construction (1e-6, 1e-3, 1e-24) repeat literals of ldb_hpc.model.ideal and
-ldb_hpc.geometry.frames, which do not export them.
+The proline search grids come from ldb_hpc.geometry.atoms; its tie weight (1e-3, a compile-time constant here)
+and the degeneracy thresholds of the frame construction (1e-6, 1e-3, 1e-24) repeat literals of
+ldb_hpc.geometry.atoms and ldb_hpc.geometry.frames / vectors.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ _NUM_SLOTS = rc.NUM_SLOTS
 _PRO = rc.RESTYPE_INDEX["PRO"]
 _CYS = rc.RESTYPE_INDEX["CYS"]
 _M32 = 0xFFFFFFFF
-# Per-part additive constants of ldb_hpc.model.noise.hash_key (part i adds 0x9E3779B9·(i+1) mod 2^32).
+# Per-part additive constants of ldb_hpc.ops.noise.hash_key (part i adds 0x9E3779B9·(i+1) mod 2^32).
 _H0 = tl.constexpr((0x9E3779B9 * 1) & _M32)
 _H1 = tl.constexpr((0x9E3779B9 * 2) & _M32)
 _H2 = tl.constexpr((0x9E3779B9 * 3) & _M32)
@@ -132,7 +132,7 @@ def _vq_kernel(z_ptr, cb_ptr, idx_ptr, q_ptr, N, K, D: tl.constexpr, BLOCK_D: tl
 
 
 # ----------------------------------------------------------------------------------------------------
-# Counter-based noise (ldb_hpc.model.noise, bit for bit)
+# Counter-based noise (ldb_hpc.ops.noise, bit for bit)
 
 
 @triton.jit
@@ -207,7 +207,7 @@ def _diffusion_kernel(x_ptr, eps_ptr, out_ptr, frames_ptr, const_ptr, c_ab, c_1m
 
 @triton.jit
 def _norm3(x, y, z):
-    """ldb_hpc.geometry.frames._safe_norm: sqrt(max(|v|², 1e-24))."""
+    """ldb_hpc.geometry.vectors.safe_norm: sqrt(max(|v|², 1e-24))."""
     return tl.sqrt_rn(tl.maximum(x * x + y * y + z * z, 1e-24))
 
 
@@ -334,7 +334,7 @@ def _build_kernel(n_ptr, ca_ptr, c_ptr, otor_ptr, chi_ptr, rt_ptr, out_ptr,
 @triton.jit
 def _proline_kernel(chi_ptr, rt_ptr, out_ptr, par_ptr, g1_ptr, g2_ptr, PRO: tl.constexpr, NSLOT: tl.constexpr,
                     N1: tl.constexpr, N2: tl.constexpr, B1: tl.constexpr, B2: tl.constexpr):
-    """ldb_hpc.model.ideal.close_proline_rings for row program_id(0) if it is a proline: grid χ1 × χ2 for the CD
+    """ldb_hpc.geometry.atoms.close_proline_rings for row program_id(0) if it is a proline: grid χ1 × χ2 for the CD
     nearest the ideal CD–N bond (ties towards the given χ1, then the first grid point); CG and CD rewritten."""
     m = tl.program_id(0).to(tl.int64)
     rt = tl.load(rt_ptr + m)
@@ -507,7 +507,7 @@ def _two_pi(device: torch.device) -> torch.Tensor:
 def _tables(device: torch.device) -> dict:
     """Z-matrix and ideal-geometry tables as device tensors (float32 like the reference's float32 builds)."""
     from ldb_hpc.chem.ideal import ideal_geometry
-    from ldb_hpc.model.ideal import _PRO_CD_N
+    from ldb_hpc.geometry.atoms import PRO_CD_N_BOND, PRO_CHI1_DELTA_DEG, PRO_CHI2_DEG
 
     geo = ideal_geometry()
     f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device).contiguous()  # noqa: E731
@@ -518,14 +518,14 @@ def _tables(device: torch.device) -> dict:
     angle = torch.as_tensor(np.asarray(geo.angle), dtype=torch.float32)
     cos_a, sin_a = torch.cos(angle), torch.sin(angle)
     pro_par = [geo.bond[_PRO, 5], cos_a[_PRO, 5], sin_a[_PRO, 5], geo.offset[_PRO, 5],
-               geo.bond[_PRO, 6], cos_a[_PRO, 6], sin_a[_PRO, 6], geo.offset[_PRO, 6], geo.bond_length[_PRO, _PRO_CD_N]]
+               geo.bond[_PRO, 6], cos_a[_PRO, 6], sin_a[_PRO, 6], geo.offset[_PRO, 6], geo.bond_length[_PRO, PRO_CD_N_BOND]]
     return dict(
         refs=i32(rc.ZM_REFS), chan=i32(rc.ZM_TORSION), keep=i32(keep), exists=i32(rc.SLOT_MASK),
         bond=f32(geo.bond), cos_angle=cos_a.to(device), sin_angle=sin_a.to(device), offset=f32(geo.offset),
         pro_par=f32([float(v) for v in pro_par]),
         # the reference's grids: float32 arange → deg2rad in float32
-        pro_g1=torch.deg2rad(torch.arange(-40.0, 41.0, 4.0)).to(device).contiguous(),
-        pro_g2=torch.deg2rad(torch.arange(-50.0, 51.0, 2.0)).to(device).contiguous(),
+        pro_g1=torch.deg2rad(torch.arange(*PRO_CHI1_DELTA_DEG)).to(device).contiguous(),
+        pro_g2=torch.deg2rad(torch.arange(*PRO_CHI2_DEG)).to(device).contiguous(),
     )
 
 
@@ -552,7 +552,7 @@ def vq_nearest(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, t
 
 def gaussian_noise(seed: int, frame_ids: torch.Tensor, samples: int, step: int, n_res: int, dim: int) -> torch.Tensor:
     """Standard normals [B, S, L, D] float32 keyed by (seed, frame_ids[b], s, step, l, c), bit-identical to
-    :func:`ldb_hpc.model.noise.latent_noise`. frame_ids [B] int64 (global frame indices)."""
+    :func:`ldb_hpc.ops.noise.latent_noise`. frame_ids [B] int64 (global frame indices)."""
     dev = _check_device(frame_ids)
     frames = _i64(frame_ids)
     shape = (frames.shape[0], int(samples), int(n_res), int(dim))

@@ -22,34 +22,17 @@ import numpy as np
 import torch
 
 from ldb_hpc.chem.residues import (
-    CHI_MASK, CHI_SLOTS, NUM_SLOTS, NUM_TORSIONS, SLOT_MASK, ZM_MASK, ZM_REFS, ZM_TORSION,
+    CHI_MASK,
+    CHI_SLOTS,
+    NUM_SLOTS,
+    NUM_TORSIONS,
+    SLOT_MASK,
+    ZM_MASK,
+    ZM_REFS,
+    ZM_TORSION,
 )
-from ldb_hpc.geometry.frames import _safe_norm, apply_frames, basis_from_two_vectors, frames_from_backbone, invert_apply
-
-
-def _safe_atan2(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """atan2 with a finite gradient at (0, 0), where it returns 0."""
-    small = (x * x + y * y) < 1e-30
-    return torch.atan2(torch.where(small, torch.zeros_like(y), y), torch.where(small, torch.ones_like(x), x))
-
-
-def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return (u * v).sum(-1)
-
-
-def dihedral(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """Dihedral angle a–b–c–d, IUPAC sign. a, b, c, d: [..., 3] Å (broadcast). Returns [...] radians in (−π, π]."""
-    b1 = c - b
-    b1n = b1 / _safe_norm(b1, keepdim=True)
-    v = (a - b) - _dot(a - b, b1n).unsqueeze(-1) * b1n
-    w = (d - c) - _dot(d - c, b1n).unsqueeze(-1) * b1n
-    return _safe_atan2(_dot(torch.linalg.cross(b1n, v, dim=-1), w), _dot(v, w))
-
-
-def bond_angle(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """Angle a–b–c at b. a, b, c: [..., 3] Å (broadcast). Returns [...] radians in [0, π]."""
-    u, v = a - b, c - b
-    return _safe_atan2(_safe_norm(torch.linalg.cross(u, v, dim=-1)), _dot(u, v))
+from ldb_hpc.geometry.frames import apply_frames, basis_from_two_vectors, frames_from_backbone, invert_apply
+from ldb_hpc.geometry.vectors import bond_angle, dihedral, safe_norm
 
 
 def nerf(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, bond, angle, torsion) -> torch.Tensor:
@@ -128,7 +111,7 @@ def measure_internal(positions: torch.Tensor, restype: torch.Tensor) -> tuple[to
     a, b, c = abc.unbind(-2)
     placed = _table(ZM_MASK, positions)[restype].expand(lead)
     zero = torch.zeros((), dtype=positions.dtype, device=positions.device)
-    bond = torch.where(placed, _safe_norm(x - c), zero)
+    bond = torch.where(placed, safe_norm(x - c), zero)
     angle = torch.where(placed, bond_angle(b, c, x), zero)
     dih = torch.where(placed, dihedral(a, b, c, x), zero)
     return bond, angle, dih

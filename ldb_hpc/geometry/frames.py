@@ -29,14 +29,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ldb_hpc.geometry.vectors import bond_angle, dihedral, safe_norm
+
 # |y component| below this fraction of |y hint| counts as collinear (sin θ < 1e-3, θ < 0.06°).
 _COLLINEAR = 1e-3
-_TINY = 1e-12
-
-
-def _safe_norm(v: torch.Tensor, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
-    """Euclidean norm with a finite gradient at 0 (the squared norm is clamped to 1e-24)."""
-    return torch.sqrt(torch.clamp((v * v).sum(dim=dim, keepdim=keepdim), min=_TINY * _TINY))
 
 
 def _least_aligned_axis(x: torch.Tensor) -> torch.Tensor:
@@ -53,19 +49,19 @@ def basis_from_two_vectors(x_vec: torch.Tensor, y_hint: torch.Tensor) -> torch.T
     described in the module docstring; the result is always orthonormal and finite, and so are gradients.
     """
     x_vec, y_hint = torch.broadcast_tensors(x_vec, y_hint)
-    xn = _safe_norm(x_vec, keepdim=True)
+    xn = safe_norm(x_vec, keepdim=True)
     ex_fallback = torch.zeros_like(x_vec)
     ex_fallback[..., 0] = 1.0
     ex = torch.where(xn > 1e-6, x_vec / xn, ex_fallback)
 
     y = y_hint - (y_hint * ex).sum(-1, keepdim=True) * ex
-    yn = _safe_norm(y, keepdim=True)
-    hint_n = _safe_norm(y_hint, keepdim=True)
+    yn = safe_norm(y, keepdim=True)
+    hint_n = safe_norm(y_hint, keepdim=True)
     axis = _least_aligned_axis(ex.detach())
     y_fb = axis - (axis * ex).sum(-1, keepdim=True) * ex  # |y_fb| >= sqrt(2/3)
     bad = (yn <= _COLLINEAR * hint_n) | (hint_n < 1e-6)
     y = torch.where(bad, y_fb, y)
-    ey = y / _safe_norm(y, keepdim=True)
+    ey = y / safe_norm(y, keepdim=True)
     ez = torch.linalg.cross(ex, ey, dim=-1)
     return torch.stack([ex, ey, ez], dim=-1)
 
@@ -148,8 +144,6 @@ def virtual_angles(ca: torch.Tensor, segment) -> tuple[torch.Tensor, torch.Tenso
     channel 1 = dihedral CA(i−1)–CA(i)–CA(i+1)–CA(i+2) in (−π, π], valid when all four are in i's segment.
     Invalid entries are 0. Finite for any input, including coincident and collinear atoms.
     """
-    from ldb_hpc.geometry.builder import bond_angle, dihedral
-
     L = ca.shape[-2]
     m = neighbour_masks(segment, L, ca.device)
     p1, n1, n2 = _shift(ca, -1), _shift(ca, 1), _shift(ca, 2)

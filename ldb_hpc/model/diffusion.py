@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ldb_hpc.model.noise import latent_noise
+from ldb_hpc.ops.noise import latent_noise
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Pipeline for B frames of one protein (L residues), S samples each:
   featurize(CA) → ConditionEncoder (once per frame) → h
   diffusion: DDIM over per-residue latents z [B, S, L, d] with the light Denoiser (counter-based noise)
   → snap to the nearest codebook entry → Decoder(h, zq) → angles (α per peptide link, χ, chain-end ψ/φ)
-  → ldb_hpc.model.ideal.backbone_from_angles + atoms_from_backbone (ideal geometry) → atom14 [B, S, L, 14, 3].
+  → ldb_hpc.geometry.peptide.backbone_from_angles + ops.atoms_from_backbone (ideal geometry) → atom14 [B, S, L, 14, 3].
 Training stage 1 (tokenizer): true angles → LatentEncoder → VQ → Decoder; stage 2 (diffusion): the frozen
 tokenizer's pre-quantisation latents, normalised per channel, are the diffusion targets.
 """
@@ -16,13 +16,15 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ldb_hpc import ops
 from ldb_hpc.chem import residues as rc
-from ldb_hpc.geometry.builder import dihedral, measure_torsions
+from ldb_hpc.geometry.builder import measure_torsions
+from ldb_hpc.geometry.peptide import LinkGeometry, alpha_of, backbone_from_angles, link_geometry, singleton_backbone
+from ldb_hpc.geometry.vectors import dihedral
 from ldb_hpc.model import diffusion as diff
-from ldb_hpc.model.features import featurize
-from ldb_hpc.model.ideal import _alpha_of, atoms_from_backbone, backbone_from_angles, link_frames, load_tables
-from ldb_hpc.model.networks import (ConditionEncoder, Decoder, Denoiser, LatentContext, LatentEncoder,
-                                     VectorQuantizer)
+from ldb_hpc.model.features import featurize, gather_nodes
+from ldb_hpc.model.ideal import load_tables, peptide_template
+from ldb_hpc.model.networks import ConditionEncoder, Decoder, Denoiser, LatentContext, LatentEncoder, VectorQuantizer
 
 _PI_PERIODIC = torch.as_tensor(rc.CHI_PI_PERIODIC_MASK)  # [21, 4]
 _PRO_CHI1_MAX = 0.7  # rad (40°)
@@ -54,18 +56,18 @@ def _angle(v: torch.Tensor) -> torch.Tensor:
 
 
 def true_angles(pos: torch.Tensor, mask: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor,
-                g: dict | None = None) -> dict:
+                g: LinkGeometry | None = None) -> dict:
     """The decoder's targets measured on real atoms. pos [B, L, 14, 3] Å, mask [B, L, 14] bool.
 
     Returns α, ψ (of each link's first residue), φ (of its second) [B, L-1] and χ [B, L, 4] rad, each with an
     ``*_ok`` mask.
     """
     ca = pos[..., 1, :]
-    g = g or link_frames(ca, segment)
+    g = g or link_geometry(ca, segment)
     n, c = pos[..., 0, :], pos[..., 2, :]
     m = mask
-    link = g["linked"][None]
-    alpha = _alpha_of(g["R"], ca[:, :-1], c[:, :-1], ca[:, 1:])
+    link = g.linked[None]
+    alpha = alpha_of(g.R, ca[:, :-1], c[:, :-1], ca[:, 1:])
     alpha_ok = link & m[:, :-1, 1] & m[:, :-1, 2] & m[:, 1:, 1]
     psi = dihedral(n[:, :-1], ca[:, :-1], c[:, :-1], n[:, 1:])
     psi_ok = link & m[:, :-1, 0] & m[:, :-1, 2] & m[:, 1:, 0]
@@ -128,24 +130,22 @@ class LDBModel(nn.Module):
         return g, self.cond_encoder(g)
 
     def build(self, ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor, out: dict,
-              lf: dict | None = None, pack: bool = False) -> torch.Tensor:
+              lf: LinkGeometry | None = None, pack: bool = False) -> torch.Tensor:
         """Decoder output (unit 2-vectors) → atom14 [B, L, 14, 3] Å; ``pack``: repair side-chain clashes."""
         tables = self.tables
         if ca.shape[-2] == 1:
-            from ldb_hpc.model.ideal import _singletons
-
-            n, c, o = _singletons(ca)
+            n, c, o = singleton_backbone(ca)
             o_t = dihedral(n, ca, c, o)
         else:
-            lf = lf or link_frames(ca, segment)
+            lf = lf or link_geometry(ca, segment)
             n, c, o, o_t = backbone_from_angles(ca, lf, _angle(out["alpha"]), _angle(out["psi"][:, :-1]),
-                                                _angle(out["phi"][:, 1:]), tables)
+                                                _angle(out["phi"][:, 1:]), peptide_template(tables))
         chi = _angle(out["chi"])
         # Proline χ1 lies within ±40° (ring puckers ≈ ±30°); a wild prediction would leave the ring closure
         # (a search ±40° around it) no closed ring to find.
         is_pro = (restype == rc.RESTYPE_INDEX["PRO"])[:, None] & (torch.arange(4, device=chi.device) == 0)
         chi = torch.where(is_pro, chi.clamp(-_PRO_CHI1_MAX, _PRO_CHI1_MAX), chi)
-        pos = atoms_from_backbone(ca, n, c, o_t, chi, restype)
+        pos = ops.atoms_from_backbone(ca, n, c, o_t, chi, restype)
         if pack:
             from ldb_hpc.model.packing import repack
             from ldb_hpc.model.rescue import rescue
@@ -160,7 +160,7 @@ class LDBModel(nn.Module):
         """pos [B, L, 14, 3] Å, mask [B, L, 14] (CA present everywhere); restype, segment [L]."""
         ca = pos[..., 1, :]
         g, h = self.condition(ca, restype, segment)
-        lf = link_frames(ca, segment)
+        lf = link_geometry(ca, segment)
         t = true_angles(pos, mask, restype, segment, lf)
         z = self.latent_encoder(h, target_features(t))
         zq, idx, vq_loss = self.vq(z, mask[..., 1])
@@ -249,7 +249,7 @@ class LDBModel(nn.Module):
         ca = pos[..., 1, :]
         with torch.no_grad():
             g, h = self.condition(ca, restype, segment)
-            lf = link_frames(ca, segment)
+            lf = link_geometry(ca, segment)
             t = true_angles(pos, mask, restype, segment, lf)
             z_true = self.latent_encoder(h, target_features(t))
             zq_true = self.vq.decode(self.vq.nearest(z_true))
@@ -312,8 +312,6 @@ def clash_loss(x: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor, nb
     covalently close. Sequence neighbours count only for pairs with an atom beyond CB (slot ≥ 5), except Pro CD,
     which is bonded to its own N and so 1-3 / 1-4 to the previous residue; Cys SG–SG (disulfides) is exempt.
     x [B, L, 14, 3] Å; restype, segment [L]; nbr [B, L, k]."""
-    from ldb_hpc.model.features import gather_nodes
-
     B, L = x.shape[:2]
     if nbr.shape[-1] == 0:
         return x.sum() * 0

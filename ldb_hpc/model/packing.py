@@ -16,8 +16,10 @@ from typing import NamedTuple
 
 import torch
 
+from ldb_hpc import ops
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.model.features import knn
+
 
 def _grid(step: float) -> torch.Tensor:
     """[9, 2] pairs of rotations {0, ±step}² (radians) applied to two χ channels."""
@@ -66,9 +68,6 @@ def repack(pos: torch.Tensor, ca, n, c, o_torsion, chi, restype, segment, k: int
            trigger: float = 2.2) -> torch.Tensor:
     """Repair side-chain clashes. pos [B, L, 14, 3] Å (built from ca, n, c [B, L, 3], o_torsion [B, L],
     chi [B, L, 4]); restype, segment [L]. Returns new positions (only side chains of clashing residues move)."""
-    from ldb_hpc import ops
-    from ldb_hpc.model.ideal import atoms_from_backbone
-
     B, L = pos.shape[:2]
     if L < 2:
         return pos
@@ -103,7 +102,7 @@ def repack(pos: torch.Tensor, ca, n, c, o_torsion, chi, restype, segment, k: int
         cand_chi = chi[b_idx, l_idx][None].repeat(len(deltas), 1, 1)  # [K, M, 4]
         cand_chi[..., ch_a] += deltas[:, None, 0] * (n_chi[l_idx] > ch_a).to(pos.dtype)
         cand_chi[..., ch_b] += deltas[:, None, 1] * (n_chi[l_idx] > ch_b).to(pos.dtype)
-        atoms = atoms_from_backbone(ca[b_idx, l_idx].expand(len(deltas), -1, -1),
+        atoms = ops.atoms_from_backbone(ca[b_idx, l_idx].expand(len(deltas), -1, -1),
                                     n[b_idx, l_idx].expand(len(deltas), -1, -1),
                                     c[b_idx, l_idx].expand(len(deltas), -1, -1),
                                     o_torsion[b_idx, l_idx].expand(len(deltas), -1), cand_chi, rt)  # [K, M, 14, 3]

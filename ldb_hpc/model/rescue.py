@@ -19,9 +19,9 @@ import itertools
 import math
 
 import numpy as np
-
 import torch
 
+from ldb_hpc import ops
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.geometry.builder import measure_torsions
 from ldb_hpc.model.packing import clash_graph
@@ -82,9 +82,6 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
            severe: float = 1.6) -> torch.Tensor:
     """pos [B, L, 14, 3] Å after the local repair, on the backbone ca, n, c [B, L, 3], o_torsion [B, L];
     restype, segment [L]. Returns new positions; only side chains of residues with a severe pair move."""
-    from ldb_hpc import ops
-    from ldb_hpc.model.ideal import atoms_from_backbone
-
     B, L = pos.shape[:2]
     if L < 1:
         return pos
@@ -141,7 +138,7 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
                     cand = torch.cat([cand, now[None] + local[:, None, :]])
                 G = cand.shape[0]
                 bb = lambda x: x.reshape(B * L, *x.shape[2:])[sel].expand(G, *[-1] * (x.dim() - 1))  # noqa: E731
-                grid_atoms = atoms_from_backbone(bb(ca), bb(n), bb(c), bb(o_torsion), cand, restype_flat[sel])
+                grid_atoms = ops.atoms_from_backbone(bb(ca), bb(n), bb(c), bb(o_torsion), cand, restype_flat[sel])
                 atoms = torch.cat([flat[sel][None], grid_atoms])  # [1 + G, M, 14, 3]: the current side chain first
                 best = score(atoms, sel).argmin(0)  # ties: the current side chain wins
                 pick = torch.arange(len(sel), device=dev)

@@ -17,12 +17,14 @@ import os
 
 import torch
 
+from ldb_hpc.chem.residues import NUM_SLOTS
 from ldb_hpc.errors import InputError
+from ldb_hpc.geometry import atoms as geometry_atoms
 from ldb_hpc.ops import reference
 from ldb_hpc.ops.reference import step_coefficients
 
-__all__ = ["available_backends", "backend", "build_atoms", "clash_flags", "clash_score", "diffusion_step",
-           "gaussian_noise", "step_coefficients", "vq_nearest", "BACKENDS", "ENV_VAR"]
+__all__ = ["atoms_from_backbone", "available_backends", "backend", "build_atoms", "clash_flags", "clash_score",
+           "diffusion_step", "gaussian_noise", "step_coefficients", "vq_nearest", "BACKENDS", "ENV_VAR"]
 
 ENV_VAR = "LDB_HPC_KERNELS"
 BACKENDS = ("reference", "cpu", "triton")
@@ -106,7 +108,7 @@ def vq_nearest(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, t
 
 def gaussian_noise(seed: int, frame_ids: torch.Tensor, samples: int, step: int, n_res: int, dim: int) -> torch.Tensor:
     """Counter-based standard normals [B, S, L, D] float32 keyed by (seed, frame_ids[b] (global frame, [B] int64),
-    sample, step, residue, channel) — :mod:`ldb_hpc.model.noise`; on frame_ids' device."""
+    sample, step, residue, channel) — :mod:`ldb_hpc.ops.noise`; on frame_ids' device."""
     return _impl(frame_ids.device).gaussian_noise(seed, frame_ids, samples, step, n_res, dim)
 
 
@@ -120,8 +122,27 @@ def diffusion_step(x_t: torch.Tensor, eps: torch.Tensor, coef: tuple, seed: int,
 def build_atoms(n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor, o_torsion: torch.Tensor, chi: torch.Tensor,
                 restype: torch.Tensor) -> torch.Tensor:
     """n, ca, c [M, 3] Å; o_torsion [M] rad; chi [M, 4] rad; restype [M] int64 → atom14 [M, 14, 3] Å with ideal
-    geometry (:func:`ldb_hpc.model.ideal.atoms_from_backbone` per row); absent slots zero."""
+    geometry (:func:`ldb_hpc.geometry.atoms.atoms_from_backbone` per row); absent slots zero."""
     return _impl(ca.device, n, ca, c, o_torsion, chi).build_atoms(n, ca, c, o_torsion, chi, restype)
+
+
+def atoms_from_backbone(ca: torch.Tensor, n: torch.Tensor, c: torch.Tensor, o_torsion: torch.Tensor,
+                        chi: torch.Tensor, restype: torch.Tensor) -> torch.Tensor:
+    """:func:`ldb_hpc.geometry.atoms.atoms_from_backbone` over batched shapes, on the fused kernel when it can run.
+
+    ca, n, c: [..., L, 3] Å; o_torsion: [..., L] rad; chi: [..., L, 4] rad; restype: [L] long → [..., L, 14, 3] Å.
+    Float32 input without autograd runs :func:`build_atoms` (C++ on CPU, Triton on CUDA) unless the backend is the
+    reference; anything else (float64, gradients) runs the differentiable torch builder."""
+    args = (ca, n, c, o_torsion, chi)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in args)
+    if not needs_grad and all(t.dtype == torch.float32 for t in args) and backend(ca.device) != "reference":
+        lead = torch.broadcast_shapes(ca.shape[:-1], n.shape[:-1], c.shape[:-1], o_torsion.shape,
+                                      chi.shape[:-1], restype.shape)
+        flat = lambda x, k: x.expand(*lead, *k).reshape(-1, *k)  # noqa: E731
+        pos = build_atoms(flat(n, (3,)), flat(ca, (3,)), flat(c, (3,)), flat(o_torsion, ()),
+                          flat(chi, (4,)), flat(restype.to(torch.int64), ()))
+        return pos.reshape(*lead, NUM_SLOTS, 3)
+    return geometry_atoms.atoms_from_backbone(ca, n, c, o_torsion, chi, restype)
 
 
 def clash_flags(pos: torch.Tensor, rows: torch.Tensor, nbr: torch.Tensor, adjacent: torch.Tensor,

@@ -9,6 +9,7 @@ count of torch (``torch.get_num_threads()``), and returns torch tensors. CPU ten
 from __future__ import annotations
 
 import functools
+import importlib
 
 import numpy as np
 import torch
@@ -21,10 +22,9 @@ _CYS = rc.RESTYPE_INDEX["CYS"]
 
 @functools.lru_cache(maxsize=1)
 def module():
-    """The compiled extension; raises ImportError when it was not built."""
-    from ldb_hpc import _cpu
-
-    return _cpu
+    """The compiled extension (kernels/cpu, built by CMake into the package); raises ImportError when it was not
+    built."""
+    return importlib.import_module("ldb_hpc._cpu")
 
 
 def _threads() -> int:
@@ -61,9 +61,9 @@ def _check_out(out: torch.Tensor | None, shape: tuple, dtype: torch.dtype) -> to
 @functools.lru_cache(maxsize=1)
 def build_tables() -> dict:
     """The builder's tables as CPU tensors: ideal geometry (float32, as the reference casts it), the Z-matrix and
-    slot masks, and the proline ring-closure grid of :func:`ldb_hpc.model.ideal.close_proline_rings`."""
+    slot masks, and the proline ring-closure grid of :func:`ldb_hpc.geometry.atoms.close_proline_rings`."""
     from ldb_hpc.chem.ideal import ideal_geometry
-    from ldb_hpc.model import ideal
+    from ldb_hpc.geometry import atoms as ideal
 
     geo = ideal_geometry()
     f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32).contiguous()  # noqa: E731

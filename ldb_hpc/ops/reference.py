@@ -7,14 +7,14 @@ All tensors are contiguous, on one device; float32 unless stated; Å and radians
 - ``vq_nearest(z [N, d], codebook [K, d]) → (index [N] int64, quantized [N, d])``: the nearest code by the
   squared distance Σ_c (z_c − e_c)² accumulated in float32 in channel order; ties go to the lowest index.
 - ``gaussian_noise(seed, frame_ids [B] int64, samples, step, n_res, dim) → [B, S, L, D]``: the counter-based
-  normals of :mod:`ldb_hpc.model.noise` keyed by (seed, frame, sample, step, residue, channel).
+  normals of :mod:`ldb_hpc.ops.noise` keyed by (seed, frame, sample, step, residue, channel).
 - ``diffusion_step(x_t, eps [B, S, L, D], coef, seed, step, frame_ids [B]) → x_{t_prev}``: one DDIM/DDPM update
-  (:func:`ldb_hpc.model.diffusion.ddim_step`) with its noise drawn inside: ``coef`` = (sqrt(ᾱ_t), sqrt(1 − ᾱ_t),
+  (the DDIM update of :mod:`ldb_hpc.model.diffusion`) with its noise drawn inside: ``coef`` = (sqrt(ᾱ_t), sqrt(1 − ᾱ_t),
   sqrt(ᾱ_prev), dir, sigma·temperature) as Python floats (:func:`step_coefficients`, float64 on the host); the
   noise is ``gaussian_noise(seed, frame_ids, S, step, L, D)`` and is only drawn when the last coefficient ≠ 0.
 - ``build_atoms(n, ca, c [M, 3], o_torsion [M], chi [M, 4], restype [M] int64) → [M, 14, 3]``: every heavy atom
   of a residue from its placed N, CA, C, the N–CA–C–O torsion and χ1..χ4 with ideal geometry
-  (:func:`ldb_hpc.model.ideal.atoms_from_backbone` for one residue per row; N, CA, C are copied exactly; proline
+  (:func:`ldb_hpc.geometry.atoms.atoms_from_backbone` for one residue per row; N, CA, C are copied exactly; proline
   rings are closed by the same grid search; absent slots are zero).
 - ``clash_flags(pos [R, 14, 3], rows [M] int64, nbr [R, k] int64, adjacent [R, k] bool, restype [R] int64,
   trigger) → [M] bool``: whether residue row ``rows[m]`` has a counted pair (see :func:`pair_counts`) with one of
@@ -29,7 +29,8 @@ from __future__ import annotations
 import torch
 
 from ldb_hpc.chem import residues as rc
-from ldb_hpc.model.noise import latent_noise
+from ldb_hpc.geometry.atoms import atoms_from_backbone
+from ldb_hpc.ops.noise import latent_noise
 
 _PRO = rc.RESTYPE_INDEX["PRO"]
 _CYS = rc.RESTYPE_INDEX["CYS"]
@@ -77,9 +78,7 @@ def diffusion_step(x_t: torch.Tensor, eps: torch.Tensor, coef: tuple, seed: int,
 def build_atoms(n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor, o_torsion: torch.Tensor, chi: torch.Tensor,
                 restype: torch.Tensor) -> torch.Tensor:
     """n, ca, c [M, 3] Å; o_torsion [M] rad; chi [M, 4] rad; restype [M] int64 → atom14 [M, 14, 3] Å."""
-    from ldb_hpc.model.ideal import atoms_from_backbone_torch
-
-    return atoms_from_backbone_torch(ca, n, c, o_torsion, chi, restype)
+    return atoms_from_backbone(ca, n, c, o_torsion, chi, restype)
 
 
 def pair_counts(restype_i: torch.Tensor, restype_j: torch.Tensor, adjacent: torch.Tensor) -> torch.Tensor:

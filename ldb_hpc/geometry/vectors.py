@@ -1,0 +1,44 @@
+"""Vector primitives of the geometry layer (batched torch; Å, radians), finite for degenerate input.
+
+* ``dihedral(a, b, c, d)`` follows IUPAC: looking along b→c, a positive angle is a clockwise rotation of the far
+  bond c–d relative to the near bond b–a (right-hand rule about b→c); range (−π, π]; cis = 0, trans = ±π.
+* ``bond_angle(a, b, c)`` is the angle at b, in [0, π].
+
+Gradients are finite everywhere (coincident or collinear atoms included).
+"""
+
+from __future__ import annotations
+
+import torch
+
+_TINY = 1e-12
+
+
+def safe_norm(v: torch.Tensor, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
+    """Euclidean norm with a finite gradient at 0 (the squared norm is clamped to 1e-24)."""
+    return torch.sqrt(torch.clamp((v * v).sum(dim=dim, keepdim=keepdim), min=_TINY * _TINY))
+
+
+def safe_atan2(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """atan2 with a finite gradient at (0, 0), where it returns 0."""
+    small = (x * x + y * y) < 1e-30
+    return torch.atan2(torch.where(small, torch.zeros_like(y), y), torch.where(small, torch.ones_like(x), x))
+
+
+def dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return (u * v).sum(-1)
+
+
+def dihedral(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Dihedral angle a–b–c–d, IUPAC sign. a, b, c, d: [..., 3] Å (broadcast). Returns [...] radians in (−π, π]."""
+    b1 = c - b
+    b1n = b1 / safe_norm(b1, keepdim=True)
+    v = (a - b) - dot(a - b, b1n).unsqueeze(-1) * b1n
+    w = (d - c) - dot(d - c, b1n).unsqueeze(-1) * b1n
+    return safe_atan2(dot(torch.linalg.cross(b1n, v, dim=-1), w), dot(v, w))
+
+
+def bond_angle(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Angle a–b–c at b. a, b, c: [..., 3] Å (broadcast). Returns [...] radians in [0, π]."""
+    u, v = a - b, c - b
+    return safe_atan2(safe_norm(torch.linalg.cross(u, v, dim=-1)), dot(u, v))
