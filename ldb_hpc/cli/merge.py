@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ldb_hpc.runtime.driver import merge
+    from ldb_hpc.runtime.publish import merge
 
     info = merge(args.output)
     print(f"merged {info['n_shards']} shard(s): {info['frames']} frames x {info['samples']} sample(s) -> "

@@ -1,16 +1,31 @@
 """The all-atom output: an MDTraj-HDF5 file of heavy atoms, written with h5py (``mdtraj.load`` reads it).
 
-Layout (DESIGN.md "All-atom output"): ``/topology`` heavy-atom topology with standard and peptide
-bonds; ``/coordinates`` (rows, n_atoms, 3) float32 nm; ``/time`` ps per row; ``/cell_lengths`` nm and
-``/cell_angles`` degrees per row when the input had a cell; provenance under ``/ldb/`` (``cg_frame``,
-``sample`` per row, run metadata as attributes). Rows are frame-major: frame f, sample s → row f·S + s.
-HDF5 chunks hold whole frames (all S samples). The file is written under a temporary name and renamed
-only once every row has been written.
+This module owns the layout of every all-atom file ldb-hpc writes (DESIGN.md "All-atom output"):
+``/topology`` heavy-atom topology with standard and peptide bonds; ``/coordinates`` (rows, n_atoms, 3)
+float32 nm; ``/time`` ps per row; ``/cell_lengths`` nm and ``/cell_angles`` degrees per row when the
+input had a cell; provenance under ``/ldb/`` (``cg_frame``, ``sample`` per row, run metadata as
+attributes). Rows are frame-major: frame f, sample s → row f·S + s. Units: Å, ps and radians in memory.
+
+The same layout comes in four files:
+
+- :class:`AllAtomWriter`: one serial file, chunked (chunks hold whole frames), renamed into place once
+  every row is written.
+- shard files (:func:`create_shard`): the rows of frames ``[frame_start, frame_stop)`` of a larger
+  output, datasets contiguous and allocated when created, so writing rows never changes HDF5 metadata
+  (a process killed mid-write leaves a file that reopens); ``/ldb`` records the frame range and the root
+  the run id the shard belongs to. Each is itself a loadable MDTraj-HDF5 file.
+- the master (:func:`write_master`): the same datasets as HDF5 virtual datasets over shard files
+  (source paths relative to the master's folder; default libver, which PyTables can open).
+- the collective file (:func:`create_collective`): one file, laid out like a shard of every frame,
+  created and written by every process of an MPI communicator through h5py's ``driver="mpio"``.
+
+Nothing here knows about ranks: callers hand in frame ranges, paths and (for mpio) a communicator.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,33 +33,227 @@ from ldb_hpc import __version__
 from ldb_hpc.chem.protein import Residues
 from ldb_hpc.chem.residues import NUM_SLOTS
 from ldb_hpc.errors import InputError, OutputError
-from ldb_hpc.io.files import TempFileWriter
 from ldb_hpc.io.cg import NM, frames_per_chunk, prepare_output, write_root_attrs, write_topology
+from ldb_hpc.io.files import TempFileWriter, replaced_when_done
 from ldb_hpc.io.topology import aa_residues, aa_topology, parse_topology
 
+TITLE = "ldb-hpc backmapped trajectory"
+RUN_ID_ATTR = "ldb_run_id"  # root attribute of a shard file: the run it belongs to
+RANGE_ATTRS = ("frame_start", "frame_stop")  # /ldb attributes of a shard file: its frames
 
-def write_frame_rows(f, row_start: int, frame_start: int, positions: np.ndarray, gather: np.ndarray, time,
-                     cell_lengths=None, cell_angles=None, has_cell: bool = False) -> None:
-    """Write frames ``frame_start ..`` (global indices) as rows ``row_start ..`` of an open all-atom file ``f``.
 
-    positions [n, S, L, 14, 3] Å (frame-major rows); gather: flat atom14 → file atom index map; time [n] ps;
-    cell_lengths [n, 3] Å and cell_angles [n, 3] rad (required when ``has_cell``). Converts to nm / degrees.
-    """
-    n, S = positions.shape[:2]
-    rows = slice(row_start, row_start + n * S)
-    atoms = positions.reshape(n * S, -1, 3)[:, gather]
-    f["coordinates"][rows] = (atoms / np.float32(NM)).astype(np.float32)
-    f["time"][rows] = np.repeat(np.asarray(time, dtype=np.float64).reshape(n), S)
+@dataclass(frozen=True)
+class Field:
+    """One per-row dataset: shape (rows first), dtype, units attribute (or None), fill value of the master."""
+
+    shape: tuple
+    dtype: str
+    units: str | None
+    fill: float | int
+
+
+def row_fields(n_rows: int, n_atoms: int, has_cell: bool) -> dict[str, Field]:
+    """The per-row datasets of an all-atom file of ``n_rows`` rows: name → :class:`Field`."""
+    fields = {
+        "coordinates": Field((n_rows, n_atoms, 3), "f4", "nanometers", np.nan),
+        "time": Field((n_rows,), "f4", "picoseconds", np.nan),
+        "ldb/cg_frame": Field((n_rows,), "i8", None, -1),
+        "ldb/sample": Field((n_rows,), "i4", None, -1),
+    }
     if has_cell:
-        f["cell_lengths"][rows] = np.repeat(np.asarray(cell_lengths, np.float32).reshape(n, 3) / np.float32(NM),
-                                            S, axis=0)
-        f["cell_angles"][rows] = np.repeat(np.rad2deg(np.asarray(cell_angles, np.float64).reshape(n, 3)), S, axis=0)
-    f["ldb/cg_frame"][rows] = np.repeat(np.arange(frame_start, frame_start + n, dtype=np.int64), S)
-    f["ldb/sample"][rows] = np.tile(np.arange(S, dtype=np.int32), n)
+        fields["cell_lengths"] = Field((n_rows, 3), "f4", "nanometers", np.nan)
+        fields["cell_angles"] = Field((n_rows, 3), "f4", "degrees", np.nan)
+    return fields
+
+
+def _contiguous_dataset(f, name: str, shape, dtype):
+    """A contiguous dataset allocated now (writes then never touch metadata), without fill writes."""
+    import h5py
+
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_layout(h5py.h5d.CONTIGUOUS)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    group_name, _, leaf = name.rpartition("/")
+    group = f.require_group(group_name) if group_name else f
+    space = h5py.h5s.create_simple(tuple(shape))
+    dsid = h5py.h5d.create(group.id, leaf.encode(), h5py.h5t.py_create(np.dtype(dtype)), space, dcpl=dcpl)
+    return h5py.Dataset(dsid)
+
+
+def _chunked_dataset(f, name: str, shape, dtype, chunk_frames: int, samples: int):
+    """A dataset chunked in whole frames (``chunk_frames`` frames of ``samples`` rows, at most all rows)."""
+    rows = min(chunk_frames, shape[0] // samples) * samples
+    return f.create_dataset(name, shape=shape, chunks=(rows,) + tuple(shape[1:]), dtype=dtype)
+
+
+def _lay_out(f, residues: Residues, samples: int, has_cell: bool, provenance: dict | None, n_frames: int,
+             frames: tuple[int, int] | None = None, title: str = TITLE, run_id: str | None = None) -> None:
+    """Lay out an open, empty h5py file ``f`` for the rows of ``frames`` (frame_start, frame_stop).
+
+    frames None: every frame of an output of ``n_frames`` frames, chunked datasets (a serial file);
+    otherwise contiguous, preallocated datasets and the frame range in /ldb (a shard or the collective
+    file). Collective-safe: every process of an mpio file calls it alike.
+    """
+    topology, _, n_atoms = aa_topology(residues)
+    write_root_attrs(f, title)
+    write_topology(f, topology)
+    if run_id is not None:
+        f.attrs[RUN_ID_ATTR] = run_id
+    frame_start, frame_stop = frames if frames is not None else (0, n_frames)
+    k = frames_per_chunk(samples * n_atoms * 12)  # about 1 MiB of coordinates; the small datasets ≥ 1024 frames
+    for name, field in row_fields((frame_stop - frame_start) * samples, n_atoms, has_cell).items():
+        if frames is None:
+            ds = _chunked_dataset(f, name, field.shape, field.dtype, k if name == "coordinates" else max(k, 1024),
+                                  samples)
+        else:
+            ds = _contiguous_dataset(f, name, field.shape, field.dtype)
+        if field.units:
+            ds.attrs["units"] = field.units
+    g = f.require_group("ldb")
+    meta = {"ldb_hpc_version": __version__, "samples": int(samples), "n_frames": int(n_frames)}
+    meta.update(provenance or {})
+    for key, value in meta.items():
+        g.attrs[key] = "" if value is None else value
+    if frames is not None:
+        for key, value in zip(RANGE_ATTRS, frames):
+            g.attrs[key] = int(value)
+
+
+def create_shard(path: str, residues: Residues, frame_start: int, frame_stop: int, samples: int,
+                 has_cell: bool, provenance: dict, n_frames_total: int, run_id: str) -> None:
+    """Create the shard file ``path`` for frames ``[frame_start, frame_stop)`` of an output of
+    ``n_frames_total`` frames, rows preallocated and unwritten (temporary name, then rename)."""
+    import h5py
+
+    with replaced_when_done(path, "shard file ") as tmp:
+        with h5py.File(tmp, "w") as f:
+            _lay_out(f, residues, samples, has_cell, provenance, n_frames_total, (frame_start, frame_stop),
+                     run_id=run_id)
+
+
+def create_collective(path: str, comm, residues: Residues, samples: int, has_cell: bool, provenance: dict,
+                      n_frames: int):
+    """Create ``path`` collectively (every process of the MPI communicator ``comm`` calls this alike) for all
+    ``n_frames`` frames; returns the open h5py.File (driver "mpio"), its layout already on disk."""
+    import h5py
+
+    f = h5py.File(path, "w", driver="mpio", comm=comm)
+    _lay_out(f, residues, samples, has_cell, provenance, n_frames, (0, n_frames))
+    f.flush()  # collective: the layout is on disk before any process writes rows
+    return f
+
+
+def open_rows(path: str, comm=None):
+    """Open an existing shard or collective file for writing rows (h5py.File, mode r+; driver "mpio" over
+    the MPI communicator ``comm`` when given)."""
+    import h5py
+
+    if comm is None:
+        return h5py.File(path, "r+")
+    return h5py.File(path, "r+", driver="mpio", comm=comm)
+
+
+def read_run_id(path: str) -> str | None:
+    """The run id a shard file was created for (None if it has none); OSError if it does not open."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        rid = f.attrs.get(RUN_ID_ATTR)
+    return rid.decode() if isinstance(rid, bytes) else rid
+
+
+class RowWriter:
+    """Writes whole CG frames (all samples) into an open all-atom file whose first row is frame ``frame_start``.
+
+    f: h5py.File laid out by this module (a shard, the collective file, an :class:`AllAtomWriter`'s);
+    residues: the L residues; samples: S; has_cell: the file has cell datasets.
+    """
+
+    def __init__(self, f, residues: Residues, frame_start: int, samples: int, has_cell: bool):
+        _, self.atom_index, self.n_atoms = aa_topology(residues)
+        # Flat gather index over (L·14) for the slots that exist, in atom order.
+        self._gather = np.nonzero(self.atom_index.ravel() >= 0)[0]
+        assert np.array_equal(self.atom_index.ravel()[self._gather], np.arange(self.n_atoms))
+        self.f, self.samples, self.has_cell = f, int(samples), bool(has_cell)
+        self.frame_start = int(frame_start)
+        self.frame_stop = self.frame_start + f["coordinates"].shape[0] // self.samples
+        self.n_res = len(residues)
+
+    def write(self, frame_start: int, positions: np.ndarray, time: np.ndarray,
+              cell_lengths: np.ndarray | None = None, cell_angles: np.ndarray | None = None) -> None:
+        """Write CG frames ``frame_start .. frame_start+n-1`` (global indices; all their samples).
+
+        positions: [n, S, L, 14, 3] Å (absent slots ignored); time: [n] ps; cell_lengths: [n, 3] Å;
+        cell_angles: [n, 3] radians (both required when the file has a cell).
+        """
+        S, L = self.samples, self.n_res
+        positions = np.asarray(positions)
+        if positions.ndim != 5 or positions.shape[1:] != (S, L, NUM_SLOTS, 3):
+            raise ValueError(f"positions has shape {positions.shape}, expected (n, {S}, {L}, 14, 3)")
+        n = positions.shape[0]
+        a, b = int(frame_start), int(frame_start) + n
+        if a < self.frame_start or b > self.frame_stop:
+            raise ValueError(f"frames {a}..{b - 1} outside {self.frame_start}..{self.frame_stop - 1}")
+        if self.has_cell and (cell_lengths is None or cell_angles is None):
+            raise ValueError("this writer has a cell: pass cell_lengths and cell_angles")
+        f = self.f
+        rows = slice((a - self.frame_start) * S, (b - self.frame_start) * S)
+        atoms = positions.reshape(n * S, -1, 3)[:, self._gather]
+        f["coordinates"][rows] = (atoms / np.float32(NM)).astype(np.float32)
+        f["time"][rows] = np.repeat(np.asarray(time, dtype=np.float64).reshape(n), S)
+        if self.has_cell:
+            f["cell_lengths"][rows] = np.repeat(np.asarray(cell_lengths, np.float32).reshape(n, 3) / np.float32(NM),
+                                                S, axis=0)
+            f["cell_angles"][rows] = np.repeat(np.rad2deg(np.asarray(cell_angles, np.float64).reshape(n, 3)), S,
+                                               axis=0)
+        f["ldb/cg_frame"][rows] = np.repeat(np.arange(a, b, dtype=np.int64), S)
+        f["ldb/sample"][rows] = np.tile(np.arange(S, dtype=np.int32), n)
+
+    def sync(self, durable: bool = True) -> None:
+        """Push written rows to the file (and to disk with ``durable``) before they are recorded as done."""
+        self.f.flush()
+        if durable:
+            os.fsync(self.f.id.get_vfd_handle())
+
+
+def write_master(output: str, parts: list[tuple[str, int, int]], samples: int) -> None:
+    """Write the master file ``output`` of virtual datasets over complete shard files.
+
+    parts: (shard file path, frame_start, frame_stop) of every non-empty shard, in frame order. Topology,
+    root and /ldb attributes are copied from the first shard (without its run id and frame range). Source
+    paths are relative to the master's folder, so master and shards may be moved together. Written under
+    a temporary name and renamed: the master appears only complete.
+    """
+    import h5py
+
+    output = os.path.abspath(output)
+    n_rows = max(b for _, _, b in parts) * samples
+    with replaced_when_done(output) as tmp:
+        with h5py.File(parts[0][0], "r") as first, h5py.File(tmp, "w") as f:
+            for key, value in first.attrs.items():
+                if key != RUN_ID_ATTR:
+                    f.attrs[key] = value
+            f.create_dataset("topology", data=first["topology"][()])
+            n_atoms = first["coordinates"].shape[1]
+            for name, field in row_fields(n_rows, n_atoms, "cell_lengths" in first).items():
+                layout = h5py.VirtualLayout(shape=field.shape, dtype=field.dtype)
+                for path, a, b in parts:
+                    rel = os.path.relpath(os.path.dirname(os.path.abspath(path)), os.path.dirname(output))
+                    src = h5py.VirtualSource(f"{rel}/{os.path.basename(path)}", name,
+                                             shape=((b - a) * samples,) + tuple(field.shape[1:]))
+                    layout[a * samples: b * samples] = src
+                ds = f.create_virtual_dataset(name, layout, fillvalue=field.fill)
+                if field.units:
+                    ds.attrs["units"] = field.units
+            g = f.require_group("ldb")
+            for key, value in first["ldb"].attrs.items():
+                if key not in RANGE_ATTRS:
+                    g.attrs[key] = value
 
 
 class AllAtomWriter(TempFileWriter):
-    """Writes backmapped frames into a preallocated MDTraj-HDF5 file (context manager).
+    """Writes backmapped frames into a preallocated, chunked MDTraj-HDF5 file (context manager).
 
     path: final file name; residues: the L residues; n_frames: CG frames F that will be written;
     samples: S samples per frame (rows = F·S); provenance: run metadata stored as attributes of
@@ -54,7 +263,7 @@ class AllAtomWriter(TempFileWriter):
 
     def __init__(self, path: str, residues: Residues, n_frames: int, samples: int = 1,
                  provenance: dict | None = None, has_cell: bool = False, overwrite: bool = False,
-                 title: str = "ldb-hpc backmapped trajectory"):
+                 title: str = TITLE):
         import h5py
 
         if n_frames < 1 or samples < 1:
@@ -66,57 +275,23 @@ class AllAtomWriter(TempFileWriter):
         self._written = np.zeros(self.n_frames, dtype=bool)
         self._f = None
         self._tmp = prepare_output(self.path, overwrite)
-        topology, self.atom_index, self.n_atoms = aa_topology(residues)
-        # Flat gather index over (L·14) for the slots that exist, in atom order.
-        self._gather = np.nonzero(self.atom_index.ravel() >= 0)[0]
-        assert np.array_equal(self.atom_index.ravel()[self._gather], np.arange(self.n_atoms))
-        S, A = self.samples, self.n_atoms
-        k = frames_per_chunk(S * A * 12)
         try:
-            self._f = f = h5py.File(self._tmp, "w")
-            write_root_attrs(f, title)
-            write_topology(f, topology)
-            f.create_dataset("coordinates", shape=(self.n_rows, A, 3), chunks=(min(k, self.n_frames) * S, A, 3),
-                             dtype="f4")
-            f["coordinates"].attrs["units"] = "nanometers"
-            row_chunk = (min(max(k, 1024), self.n_frames) * S,)
-            f.create_dataset("time", shape=(self.n_rows,), chunks=row_chunk, dtype="f4")
-            f["time"].attrs["units"] = "picoseconds"
-            if self.has_cell:
-                for name, units in (("cell_lengths", "nanometers"), ("cell_angles", "degrees")):
-                    f.create_dataset(name, shape=(self.n_rows, 3), chunks=row_chunk + (3,), dtype="f4")
-                    f[name].attrs["units"] = units
-            g = f.create_group("ldb")
-            g.create_dataset("cg_frame", shape=(self.n_rows,), chunks=row_chunk, dtype="i8")
-            g.create_dataset("sample", shape=(self.n_rows,), chunks=row_chunk, dtype="i4")
-            meta = {"ldb_hpc_version": __version__, "samples": self.samples, "n_frames": self.n_frames}
-            meta.update(provenance or {})
-            for key, value in meta.items():
-                g.attrs[key] = "" if value is None else value
+            self._f = h5py.File(self._tmp, "w")
+            _lay_out(self._f, residues, self.samples, self.has_cell, provenance, self.n_frames, title=title)
+            self._rows = RowWriter(self._f, residues, 0, self.samples, self.has_cell)
         except OSError as exc:
             self.abort()
             raise OutputError(f"cannot write {self._tmp}: {exc}")
+        except BaseException:
+            self.abort()
+            raise
+        self.atom_index, self.n_atoms = self._rows.atom_index, self._rows.n_atoms
 
     def write(self, frame_start: int, positions: np.ndarray, time: np.ndarray,
               cell_lengths: np.ndarray | None = None, cell_angles: np.ndarray | None = None) -> None:
-        """Write CG frames ``frame_start .. frame_start+n-1`` (all their samples).
-
-        positions: [n, S, L, 14, 3] Å (absent slots ignored); time: [n] ps; cell_lengths: [n, 3] Å;
-        cell_angles: [n, 3] radians (both required when the writer has a cell).
-        """
-        S, L = self.samples, len(self.residues)
-        positions = np.asarray(positions)
-        if positions.ndim != 5 or positions.shape[1:] != (S, L, NUM_SLOTS, 3):
-            raise ValueError(f"positions has shape {positions.shape}, expected (n, {S}, {L}, 14, 3)")
-        n = positions.shape[0]
-        a, b = int(frame_start), int(frame_start) + n
-        if a < 0 or b > self.n_frames:
-            raise ValueError(f"frames {a}..{b - 1} outside 0..{self.n_frames - 1}")
-        if self.has_cell and (cell_lengths is None or cell_angles is None):
-            raise ValueError("this writer has a cell: pass cell_lengths and cell_angles")
-        write_frame_rows(self._f, a * S, a, positions, self._gather, time, cell_lengths, cell_angles,
-                         self.has_cell)
-        self._written[a:b] = True
+        """Write CG frames ``frame_start .. frame_start+n-1`` (all their samples); see :meth:`RowWriter.write`."""
+        self._rows.write(frame_start, positions, time, cell_lengths, cell_angles)
+        self._written[int(frame_start): int(frame_start) + np.shape(positions)[0]] = True
 
     @property
     def complete(self) -> bool:
@@ -134,6 +309,7 @@ class AllAtomWriter(TempFileWriter):
         self._f.close()
         self._f = None
         os.replace(self._tmp, self.path)
+
 
 def read_aa(path: str, start: int = 0, stop: int | None = None):
     """Read an all-atom MDTraj-HDF5 file (an ldb-hpc output, or any heavy-atom protein file) into atom14.

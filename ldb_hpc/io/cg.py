@@ -17,7 +17,7 @@ from ldb_hpc import __version__
 from ldb_hpc.chem.protein import Residues
 from ldb_hpc.errors import InputError, OutputError
 from ldb_hpc.io import mdtraj_bridge as mb
-from ldb_hpc.io.files import TempFileWriter
+from ldb_hpc.io.files import TempFileWriter, temp_name
 from ldb_hpc.io.topology import cg_residues, cg_topology, parse_topology, topology_json
 
 NM = 10.0  # Å per nm
@@ -272,7 +272,7 @@ def prepare_output(path: str, overwrite: bool) -> str:
         raise OutputError(f"output directory does not exist: {parent}")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"output directory is not writable: {parent}")
-    return os.path.join(parent, f".{os.path.basename(path)}.tmp.{os.getpid()}")
+    return temp_name(path)
 
 
 def write_root_attrs(f, title: str) -> None:

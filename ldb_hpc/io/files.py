@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
-from ldb_hpc.errors import InputError
+from ldb_hpc.errors import InputError, OutputError
 
 
 def check_readable(path: str, what: str = "input") -> None:
@@ -17,6 +18,28 @@ def check_readable(path: str, what: str = "input") -> None:
         raise InputError(f"{what} file is not readable: {path}")
     if os.path.getsize(path) == 0:
         raise InputError(f"{what} file is empty: {path}")
+
+
+def temp_name(path: str) -> str:
+    """The hidden temporary name beside ``path`` that a writer fills before renaming it to ``path``."""
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp.{os.getpid()}")
+
+
+@contextmanager
+def replaced_when_done(path: str, what: str = ""):
+    """Yield a temporary name to write; rename it to ``path`` when the block ends without an error.
+
+    An OSError inside the block deletes the temporary file and becomes OutputError("cannot write
+    {what}{path}: …"), so ``path`` appears only complete (or stays as it was).
+    """
+    tmp = temp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise OutputError(f"cannot write {what}{path}: {exc}")
 
 
 class TempFileWriter:

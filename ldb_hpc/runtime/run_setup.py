@@ -1,0 +1,154 @@
+"""Phase 1 of ``backmap`` (rank 0): the run's options, and the run folder validated and prepared.
+
+:func:`setup` validates options, input, model and the state of the output and its run folder (a fresh
+run, ``--resume`` of an interrupted one, a ``--shard I/N`` task joining the run its siblings created,
+``--overwrite``), then creates the folder and its ``run.json``. It returns the run record every rank
+works from; it never computes frames.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ldb_hpc.errors import InputError, OutputError
+from ldb_hpc.runtime import output as out_mod
+from ldb_hpc.runtime import resume
+from ldb_hpc.runtime.sharding import ChunkPlan
+
+IO_MODES = ("shards", "mpio")
+
+
+@dataclass
+class BackmapConfig:
+    """Options of one backmap run (the CLI's arguments, validated by :func:`setup`)."""
+
+    input: str
+    output: str
+    top: str | None = None
+    model: str | None = None
+    steps: int | None = None  # diffusion sampling steps (None: the model's default)
+    temperature: float | None = None  # sampling temperature (None: 0 for one sample, the model's for ensembles)
+    batch_frames: int = 64
+    samples: int = 1
+    seed: int = 0
+    threads: int | None = None
+    progress: bool | None = None  # None: only on a terminal
+    overwrite: bool = False
+    resume: bool = False
+    residue_map: dict = field(default_factory=dict)
+    io: str = "shards"
+    shard: tuple[int, int] | None = None  # (I, N) of --shard I/N
+
+
+def validate_options(cfg: BackmapConfig) -> None:
+    """InputError naming the first option of ``cfg`` that is out of range or cannot be combined."""
+    if cfg.batch_frames < 1:
+        raise InputError(f"--batch-frames must be at least 1, got {cfg.batch_frames}")
+    if cfg.samples < 1:
+        raise InputError(f"--samples must be at least 1, got {cfg.samples}")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {cfg.threads}")
+    if cfg.io not in IO_MODES:
+        raise InputError(f"--io must be one of {', '.join(IO_MODES)}, got {cfg.io!r}")
+    if cfg.io == "mpio":
+        import h5py
+
+        if not h5py.get_config().mpi:
+            raise InputError("--io mpio needs h5py built with MPI (parallel HDF5); this h5py is serial "
+                             "(h5py.get_config().mpi is False): use --io shards")
+        if cfg.shard is not None:
+            raise InputError("--io mpio writes one file collectively; it cannot be combined with --shard")
+    if cfg.overwrite and cfg.resume:
+        raise InputError("--overwrite and --resume exclude each other")
+
+
+def _check_output_location(output: str) -> None:
+    parent = os.path.dirname(output)
+    if os.path.isdir(output):
+        raise OutputError(f"output is a directory: {output}")
+    if not os.path.isdir(parent):
+        raise OutputError(f"output directory does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output directory is not writable: {parent}")
+
+
+def setup(cfg: BackmapConfig, size: int) -> dict:
+    """Validate the run and prepare its folder; returns {"record": run record, "folder", "complete"}."""
+    from ldb_hpc.io.cg import CGTrajectory
+    from ldb_hpc.io.files import check_readable
+    from ldb_hpc.model.api import load_model
+
+    validate_options(cfg)
+    check_readable(cfg.input, "input")
+    if cfg.top:
+        check_readable(cfg.top, "topology")
+    output = os.path.abspath(cfg.output)
+    if output == os.path.abspath(cfg.input):
+        raise InputError(f"output would overwrite the input: {cfg.output}")
+    _check_output_location(output)
+    folder = out_mod.run_dir(output)
+    model = load_model(cfg.model, steps=cfg.steps, temperature=cfg.temperature)
+    with CGTrajectory(cfg.input, top=cfg.top, residue_map=cfg.residue_map) as cg:
+        identity = resume.input_identity(cfg.input, cg)
+        has_cell = cg.has_cell
+    n_shards = cfg.shard[1] if cfg.shard else size
+    plan = ChunkPlan(identity["n_frames"], cfg.batch_frames, n_shards)
+    provenance = {"model": model.name, "model_hash": model.hash, "seed": cfg.seed, "steps": model.steps,
+                  "samples": cfg.samples, "input": os.path.basename(cfg.input)}
+    current = resume.make_run_record(identity, model, cfg.seed, cfg.samples, cfg.io, plan, has_cell, provenance)
+
+    recorded = None
+    if os.path.isdir(folder):
+        if not out_mod.is_run_folder(folder):
+            raise OutputError(f"{folder} exists and is not an ldb-hpc run folder; remove it or choose another output")
+        if not cfg.overwrite:
+            recorded = resume.read_run_record(folder)
+    elif os.path.exists(folder):
+        raise OutputError(f"{folder} exists and is not a folder; remove it or choose another output")
+
+    def mismatch(rec) -> None:
+        diffs = resume.differences(rec, current)
+        if diffs:
+            raise InputError(f"cannot resume {cfg.output}: the existing run differs in {'; '.join(diffs)}; "
+                             "rerun with its options or pass --overwrite to start over")
+
+    if os.path.exists(output) and not cfg.overwrite:
+        if cfg.resume and recorded is not None:
+            mismatch(recorded)
+            return {"record": recorded, "folder": folder, "complete": True}
+        raise OutputError(f"output exists: {cfg.output} (pass --overwrite to replace it)")
+
+    if cfg.overwrite:
+        if os.path.exists(output) and cfg.shard is None:
+            os.remove(output)
+        if cfg.shard is None:
+            out_mod.remove_run_files(folder)
+        else:
+            if os.path.exists(output):
+                os.remove(output)
+            out_mod.remove_run_files(folder, [cfg.shard[0]])
+            old = resume.read_run_record(folder) if os.path.isdir(folder) else None
+            if old is not None and not resume.differences(old, current) and old["plan"] == current["plan"]:
+                current = old  # keep the run id the other shards of this run record under
+    elif recorded is not None:
+        if cfg.resume or cfg.shard is not None:
+            # An array task joins the run its sibling tasks created (and a retried task resumes its shard).
+            mismatch(recorded)
+            if cfg.shard is not None and recorded["plan"]["n_shards"] != cfg.shard[1]:
+                raise InputError(f"--shard {cfg.shard[0]}/{cfg.shard[1]}: the existing run of {cfg.output} has "
+                                 f"{recorded['plan']['n_shards']} shards; use the same N or --overwrite")
+            current = recorded  # the recorded chunk plan is reused, whatever --batch-frames says now
+        else:
+            raise OutputError(f"an incomplete output of an interrupted run exists: {folder}; pass --resume to "
+                              "finish it or --overwrite to start over")
+    elif os.path.isdir(folder) and os.listdir(folder) and not cfg.overwrite and cfg.shard is None:
+        raise OutputError(f"{folder} holds shard files without a run record; pass --overwrite to start over")
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {folder}: {exc}")
+    if resume.read_run_record(folder) is None or cfg.overwrite:
+        resume.write_run_record(folder, current)
+    return {"record": current, "folder": folder, "complete": False}
