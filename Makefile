@@ -44,7 +44,8 @@ $(STAMP): pyproject.toml CMakeLists.txt $(KERNEL_SOURCES) | $(PY)
 install: $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(PIP) install --quiet "pytest>=7" "pytest-xdist>=3" matplotlib pypulchra  # the last two: the bench smoke test
+	$(PIP) install --quiet "pytest>=7" "pytest-xdist>=3" matplotlib pypulchra "import-linter>=2.1" "ruff>=0.6"
+	@# matplotlib, pypulchra: the bench smoke test; import-linter, ruff: tests/test_code_quality.py
 	@touch $@
 
 # Parallel HDF5 venv: ~5 minutes from scratch on 2 cores (mpi4py and h5py are compiled).

@@ -16,13 +16,10 @@ from ldb_hpc import ops
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.errors import InputError
 from ldb_hpc.model.diffusion import linear_schedule
+from ldb_hpc.ops import cpu
 from ldb_hpc.ops import reference as ref
 
-cpu = pytest.importorskip("ldb_hpc.ops.cpu")
-try:
-    cpu.module()
-except ImportError:  # pragma: no cover - the package is always built with its extension in CI
-    pytest.skip("ldb_hpc._cpu is not built", allow_module_level=True)
+cpu.module()  # the extension is always built with the package (make install): fail here, not skip, when it is not
 
 _PRO = rc.RESTYPE_INDEX["PRO"]
 _CYS = rc.RESTYPE_INDEX["CYS"]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("triton")
+import triton  # noqa: E402, F401 - installed with the package (make install); the interpreter runs it on CPU
 
 from ldb_hpc.chem import residues as rc  # noqa: E402
 from ldb_hpc.chem.ideal import ideal_geometry  # noqa: E402
@@ -71,8 +71,6 @@ def assert_close_report(actual, expected, atol, rtol=0.0):
 def test_installed_kernels_are_the_repository_ones():
     """ldb_hpc._triton is a copy made by the package build: a stale copy would test old kernels."""
     src = REPO / "kernels" / "triton" / "ops.py"
-    if not src.exists():
-        pytest.skip("not a source checkout")
     assert Path(tops.__file__).read_bytes() == src.read_bytes(), \
         "installed ldb_hpc._triton is stale: run `pip install --no-build-isolation -e .`"
 
@@ -347,12 +345,8 @@ def test_kernels_compile_for_h100_with_contract_numerics(tmp_path):
 
 def test_same_noise_as_the_cpu_kernels():
     """The third implementation (C++, ldb_hpc.ops.cpu) draws the very same numbers, where it is built."""
-    try:
-        from ldb_hpc.ops import cpu
-        if not hasattr(cpu, "gaussian_noise"):
-            raise ImportError("no gaussian_noise")
-        frames = torch.tensor([0, 9, 2**33 + 5])
-        expected = cpu.gaussian_noise(11, frames, 2, 4, 37, 8)
-    except Exception as e:  # noqa: BLE001 - the C++ extension is optional
-        pytest.skip(f"C++ kernels not available: {e}")
+    from ldb_hpc.ops import cpu
+
+    frames = torch.tensor([0, 9, 2**33 + 5])
+    expected = cpu.gaussian_noise(11, frames, 2, 4, 37, 8)
     assert torch.equal(tops.gaussian_noise(11, frames, 2, 4, 37, 8), expected)

@@ -7,7 +7,6 @@ the sharded backmap with --io) is there, else 1 (two serial backmaps would write
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -32,19 +31,6 @@ def _slurm_reason() -> str | None:
     return None
 
 
-def mpi_backmap() -> bool:
-    """True once backmap shards frames over MPI ranks (the runtime of issue 4 has landed)."""
-    if importlib.util.find_spec("ldb_hpc.runtime.comm") is None:
-        return False
-    from ldb_hpc.cli.main import build_parser
-
-    try:
-        build_parser().parse_args(["backmap", "x.h5", "--io", "shards"])
-    except SystemExit:
-        return False
-    return True
-
-
 pytestmark = pytest.mark.skipif(_slurm_reason() is not None, reason=_slurm_reason() or "")
 
 
@@ -65,10 +51,9 @@ def big(tmp_path_factory):
 
 
 def test_srun_backmap_rows_equal_frames_and_match_serial(big, tmp_path):
-    ranks = 2 if mpi_backmap() else 1
     out = tmp_path / "out.h5"
-    extra = ["--batch-frames", 16] + (["--io", "shards"] if ranks > 1 else [])
-    proc = _run(["srun", "--mpi=pmi2", "-n", ranks, "--time=10", LDB_HPC, "backmap", big, "-o", out,
+    extra = ["--batch-frames", 16, "--io", "shards"]
+    proc = _run(["srun", "--mpi=pmi2", "-n", 2, "--time=10", LDB_HPC, "backmap", big, "-o", out,
                  "--model", "ideal", "--no-progress", *extra], tmp_path)
     traj = md.load(str(out))
     assert traj.n_frames == 90, proc.stdout + proc.stderr  # one row per frame: none lost, none twice
@@ -84,7 +69,6 @@ def test_srun_backmap_rows_equal_frames_and_match_serial(big, tmp_path):
 
 def test_srun_runs_ranks_under_pmi2(tmp_path):
     """The launcher side: srun starts 2 tasks that see each other through PMI-2 (mpi4py of this venv)."""
-    pytest.importorskip("mpi4py")
     code = ("from mpi4py import MPI; c = MPI.COMM_WORLD; "
             "print(c.rank, c.size, c.allreduce(c.rank + 1))")
     proc = _run(["srun", "--mpi=pmi2", "-n", 2, "--time=5", sys.executable, "-c", code], tmp_path, timeout=120)
@@ -92,7 +76,6 @@ def test_srun_runs_ranks_under_pmi2(tmp_path):
     assert rows == [["0", "2", "3"], ["1", "2", "3"]], proc.stdout
 
 
-@pytest.mark.skipif(not mpi_backmap(), reason="needs the MPI backmap runtime (--io, --resume, verify)")
 def test_sbatch_rendered_backmap_job(big, tmp_path):
     """slurm/backmap.sbatch rendered for this machine and run with `sbatch --wait`: the output verifies."""
     out = tmp_path / "job.aa.h5"

@@ -19,11 +19,13 @@ import os
 import sys
 import time
 
+from ldb_hpc.chem import residues as rc
+
 
 def _jobs(ops) -> dict:
     P32, P64, PI64, PI32, PU8, PI8 = "*fp32", "*fp64", "*i64", "*i32", "*u8", "*i8"
     c = "constexpr"
-    clash = dict(PRO=ops._PRO, CYS=ops._CYS, NSLOT=14, NB=ops.CLASH_NB, BLOCK_S=16)
+    clash = dict(PRO=rc.RESTYPE_INDEX["PRO"], CYS=rc.RESTYPE_INDEX["CYS"], NSLOT=14, NB=ops.CLASH_NB, BLOCK_S=16)
     return {
         "_vq_kernel": (dict(z_ptr=P32, cb_ptr=P32, idx_ptr=PI64, q_ptr=P32, N="i32", K="i32", D=c, BLOCK_D=c,
                             BLOCK_N=c, BLOCK_K=c),
@@ -42,7 +44,7 @@ def _jobs(ops) -> dict:
                           dict(NSLOT=14, BLOCK_M=ops.BUILD_BLOCK_M, BLOCK_S=16)),
         "_proline_kernel": (dict(chi_ptr=P32, rt_ptr=PI64, out_ptr=P32, par_ptr=P32, g1_ptr=P32, g2_ptr=P32, PRO=c,
                                  NSLOT=c, N1=c, N2=c, B1=c, B2=c),
-                            dict(PRO=ops._PRO, NSLOT=14, N1=21, N2=51, B1=32, B2=64)),
+                            dict(PRO=rc.RESTYPE_INDEX["PRO"], NSLOT=14, N1=21, N2=51, B1=32, B2=64)),
         "_flags_kernel": (dict(pos_ptr=P32, rows_ptr=PI64, nbr_ptr=PI64, adj_ptr=PU8, rt_ptr=PI64, exists_ptr=PI32,
                                out_ptr=PI8, k="i32", trigger="fp32", **{k: c for k in clash}), clash),
         "_score_kernel": (dict(cand_ptr=P32, pos_ptr=P32, rows_ptr=PI64, nbr_ptr=PI64, adj_ptr=PU8, rt_ptr=PI64,

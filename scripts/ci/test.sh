@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as `make test` runs it (after the Makefile has built .venv and .venv-mpio):
 #   1. a one-node SLURM cluster (scripts/ci/slurm.sh start; stopped again on exit, whatever happens);
-#   2. pytest -n 2 over tests/ with .venv (serial, MPI at 2 ranks with the mpich wheel's mpiexec, SLURM);
+#   2. pytest -n 2 over tests/ with .venv (serial, MPI at 2 ranks with the mpich wheel's mpiexec, SLURM, and the
+#      code checks of tests/test_code_quality.py: ruff, import-linter's layer contracts, no cycles);
 #   3. pytest over tests/test_mpio*.py with .venv-mpio (parallel h5py on Debian's Open MPI).
 # Exit status: non-zero when any step failed. Step times go to stdout and to build/ci-times.tsv.
 set -uo pipefail
@@ -33,6 +34,9 @@ else
     echo "test.sh: the local SLURM cluster did not start; its tests will be skipped and the run fails" >&2
     status=1
 fi
+
+# Every skip condition of the suite is something this script provides: under LDB_HPC_STRICT=1 a skip fails.
+export LDB_HPC_STRICT=1
 
 # MPI launchers for the tests: each venv's own (mpich wheel in .venv, Open MPI wrapper in .venv-mpio).
 export LDB_HPC_MPIEXEC=$PWD/$VENV/bin/mpiexec
