@@ -22,7 +22,7 @@ def run_eval(run_cli):
 
 def write_pdb(path, models, restype, names=None):
     """PDB with one MODEL per [L, 14, 3] array (all slots of each residue type present)."""
-    from ldb_hpc.io.structure import protein_to_pdb_string
+    from ldb_hpc.io.pdb import protein_to_pdb_string
 
     L = len(restype)
     res = Residues(restype, names or [rc.RESTYPES_3[r] for r in restype], ["A"] * L, np.arange(1, L + 1),

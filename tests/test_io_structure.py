@@ -1,4 +1,4 @@
-"""PDB/mmCIF → atom14 parsing and PDB writing (ldb_hpc.io.structure)."""
+"""PDB/mmCIF → atom14 parsing (ldb_hpc.io.structure) and PDB writing (ldb_hpc.io.pdb)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 from ldb_hpc.chem.residues import ATOM14, RESTYPE_INDEX, SLOT_INDEX, UNK
 from ldb_hpc.errors import InputError
-from ldb_hpc.io.structure import protein_to_pdb_string, read_structure, read_structure_with_report, write_pdb
+from ldb_hpc.io.pdb import protein_to_pdb_string, write_pdb
+from ldb_hpc.io.structure import read_structure, read_structure_with_report
 
 
 def pdb_line(serial, name, resname, chain, resseq, xyz, *, icode=" ", altloc=" ", element=None,

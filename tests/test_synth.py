@@ -12,7 +12,7 @@ from conftest import assert_one_line_error
 from ldb_hpc.chem.protein import Protein, Residues
 from ldb_hpc.chem.residues import NUM_SLOTS, RESTYPE_INDEX
 from ldb_hpc.io.cg import CGTrajectory
-from ldb_hpc.io.structure import write_pdb
+from ldb_hpc.io.pdb import write_pdb
 from ldb_hpc.synth import brownian_chunks, brownian_frames, elastic_network
 
 
