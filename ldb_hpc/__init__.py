@@ -1,6 +1,8 @@
 """ldb-hpc: Latent Diffusion Backmapping of coarse-grained protein trajectories, built for HPC."""
 
-__version__ = "0.1.0"
+from ldb_hpc.version import __version__
+
+__all__ = ["__version__", "backmap"]
 
 
 def backmap(traj, samples: int = 1, seed: int = 0, model=None, **kwargs):

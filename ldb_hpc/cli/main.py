@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from ldb_hpc import __version__
+from ldb_hpc.version import __version__
 
 # Subcommand name → module under ldb_hpc.cli (defines add_parser(subparsers) and run(args) -> int).
 SUBCOMMANDS = ("coarsen", "prepare", "backmap", "evaluate", "train", "synth", "verify", "merge")
