@@ -23,13 +23,12 @@ Layout (one row per residue, N rows; C chains; F files; all arrays in chain orde
 
 Only the first model of multi-model files is used (NMR ensembles would otherwise weigh one protein
 many times). Per-residue datasets are chunked and gzip-compressed; the file is written under a
-temporary name and renamed when complete.
+temporary name and renamed when complete. The inputs (structure files, MANIFEST.tsv) are found and read
+by ldb_hpc.io.sources; its public names are importable from here as well.
 """
 
 from __future__ import annotations
 
-import csv
-import glob
 import hashlib
 import json
 import os
@@ -39,147 +38,13 @@ import numpy as np
 
 from ldb_hpc.chem.residues import ATOM14, NUM_SLOTS, RESTYPES_3
 from ldb_hpc.errors import InputError, OutputError
-from ldb_hpc.io.structure import STRUCTURE_EXTENSIONS, ParseReport, read_structure_with_report
+from ldb_hpc.io.files import temp_name
+from ldb_hpc.io.sources import Manifest, ManifestEntry, collect_structure_files
+from ldb_hpc.io.structure import ParseReport, read_structure_with_report
 
 FORMAT_NAME = "ldb-hpc-training"
 FORMAT_VERSION = 1
 CHUNK_ROWS = 4096
-MANIFEST_COLUMNS = ("file", "chain", "n_res", "cluster95", "cluster40")
-_GLOB_CHARS = set("*?[")
-
-
-# ----------------------------------------------------------------------------------------------------
-# Inputs
-
-
-def collect_structure_files(items: list[str]) -> list[str]:
-    """Expand files, directories (recursively) and glob patterns into structure files.
-
-    Directories and globs contribute files whose names end in one of STRUCTURE_EXTENSIONS
-    (case-insensitive), in sorted order; a file named explicitly is taken whatever its name.
-    Duplicates are dropped (first occurrence kept). Raises InputError for a path that does not
-    exist, a glob that matches nothing, or when nothing is found at all.
-    """
-    out: list[str] = []
-    seen: set[str] = set()
-
-    def add(path: str) -> None:
-        key = os.path.realpath(path)
-        if key not in seen:
-            seen.add(key)
-            out.append(path)
-
-    def walk(d: str) -> None:
-        found = []
-        for root, dirs, names in os.walk(d):
-            dirs.sort()
-            found.extend(os.path.join(root, n) for n in names if _is_structure_name(n))
-        for p in sorted(found):
-            add(p)
-
-    for item in items:
-        if os.path.isdir(item):
-            walk(item)
-        elif os.path.isfile(item):
-            add(item)
-        elif _GLOB_CHARS & set(item):
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                raise InputError(f"no files match {item}")
-            for m in matches:
-                if os.path.isdir(m):
-                    walk(m)
-                elif _is_structure_name(m):
-                    add(m)
-        else:
-            raise InputError(f"input file not found: {item}")
-    if not out:
-        raise InputError(f"no structure files ({', '.join(STRUCTURE_EXTENSIONS)}) in {' '.join(items)}")
-    return out
-
-
-def _is_structure_name(name: str) -> bool:
-    low = name.lower()
-    return any(low.endswith(e) for e in STRUCTURE_EXTENSIONS)
-
-
-@dataclass
-class ManifestEntry:
-    file: str
-    chain: str
-    n_res: int
-    cluster95: str
-    cluster40: str
-
-
-class Manifest:
-    """MANIFEST.tsv rows (one per chain), looked up by structure path + chain id.
-
-    The manifest's ``file`` column is relative to the data folder (``train/bm5/1A2K_l_b-matched.pdb.gz``);
-    an input path matches the row whose path agrees with the most trailing components of the
-    input path (at least the file name), so equal file names in different folders stay apart.
-    """
-
-    def __init__(self, entries: list[ManifestEntry], path: str = ""):
-        self.path = path
-        self.entries = entries
-        self._by_file: dict[str, dict[str, ManifestEntry]] = {}
-        self._by_base: dict[str, list[str]] = {}
-        for e in entries:
-            if e.file not in self._by_file:
-                self._by_base.setdefault(os.path.basename(e.file), []).append(e.file)
-            self._by_file.setdefault(e.file, {})[e.chain] = e
-
-    @classmethod
-    def read(cls, path: str) -> "Manifest":
-        """Read a tab-separated manifest with at least the columns file, chain, n_res, cluster95, cluster40."""
-        if not os.path.isfile(path):
-            raise InputError(f"manifest not found: {path}")
-        try:
-            with open(path, newline="") as fh:
-                reader = csv.DictReader(fh, delimiter="\t")
-                missing = [c for c in MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
-                if missing:
-                    raise InputError(f"manifest {path} lacks column(s) {', '.join(missing)} "
-                                     f"(expected tab-separated {', '.join(MANIFEST_COLUMNS)}, ...)")
-                entries = []
-                for line, row in enumerate(reader, start=2):
-                    try:
-                        n_res = int(row["n_res"])
-                    except (TypeError, ValueError):
-                        raise InputError(f"manifest {path} line {line}: n_res is not an integer: "
-                                         f"{row['n_res']!r}") from None
-                    entries.append(ManifestEntry(row["file"], row["chain"] or "", n_res,
-                                                 row["cluster95"] or "", row["cluster40"] or ""))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"cannot read manifest {path}: {exc}") from None
-        return cls(entries, path)
-
-    def match_file(self, path: str) -> str | None:
-        """The manifest ``file`` value for an input path, or None."""
-        cands = self._by_base.get(os.path.basename(path))
-        if not cands:
-            return None
-        parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
-        best, best_n, tie = None, 0, False
-        for c in cands:
-            cparts = c.split("/")
-            n = 0
-            while n < min(len(cparts), len(parts)) and cparts[-1 - n] == parts[-1 - n]:
-                n += 1
-            if n > best_n:
-                best, best_n, tie = c, n, False
-            elif n == best_n:
-                tie = True
-        return None if tie else best
-
-    def lookup(self, manifest_file: str | None, chain: str) -> ManifestEntry | None:
-        if manifest_file is None:
-            return None
-        return self._by_file.get(manifest_file, {}).get(chain)
-
-    def chains_of(self, manifest_file: str) -> dict[str, ManifestEntry]:
-        return self._by_file.get(manifest_file, {})
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -362,8 +227,7 @@ def write_training_h5(results, out_path: str, *, manifest: Manifest | None = Non
 
     t0 = time.perf_counter()
     summary = PrepareSummary(files_in=n_files)
-    d, base = os.path.split(os.path.abspath(out_path))
-    tmp = os.path.join(d, f".{base}.tmp.{os.getpid()}")
+    tmp = temp_name(os.path.abspath(out_path))
     comp = None if compression in (None, "none") else compression
     try:
         with h5py.File(tmp, "w") as h5:
@@ -557,6 +421,7 @@ def cluster_split(keys, valid_fraction: float = 0.05, seed: int = 0) -> np.ndarr
 __all__ = [
     "FileResult",
     "Manifest",
+    "ManifestEntry",
     "PrepareSummary",
     "cluster_split",
     "collect_structure_files",
