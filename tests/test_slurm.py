@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import mdtraj as md
 import numpy as np
 import pytest
@@ -88,3 +89,5 @@ def test_sbatch_rendered_backmap_job(big, tmp_path):
     logs = "".join(p.read_text() for p in tmp_path.glob("job-*.out"))
     assert proc.returncode == 0, proc.stderr + logs
     assert md.load(str(out)).n_frames == 90
+    with h5py.File(out, "r") as f:  # the template's defaults run the learned model shipped in the package
+        assert f["ldb"].attrs["model"] == "ldb-default", dict(f["ldb"].attrs)

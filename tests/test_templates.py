@@ -68,6 +68,20 @@ def test_backmap_job_uses_slurm_threads_gpus_and_srun(tmp_path):
     assert '--threads "$threads"' in script and "--batch-frames 128 --samples 2" in script
 
 
+@pytest.mark.parametrize("name", ["backmap.sbatch", "backmap-array.sbatch"])
+def test_backmap_templates_default_to_the_shipped_learned_model(name):
+    """A template submitted with its defaults runs the learned model, not the baseline (46 clashes per 1000 atoms)."""
+    from ldb_hpc.model.api import LDBBackmapper, load_model
+
+    values = dict(INPUT="a.h5", OUTPUT="b.h5") if name == "backmap.sbatch" else \
+        dict(INPUT="a.h5", OUTPUT="b.h5", SHARDS="4", LAST_SHARD="3")
+    script = _render(name, values)
+    model = re.search(r'--model "([^"]*)"', script).group(1)
+    assert model == "default"
+    backmapper = load_model(model)
+    assert isinstance(backmapper, LDBBackmapper) and backmapper.name == "ldb-default"
+
+
 def test_empty_optional_sbatch_lines_are_dropped(tmp_path):
     script = _render("backmap.sbatch", dict(INPUT="a.h5", OUTPUT="b.h5"))
     _bash_n(script, tmp_path)
@@ -136,7 +150,8 @@ def _stub_bin(tmp_path: Path) -> Path:
     """srun and scontrol stand-ins that record their arguments in $CALLS."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "srun").write_text('#!/bin/sh\nfor a in "$@"; do printf "[%s]" "$a"; done >> "$CALLS"\necho >> "$CALLS"\n')
+    (bin_dir / "srun").write_text('#!/bin/sh\nfor a in "$@"; do printf "[%s]" "$a"; done >> "$CALLS"\n'
+                                  'echo >> "$CALLS"\n')
     (bin_dir / "scontrol").write_text("#!/bin/sh\necho node1\necho node2\n")
     for name in ("srun", "scontrol"):
         (bin_dir / name).chmod(0o755)
@@ -146,7 +161,8 @@ def _stub_bin(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("stage, init, expected", [
     ("diffusion", "runs/tok/model", "[train][diffusion][--data][train.h5][--out][runs/diff][--init][runs/tok/model]"
                                     "[--steps][3000][--threads][4][--lr][1e-3]"),
-    ("tokenizer", "", "[train][tokenizer][--data][train.h5][--out][runs/diff][--steps][3000][--threads][4][--lr][1e-3]"),
+    ("tokenizer", "", "[train][tokenizer][--data][train.h5][--out][runs/diff]"
+                      "[--steps][3000][--threads][4][--lr][1e-3]"),
 ])
 def test_train_job_runs_srun_train(stage, init, expected, tmp_path):
     script = _render("train.sbatch", dict(SAMPLES["train.sbatch"], STAGE=stage, INIT=init))

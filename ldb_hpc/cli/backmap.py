@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--top", help="topology for inputs that carry none (xtc, dcd, ...)")
     p.add_argument("-o", "--output", help="output file (default: INPUT with .h5 replaced by .aa.h5)")
     p.add_argument("--model", default=None,
-                   help="'ideal' (the non-learned baseline), a model directory, or the default model when absent")
+                   help="'default' (the learned model shipped in the package; also when absent), 'ideal' (the "
+                        "non-learned baseline), or a model directory")
     p.add_argument("--batch-frames", type=int, default=64, metavar="B",
                    help="frames per chunk/batch (default 64); fixed per output, a resume reuses the recorded one")
     p.add_argument("--samples", type=int, default=1, metavar="N", help="samples per frame (default 1)")

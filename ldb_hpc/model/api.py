@@ -86,11 +86,11 @@ def default_model_path():
 
 
 def load_model(spec: str | None = None, steps: int | None = None, temperature: float | None = None):
-    """The backmapper named by ``spec``: 'ideal', a model directory, or None for the default model (the shipped
-    LDB model; the ideal baseline if the package ships none)."""
+    """The backmapper named by ``spec``: 'ideal', a model directory, or None / 'default' for the default model (the
+    shipped LDB model; the ideal baseline if the package ships none)."""
     if spec == "ideal":
         return IdealBackmapper()
-    if spec is None:
+    if spec is None or spec == "default":
         path = default_model_path()
         return IdealBackmapper() if path is None else LDBBackmapper(path, steps, temperature)
     return LDBBackmapper(spec, steps, temperature)
