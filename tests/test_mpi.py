@@ -18,7 +18,6 @@ import h5py
 import mdtraj as md
 import numpy as np
 import pytest
-
 from conftest import REPO
 from test_runtime import make_cg
 

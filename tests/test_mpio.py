@@ -11,7 +11,6 @@ import h5py
 import mdtraj as md
 import numpy as np
 import pytest
-
 from test_mpi import MPIEXEC, kill_midway, mpi_cmd, run_mpi, serial, verify
 from test_runtime import make_cg
 

@@ -18,8 +18,8 @@ import h5py
 import mdtraj as md
 import numpy as np
 import pytest
-
 from conftest import REPO, assert_one_line_error
+
 from ldb_hpc.errors import InputError
 from ldb_hpc.runtime.pipeline import run_pipeline
 from ldb_hpc.runtime.sharding import ChunkPlan, parse_shard_spec, shard_range

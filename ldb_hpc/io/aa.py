@@ -29,13 +29,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ldb_hpc import __version__
 from ldb_hpc.chem.protein import Residues
 from ldb_hpc.chem.residues import NUM_SLOTS
 from ldb_hpc.errors import InputError, OutputError
 from ldb_hpc.io.cg import NM, frames_per_chunk, prepare_output, write_root_attrs, write_topology
 from ldb_hpc.io.files import TempFileWriter, replaced_when_done
 from ldb_hpc.io.topology import aa_residues, aa_topology, parse_topology
+from ldb_hpc.version import __version__
 
 TITLE = "ldb-hpc backmapped trajectory"
 RUN_ID_ATTR = "ldb_run_id"  # root attribute of a shard file: the run it belongs to
@@ -281,7 +281,7 @@ class AllAtomWriter(TempFileWriter):
             self._rows = RowWriter(self._f, residues, 0, self.samples, self.has_cell)
         except OSError as exc:
             self.abort()
-            raise OutputError(f"cannot write {self._tmp}: {exc}")
+            raise OutputError(f"cannot write {self._tmp}: {exc}") from exc
         except BaseException:
             self.abort()
             raise
@@ -340,7 +340,7 @@ def read_aa(path: str, start: int = 0, stop: int | None = None):
                 cg_frame = np.arange(start, stop, dtype=np.int64)
                 sample = np.zeros(stop - start, dtype=np.int32)
     except OSError as exc:
-        raise InputError(f"cannot read {path}: HDF5 file is corrupt or truncated ({exc})")
+        raise InputError(f"cannot read {path}: HDF5 file is corrupt or truncated ({exc})") from exc
     residues, atom_slot, mask = aa_residues(topo)
     ok = atom_slot >= 0
     positions = np.zeros((xyz.shape[0], len(residues), NUM_SLOTS, 3), dtype=np.float32)

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ldb_hpc import __version__
 from ldb_hpc.chem.protein import Residues
 from ldb_hpc.errors import InputError, OutputError
 from ldb_hpc.io import mdtraj_bridge as mb
 from ldb_hpc.io.files import TempFileWriter, temp_name
 from ldb_hpc.io.topology import cg_residues, cg_topology, parse_topology, topology_json
+from ldb_hpc.version import __version__
 
 NM = 10.0  # Å per nm
 MAX_ABS_COORD = 1.0e4  # Å; anything larger is garbage (or wrong units)
@@ -103,7 +103,7 @@ class CGTrajectory:
         try:
             self._h5 = h5py.File(src, "r")
         except OSError as exc:
-            raise InputError(f"cannot open {src}: HDF5 file is corrupt or truncated ({mb._short(exc)})")
+            raise InputError(f"cannot open {src}: HDF5 file is corrupt or truncated ({mb.short_message(exc)})") from exc
         try:
             f = self._h5
             if "coordinates" not in f or not isinstance(f["coordinates"], h5py.Dataset):
@@ -153,7 +153,7 @@ class CGTrajectory:
                 ca_ = np.deg2rad(np.asarray(f["cell_angles"][start:stop], dtype=np.float64)).astype(np.float32)
         except (OSError, KeyError, ValueError) as exc:
             raise InputError(f"cannot read frames {start}..{stop - 1} of {self.path}: file corrupt or truncated "
-                             f"({mb._short(exc)})")
+                             f"({mb.short_message(exc)})") from exc
         check_coordinates(ca, start, self.path)
         return CGFrames(start, ca, time, cl, ca_)
 
@@ -332,7 +332,7 @@ class CGWriter(TempFileWriter):
                     f[name].attrs["units"] = units
         except OSError as exc:
             self.abort()
-            raise OutputError(f"cannot write {self._tmp}: {exc}")
+            raise OutputError(f"cannot write {self._tmp}: {exc}") from exc
 
     def append(self, ca: np.ndarray, time: np.ndarray, cell_lengths: np.ndarray | None = None,
                cell_angles: np.ndarray | None = None) -> None:

@@ -39,7 +39,7 @@ def replaced_when_done(path: str, what: str = ""):
     except OSError as exc:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise OutputError(f"cannot write {what}{path}: {exc}")
+        raise OutputError(f"cannot write {what}{path}: {exc}") from exc
 
 
 class TempFileWriter:

@@ -68,7 +68,7 @@ def load_topology(path: str, top: str | None = None):
     try:
         topology = mdtraj.load_topology(src)
     except Exception as exc:  # noqa: BLE001 - mdtraj raises many types for bad files
-        raise InputError(f"cannot read a topology from {src}: {type(exc).__name__}: {_short(exc)}")
+        raise InputError(f"cannot read a topology from {src}: {type(exc).__name__}: {short_message(exc)}") from exc
     if top is not None:
         n = count_atoms(path)
         if n is not None and n != topology.n_atoms:
@@ -87,7 +87,8 @@ def check_hdf5(path: str) -> None:
         with h5py.File(path, "r"):
             pass
     except OSError as exc:
-        raise InputError(f"cannot open {path}: not an HDF5 file, or corrupt or truncated ({_short(exc, 120)})")
+        raise InputError(f"cannot open {path}: not an HDF5 file, or corrupt or truncated "
+                         f"({short_message(exc, 120)})") from exc
 
 
 def count_atoms(path: str) -> int | None:
@@ -121,7 +122,7 @@ def load_any(path: str, top: str | None = None, atom_indices=None):
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"cannot read {path} as a trajectory: {type(exc).__name__}: {_short(exc)}")
+        raise InputError(f"cannot read {path} as a trajectory: {type(exc).__name__}: {short_message(exc)}") from exc
     if traj.n_frames == 0:
         raise InputError(f"{path} has no frames")
     return traj
@@ -147,7 +148,7 @@ def iterload_any(path: str, top: str | None = None, chunk: int = 1000, atom_indi
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"cannot read {path} as a trajectory: {type(exc).__name__}: {_short(exc)}")
+        raise InputError(f"cannot read {path} as a trajectory: {type(exc).__name__}: {short_message(exc)}") from exc
 
 
 def count_frames(path: str) -> int | None:
@@ -163,7 +164,8 @@ def count_frames(path: str) -> int | None:
         return None
 
 
-def _short(exc: BaseException, limit: int = 200) -> str:
+def short_message(exc: BaseException, limit: int = 200) -> str:
+    """The text of ``exc`` on one line, cut to ``limit`` characters (for one-line error messages)."""
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

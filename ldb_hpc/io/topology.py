@@ -24,8 +24,18 @@ import numpy as np
 
 from ldb_hpc.chem.protein import Residues, segments_from_ca
 from ldb_hpc.chem.residues import (
-    ATOM14, BOND_MASK, BOND_SLOTS, NUM_SLOTS, RESTYPE_INDEX, RESTYPES_3, SLOT_ELEMENT, SLOT_INDEX,
-    SLOT_MASK, UNK, normalize_atomname, normalize_resname,
+    ATOM14,
+    BOND_MASK,
+    BOND_SLOTS,
+    NUM_SLOTS,
+    RESTYPE_INDEX,
+    RESTYPES_3,
+    SLOT_ELEMENT,
+    SLOT_INDEX,
+    SLOT_MASK,
+    UNK,
+    normalize_atomname,
+    normalize_resname,
 )
 from ldb_hpc.errors import InputError
 
@@ -240,7 +250,7 @@ def parse_topology(raw, source: str = "topology") -> ParsedTopology:
                     atom_index.append(int(atom["index"]))
         bonds = np.asarray(topo.get("bonds", []), dtype=np.int64).reshape(-1, 2)
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{source}: /topology is not an mdtraj topology JSON ({type(exc).__name__}: {exc})")
+        raise InputError(f"{source}: /topology is not an mdtraj topology JSON ({type(exc).__name__}: {exc})") from exc
     n = len(atom_name)
     if atom_index != list(range(n)):
         raise InputError(f"{source}: /topology atoms are not numbered 0..{n - 1} in chain/residue order")

@@ -37,7 +37,7 @@ def _check_shard_ids(folder: str, shards: list[int], run_id: str) -> None:
         try:
             rid = aa.read_run_id(path)
         except OSError as exc:
-            raise OutputError(f"shard {s} ({path}) cannot be opened: {exc}")
+            raise OutputError(f"shard {s} ({path}) cannot be opened: {exc}") from exc
         if rid != run_id:
             raise OutputError(f"shard {s} ({path}) belongs to another run; rerun that shard with --overwrite")
 

@@ -87,7 +87,7 @@ def write_run_record(folder: str, record: dict) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc}")
+        raise OutputError(f"cannot write {path}: {exc}") from exc
 
 
 def read_run_record(folder: str) -> dict | None:
@@ -103,7 +103,8 @@ def read_run_record(folder: str) -> dict | None:
         ChunkPlan.from_dict(record["plan"])
         return record
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{path} is not a readable ldb-hpc run record ({exc}); pass --overwrite to start over")
+        raise InputError(f"{path} is not a readable ldb-hpc run record ({exc}); "
+                         "pass --overwrite to start over") from exc
 
 
 class ChunkLog:
@@ -178,7 +179,9 @@ class RunStatus:
 
     def describe_missing(self, limit: int = 8) -> str:
         miss = self.missing_shards
-        names = ", ".join(str(s) for s in miss[:limit]) + (f" and {len(miss) - limit} more" if len(miss) > limit else "")
+        names = ", ".join(str(s) for s in miss[:limit])
+        if len(miss) > limit:
+            names += f" and {len(miss) - limit} more"
         return (f"{self.frames_done} of {self.plan.n_frames} frames recorded; shard(s) {names} of "
                 f"{self.plan.n_shards} not finished")
 

@@ -148,7 +148,7 @@ def setup(cfg: BackmapConfig, size: int) -> dict:
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create {folder}: {exc}")
+        raise OutputError(f"cannot create {folder}: {exc}") from exc
     if resume.read_run_record(folder) is None or cfg.overwrite:
         resume.write_run_record(folder, current)
     return {"record": current, "folder": folder, "complete": False}
