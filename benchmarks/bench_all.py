@@ -363,7 +363,8 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (< 2 min); CI runs this")
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS, help="run only these parts")
     ap.add_argument("--results", default=None,
-                    help="CSV to append to (default: benchmarks/results.csv; with --smoke build/bench-smoke/results.csv)")
+                    help="CSV to append to (default: benchmarks/results.csv; "
+                         "with --smoke build/bench-smoke/results.csv)")
     ap.add_argument("--out", default=None,
                     help="folder for the report (default: benchmarks/, which also updates README.md and "
                          "docs/ROOFLINE.md; with --smoke build/bench-smoke/, which fills in copies of them)")

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ldb_hpc.chem import residues as rc
-from ldb_hpc.io.training import read_training
 from ldb_hpc.geometry.builder import measure_torsions
+from ldb_hpc.io.training import read_training
 from ldb_hpc.model.ideal import TABLE_FILE, fit_tables
 
 

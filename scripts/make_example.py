@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     from ldb_hpc.io import mdtraj_bridge as mb
-    from ldb_hpc.io.cg import CGWriter, NM
+    from ldb_hpc.io.cg import NM, CGWriter
 
     residue_map = {}
     for item in args.map_residue if args.map_residue is not None else ["CAS=CYS"]:

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from ldb_hpc.chem import residues as rc
-from ldb_hpc.io.training import read_training
 from ldb_hpc.chem.ideal import GEOMETRY_FILE, IdealGeometry
 from ldb_hpc.geometry.builder import measure_internal, measure_torsions
+from ldb_hpc.io.training import read_training
 
 
 def circular_mean(x: np.ndarray, window_deg: float = 30.0) -> float:
@@ -74,8 +74,11 @@ def main(argv=None) -> int:
         r = T(restype[s:s + 65536])
         b, a, d = measure_internal(p, r)
         t, tm = measure_torsions(p, r, T(mask[s:s + 65536]))
-        b_all.append(b.numpy()); a_all.append(a.numpy()); d_all.append(d.numpy())
-        t_all.append(t.numpy()); tm_all.append(tm.numpy())
+        b_all.append(b.numpy())
+        a_all.append(a.numpy())
+        d_all.append(d.numpy())
+        t_all.append(t.numpy())
+        tm_all.append(tm.numpy())
     b_all, a_all, d_all = np.concatenate(b_all), np.concatenate(a_all), np.concatenate(d_all)
     t_all, tm_all = np.concatenate(t_all), np.concatenate(tm_all).astype(bool)
 

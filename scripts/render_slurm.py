@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.template, encoding="utf-8") as fh:
                 text = fh.read()
         except OSError as exc:
-            raise RenderError(f"cannot read {args.template}: {exc.strerror}")
+            raise RenderError(f"cannot read {args.template}: {exc.strerror}") from exc
         if args.list:
             for name, (default, desc) in parse_params(text).items():
                 print(f"{name:18s} {'(required)' if default is None else repr(default):24s} {desc}")

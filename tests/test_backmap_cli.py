@@ -10,8 +10,8 @@ import h5py
 import mdtraj as md
 import numpy as np
 import pytest
-
 from conftest import assert_one_line_error
+
 from ldb_hpc.chem.residues import SLOT_MASK
 from ldb_hpc.io.cg import CGTrajectory
 

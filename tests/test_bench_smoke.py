@@ -99,13 +99,15 @@ def test_report_latest_rows_table_and_markers(tmp_path):
     import report
 
     acc = lambda method, rmsd, rate: [  # noqa: E731
-        ("accuracy", f"casp12|{method}", "rmsd", rmsd, "Å"), ("accuracy", f"casp12|{method}", "bond_outliers", 1.5, "%"),
+        ("accuracy", f"casp12|{method}", "rmsd", rmsd, "Å"),
+        ("accuracy", f"casp12|{method}", "bond_outliers", 1.5, "%"),
         ("accuracy", f"casp12|{method}", "clash_2.0", 3.0, "/1000 atoms"),
         ("accuracy", f"casp12|{method}", "chi1_accuracy", 60.0, "%"),
         ("accuracy", f"casp12|{method}", "residues_per_s", rate, "residues/s")]
     rows = (acc("PULCHRA", 9.0, 500.0) + acc("PULCHRA", 1.61, 1000.0)  # the second PULCHRA row is the latest
             + acc(report.DEFAULT_LABEL, 1.39, 1.0) + acc("ldb-hpc --model ideal", 1.63, 1.0)
-            + [("throughput", "ldb-default|samples=1|threads=1|frames=400", "residue_frames_per_s_per_core", 2500.0, ""),
+            + [("throughput", "ldb-default|samples=1|threads=1|frames=400", "residue_frames_per_s_per_core",
+                2500.0, ""),
                ("throughput", "ideal|samples=1|threads=1|frames=400", "residue_frames_per_s_per_core", 30000.0, "")]
             # an old sweep at another size, then the last run: only the last run's points are shown
             + [("sweep_batch", f"ldb-default|L=135|frames=16|batch={b}|steps=model|samples=1|ranks=1|threads=1",

@@ -9,12 +9,12 @@ import h5py
 import mdtraj as md
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
+from test_io_trajectory import heavy, sample_spec, write_cg, write_pdb
 
 from ldb_hpc.io.aa import AllAtomWriter
 from ldb_hpc.io.cg import CGTrajectory
 from ldb_hpc.io.topology import cg_topology
-from conftest import assert_one_line_error
-from test_io_trajectory import heavy, sample_spec, write_cg, write_pdb
 
 
 def test_coarsen_multimodel_pdb(tmp_path, run_cli):

@@ -141,6 +141,7 @@ def test_no_source_file_is_too_long():
 
 
 def test_ruff_is_clean():
-    proc = subprocess.run([_tool("ruff"), "check", "--no-cache", "ldb_hpc", "kernels", "tests", "benchmarks", "scripts"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [_tool("ruff"), "check", "--no-cache", "ldb_hpc", "kernels", "tests", "benchmarks", "scripts"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr

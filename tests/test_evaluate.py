@@ -7,12 +7,12 @@ import math
 
 import numpy as np
 import pytest
+from test_metrics import random_protein
 
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.chem.protein import Protein, Residues
 from ldb_hpc.cli import evaluate as ev
 from ldb_hpc.errors import InputError
-from test_metrics import random_protein
 
 
 @pytest.fixture

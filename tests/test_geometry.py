@@ -11,10 +11,22 @@ import torch
 
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.geometry.builder import (
-    bond_angle, build_atoms, build_from_internal, dihedral, frame_local_of, measure_internal, measure_torsions, nerf,
+    bond_angle,
+    build_atoms,
+    build_from_internal,
+    dihedral,
+    frame_local_of,
+    measure_internal,
+    measure_torsions,
+    nerf,
 )
 from ldb_hpc.geometry.frames import (
-    apply_frames, ca_trace_frames, frames_from_backbone, invert_apply, neighbour_masks, virtual_angles,
+    apply_frames,
+    ca_trace_frames,
+    frames_from_backbone,
+    invert_apply,
+    neighbour_masks,
+    virtual_angles,
 )
 
 D = torch.float64

@@ -36,7 +36,8 @@ def _every_slot_filled(pos: torch.Tensor, restype: torch.Tensor) -> bool:
     return bool((nonzero == exists).all())
 
 
-@pytest.mark.parametrize("segments", [[0] * 20, [0] * 7 + [1] * 13, [0] * 10 + [1] + [2] * 9, [0, 0, 1, 1, 2] + [3] * 15])
+@pytest.mark.parametrize("segments",
+                         [[0] * 20, [0] * 7 + [1] * 13, [0] * 10 + [1] + [2] * 9, [0, 0, 1, 1, 2] + [3] * 15])
 def test_every_atom_of_every_residue_with_sane_bonds(segments):
     L = len(segments)
     ca = _helix_trace(L)

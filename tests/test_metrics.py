@@ -7,15 +7,23 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_geometry import load_atom14, synthetic_geometry
 
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.geometry.builder import build_atoms
 from ldb_hpc.geometry.frames import ca_trace_frames
 from ldb_hpc.geometry.metrics import (
-    aggregate, bond_outliers, build_topology, chi_accuracy, close_pairs, diversity, evaluate_frames,
-    ideal_bonds_from, pair_metrics, rmsd,
+    aggregate,
+    bond_outliers,
+    build_topology,
+    chi_accuracy,
+    close_pairs,
+    diversity,
+    evaluate_frames,
+    ideal_bonds_from,
+    pair_metrics,
+    rmsd,
 )
-from test_geometry import load_atom14, synthetic_geometry
 
 
 def random_protein(L=30, seed=0, compact=2.0, restype=None, torsions=None):
@@ -31,7 +39,8 @@ def random_protein(L=30, seed=0, compact=2.0, restype=None, torsions=None):
 
 
 def oracle_pairs(x, mask, restype, segment):
-    """Brute force over all atom pairs: (clash<1.2, clash<2.0, covalent contacts that are not bonds, stretched bonds)."""
+    """Brute force over all atom pairs:
+    (clash<1.2, clash<2.0, covalent contacts that are not bonds, stretched bonds)."""
     L = len(restype)
     names = [(i, a) for i in range(L) for a in rc.ATOM14[rc.RESTYPES_3[restype[i]]]]
     index = {k: n for n, k in enumerate(names)}

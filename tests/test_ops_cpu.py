@@ -191,7 +191,8 @@ def test_clash_flags_match_reference(B, L, k, n_rows):
     assert 0 < int(b.sum()) or n_rows < 3  # the scene does have clashes
 
 
-@pytest.mark.parametrize("C,B,L,k,n_rows", [(1, 1, 2, 1, 1), (9, 2, 37, 7, 50), (9, 3, 101, 28, 129), (4, 1, 64, 28, 0)])
+@pytest.mark.parametrize("C,B,L,k,n_rows",
+                         [(1, 1, 2, 1, 1), (9, 2, 37, 7, 50), (9, 3, 101, 28, 129), (4, 1, 64, 28, 0)])
 def test_clash_score_matches_reference(C, B, L, k, n_rows):
     pos, nbr, adjacent, restype = _packed_scene(B, L, k, seed=L + 1)
     g = torch.Generator().manual_seed(2)
@@ -211,7 +212,8 @@ def test_pair_rules_are_the_reference_rules():
     pos[0, :, 0] = torch.arange(14) * 10.0  # atoms of row 0 far apart from each other
     pos[1] = 1000.0
     cases = []
-    for rt_i, slot_i, rt_j, slot_j, adjacent in [(_CYS, 5, _CYS, 5, False), (_CYS, 5, rc.RESTYPE_INDEX["SER"], 5, False),
+    for rt_i, slot_i, rt_j, slot_j, adjacent in [(_CYS, 5, _CYS, 5, False),
+                                                 (_CYS, 5, rc.RESTYPE_INDEX["SER"], 5, False),
                                                  (_CYS, 5, _PRO, 6, True), (_CYS, 5, _PRO, 6, False),
                                                  (_CYS, 1, _PRO, 5, False)]:
         p = pos.clone()
@@ -236,10 +238,12 @@ def test_every_output_element_is_written():
     i, q = cpu.vq_nearest(z, cb, out=(idx, nan(33, 8)))
     assert torch.equal(i, ref.vq_nearest(z, cb)[0]) and torch.equal(q, cb[i])
     f = torch.tensor([3, 1, 4])
-    assert torch.equal(cpu.gaussian_noise(5, f, 2, 1, 11, 3, out=nan(3, 2, 11, 3)), ref.gaussian_noise(5, f, 2, 1, 11, 3))
+    assert torch.equal(cpu.gaussian_noise(5, f, 2, 1, 11, 3, out=nan(3, 2, 11, 3)),
+                       ref.gaussian_noise(5, f, 2, 1, 11, 3))
     x, e = torch.randn(3, 2, 11, 3), torch.randn(3, 2, 11, 3)
     coef = ref.step_coefficients(linear_schedule().alphas_cumprod, 700, 600, 1.0, 1.0)
-    assert torch.equal(cpu.diffusion_step(x, e, coef, 1, 2, f, out=nan(3, 2, 11, 3)), ref.diffusion_step(x, e, coef, 1, 2, f))
+    assert torch.equal(cpu.diffusion_step(x, e, coef, 1, 2, f, out=nan(3, 2, 11, 3)),
+                       ref.diffusion_step(x, e, coef, 1, 2, f))
     bb = _backbones(45, 0)
     got = cpu.build_atoms(*bb, out=nan(45, 14, 3))
     assert torch.isfinite(got).all() and torch.equal(got, cpu.build_atoms(*bb))

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 import triton  # noqa: E402, F401 - installed with the package (make install); the interpreter runs it on CPU
 
 from ldb_hpc.chem import residues as rc  # noqa: E402

@@ -8,9 +8,9 @@ import torch
 
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.model.ideal import backbone_from_trace
-from ldb_hpc.ops import atoms_from_backbone
 from ldb_hpc.model.packing import residue_centres
 from ldb_hpc.model.rescue import rescue, self_overlap
+from ldb_hpc.ops import atoms_from_backbone
 from ldb_hpc.ops.reference import pair_counts
 
 

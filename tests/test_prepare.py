@@ -7,6 +7,7 @@ import gzip
 import h5py
 import numpy as np
 import pytest
+from test_io_structure import MMCIF, Builder, feature_pdb, two_model_text, unknown_text
 
 from ldb_hpc.chem.residues import RESTYPE_INDEX, UNK
 from ldb_hpc.errors import InputError
@@ -19,7 +20,6 @@ from ldb_hpc.io.training import (
     read_training,
     split_keys,
 )
-from test_io_structure import MMCIF, Builder, feature_pdb, two_model_text, unknown_text
 
 
 def chain_pdb(chain: str, names: list[str]) -> str:

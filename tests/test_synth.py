@@ -7,8 +7,8 @@ import os
 import mdtraj as md
 import numpy as np
 import pytest
-
 from conftest import assert_one_line_error
+
 from ldb_hpc.chem.protein import Protein, Residues
 from ldb_hpc.chem.residues import NUM_SLOTS, RESTYPE_INDEX
 from ldb_hpc.io.cg import CGTrajectory

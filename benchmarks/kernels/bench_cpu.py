@@ -8,7 +8,8 @@ trajectory (around examples/example.cg.h5, 135 residues) with the default kernel
 wall time of the whole command, speed-up and the largest coordinate difference (Å).
 Rows go to benchmarks/results.csv through results_csv.append_rows.
 
-    nice -n 10 python benchmarks/kernels/bench_cpu.py [--threads 1 2] [--repeats 5] [--e2e-frames 128] [--e2e-threads 1] [--compile]
+    nice -n 10 python benchmarks/kernels/bench_cpu.py [--threads 1 2] [--repeats 5] [--e2e-frames 128] \\
+        [--e2e-threads 1] [--compile]
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
                      for metric, v, unit in check]
             p50 = {}
             for prov, fn in (("reference", ref_fn), ("triton", tri_fn)):
-                q = triton.testing.do_bench(lambda: fn(*op_args), quantiles=[0.2, 0.5, 0.8])
+                q = triton.testing.do_bench(lambda fn=fn, op_args=op_args: fn(*op_args), quantiles=[0.2, 0.5, 0.8])
                 p50[prov] = q[1]
                 rows += [("kernels_triton", f"{op}|{prov}|{gpu}|{label}", f"time_{name}", v, "ms")
                          for name, v in zip(("p20", "p50", "p80"), q)]

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from results_csv import RESULTS, append_rows, git_sha  # noqa: E402
 from results_csv import machine as machine_name  # noqa: E402
+
 README = Path(__file__).resolve().parent / "README.md"
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO))
@@ -204,8 +205,8 @@ def write_readme(args, results, growth, speedup, mpi, sha, machine, date, load_b
     ]
     for r in results.values():
         fr = f"{r['fps_runtime']:.1f}" if r["fps_runtime"] else "–"
-        lines.append(f"| {r['residues']} | {r['frames']:,} | {r['ranks']} | {r['wall_s']:.1f} | {r['fps']:.1f} | {fr} | "
-                     f"{', '.join(f'{x:.0f}' for x in r['rss'])} |")
+        lines.append(f"| {r['residues']} | {r['frames']:,} | {r['ranks']} | {r['wall_s']:.1f} | "
+                     f"{r['fps']:.1f} | {fr} | {', '.join(f'{x:.0f}' for x in r['rss'])} |")
     lines += [
         "",
         f"- **Memory vs length**: peak RSS at {args.large:,} frames is {growth:+.1f} % of that at "

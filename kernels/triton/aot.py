@@ -60,10 +60,9 @@ def compile_kernels(arch: int = 90) -> dict[str, dict]:
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise RuntimeError("unset TRITON_INTERPRET to compile the kernels")
     import triton
+    from ldb_hpc._triton import ops
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-
-    from ldb_hpc._triton import ops
 
     target = GPUTarget("cuda", arch, 32)
     jobs = _jobs(ops)

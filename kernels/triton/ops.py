@@ -33,9 +33,9 @@ import os
 
 import numpy as np
 import torch
+
 import triton
 import triton.language as tl
-
 from ldb_hpc.chem import residues as rc
 
 # Triton picks interpreter or compiler when each @triton.jit is defined, from this same knob.
@@ -518,7 +518,8 @@ def _tables(device: torch.device) -> dict:
     angle = torch.as_tensor(np.asarray(geo.angle), dtype=torch.float32)
     cos_a, sin_a = torch.cos(angle), torch.sin(angle)
     pro_par = [geo.bond[_PRO, 5], cos_a[_PRO, 5], sin_a[_PRO, 5], geo.offset[_PRO, 5],
-               geo.bond[_PRO, 6], cos_a[_PRO, 6], sin_a[_PRO, 6], geo.offset[_PRO, 6], geo.bond_length[_PRO, PRO_CD_N_BOND]]
+               geo.bond[_PRO, 6], cos_a[_PRO, 6], sin_a[_PRO, 6], geo.offset[_PRO, 6],
+               geo.bond_length[_PRO, PRO_CD_N_BOND]]
     return dict(
         refs=i32(rc.ZM_REFS), chan=i32(rc.ZM_TORSION), keep=i32(keep), exists=i32(rc.SLOT_MASK),
         bond=f32(geo.bond), cos_angle=cos_a.to(device), sin_angle=sin_a.to(device), offset=f32(geo.offset),

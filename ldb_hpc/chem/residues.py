@@ -237,7 +237,8 @@ def _build_tables():
     for r, res in enumerate(RESTYPES_3):
         for s, atom in enumerate(ATOM14[res]):
             element[r, s] = element_of(atom)
-    return slot_mask, slot_index, bond_pairs, bond_mask, chi_slots, chi_mask, chi_pi, zm_refs, zm_torsion, zm_mask, element
+    return (slot_mask, slot_index, bond_pairs, bond_mask, chi_slots, chi_mask, chi_pi, zm_refs, zm_torsion, zm_mask,
+            element)
 
 
 (SLOT_MASK, SLOT_INDEX, BOND_SLOTS, BOND_MASK, CHI_SLOTS, CHI_MASK, CHI_PI_PERIODIC_MASK,

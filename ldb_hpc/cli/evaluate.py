@@ -44,8 +44,10 @@ def add_parser(sub) -> None:
                                    "outliers, clashes, χ1/χ2 accuracy, bond-graph validity and, with several samples "
                                    "per frame, diversity. Prints a table; --json writes per-frame values.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("pred", metavar="PRED", help="backmapped trajectory: ldb-hpc all-atom HDF5 or any mdtraj-readable file")
-    p.add_argument("--ref", required=True, help="reference structure or trajectory (PDB, mmCIF, h5, xtc with --ref-top)")
+    p.add_argument("pred", metavar="PRED",
+                   help="backmapped trajectory: ldb-hpc all-atom HDF5 or any mdtraj-readable file")
+    p.add_argument("--ref", required=True,
+                   help="reference structure or trajectory (PDB, mmCIF, h5, xtc with --ref-top)")
     p.add_argument("--top", help="topology of PRED when its format has none (xtc, dcd, ...)")
     p.add_argument("--ref-top", help="topology of REF when its format has none (xtc, dcd, ...)")
     p.add_argument("--samples", type=int, metavar="S",

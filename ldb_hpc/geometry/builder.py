@@ -183,7 +183,9 @@ def measure_torsions(positions: torch.Tensor, restype: torch.Tensor,
         mask = _table(SLOT_MASK, positions)[restype]
     mask = torch.as_tensor(mask, device=positions.device).bool()
     lead = torch.broadcast_shapes(mask.shape[:-1], slots.shape[:-2])
-    present = mask.expand(*lead, NUM_SLOTS).gather(-1, slots.expand(*lead, 5, 4).reshape(*lead, 20)).reshape(*lead, 5, 4)
+    present = (mask.expand(*lead, NUM_SLOTS)
+               .gather(-1, slots.expand(*lead, 5, 4).reshape(*lead, 20))
+               .reshape(*lead, 5, 4))
     ok = ok & present.all(-1)
     lead = torch.broadcast_shapes(ok.shape, tor.shape)
     ok = ok.expand(lead)

@@ -257,7 +257,8 @@ def bond_outliers(pred, topo: Topology, tolerance: float = BOND_TOLERANCE) -> np
     """Share of topology bonds whose length is more than ``tolerance`` Å from ideal: pred [N, L, 14, 3] → [N].
     Needs a topology built with ideal lengths; bonds without an ideal value (NaN) are an error."""
     if np.isnan(topo.bond_ideal).any():
-        raise ValueError("bond_outliers needs ideal lengths for every bond (build_topology(ideal_bond=, ideal_peptide=))")
+        raise ValueError("bond_outliers needs ideal lengths for every bond "
+                         "(build_topology(ideal_bond=, ideal_peptide=))")
     if len(topo.bonds) == 0:
         return np.full(pred.shape[0], np.nan)
     return (np.abs(bond_lengths(pred, topo) - topo.bond_ideal) > tolerance).mean(-1)

@@ -11,7 +11,6 @@ import json
 import os
 from pathlib import Path
 
-
 from ldb_hpc.errors import InputError
 
 FORMAT = "ldb-hpc-model"

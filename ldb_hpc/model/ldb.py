@@ -308,8 +308,8 @@ class LDBModel(nn.Module):
 
 def clash_loss(x: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor, nbr: torch.Tensor,
                cutoff: float = 2.6) -> torch.Tensor:
-    """Σ relu(cutoff² − d²)/2·cutoff per residue (mean over residues) over atom pairs of the 8 nearest residues that are not
-    covalently close. Sequence neighbours count only for pairs with an atom beyond CB (slot ≥ 5), except Pro CD,
+    """Σ relu(cutoff² − d²)/2·cutoff per residue (mean over residues) over atom pairs of the 8 nearest residues that are
+    not covalently close. Sequence neighbours count only for pairs with an atom beyond CB (slot ≥ 5), except Pro CD,
     which is bonded to its own N and so 1-3 / 1-4 to the previous residue; Cys SG–SG (disulfides) is exempt.
     x [B, L, 14, 3] Å; restype, segment [L]; nbr [B, L, k]."""
     B, L = x.shape[:2]

@@ -6,10 +6,10 @@ interpenetrate (Lys/Glu/Arg tips), or a side chain lying on its own carbonyl O, 
 altogether. Every residue that still has a counted pair closer than ``severe`` Å — to one of its k nearest
 residues (the pair rule of :func:`ldb_hpc.ops.reference.pair_counts`) or between its side chain (beyond CB) and
 its own atoms four or more bonds away — gets a full rotamer grid (χ1 ∈ {−60°, 60°, 180°}, χ2..χ4 also ±90° and
-0°; prolines χ1 across both ring puckers), turns of χ1/χ2 by up to ±30° around its current side chain, and the current
-side chain itself, scored like the local repair against its neighbours' current atoms plus a penalty on its own
-1–5+ pairs; the lowest score wins. Two Gauss–Seidel sweeps over each frame's flagged residues (vectorised across frames).
-Frames without a severe pair cost one check.
+0°; prolines χ1 across both ring puckers), turns of χ1/χ2 by up to ±30° around its current side chain, and the
+current side chain itself, scored like the local repair against its neighbours' current atoms plus a penalty on its
+own 1–5+ pairs; the lowest score wins. Two Gauss–Seidel sweeps over each frame's flagged residues (vectorised across
+frames). Frames without a severe pair cost one check.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
                     now = measure_torsions(flat[sel], restype_flat[sel])[0][:, 1:]  # [M, 4]
                     cand = torch.cat([cand, now[None] + local[:, None, :]])
                 G = cand.shape[0]
-                bb = lambda x: x.reshape(B * L, *x.shape[2:])[sel].expand(G, *[-1] * (x.dim() - 1))  # noqa: E731
+                bb = lambda x, sel=sel, G=G: x.reshape(B * L, *x.shape[2:])[sel].expand(G, *[-1] * (x.dim() - 1))  # noqa: E731
                 grid_atoms = ops.atoms_from_backbone(bb(ca), bb(n), bb(c), bb(o_torsion), cand, restype_flat[sel])
                 atoms = torch.cat([flat[sel][None], grid_atoms])  # [1 + G, M, 14, 3]: the current side chain first
                 best = score(atoms, sel).argmin(0)  # ties: the current side chain wins
