@@ -1,15 +1,10 @@
 """``--model ideal``: a non-learned backmapper, the baseline every learned model is compared with.
 
-Backbone by geometric rules. Every peptide link i→i+1 of a segment is a rigid, planar trans peptide unit
-(C(i), O(i), N(i+1) at their mean positions relative to the two CAs, measured on ../shared/data/train), so
-its bonds are ideal by construction. What the CA trace does not fix is the unit's rotation α about the
-CA(i)→CA(i+1) axis; it is read from a table of circular means measured on the training set, binned by
-the CA virtual angles θ(i), θ(i+1) and the virtual dihedral τ(i) (10° and 15° bins; sparse bins fall back
-to τ alone, then to the global mean). The reference direction for α is CA(i−1) (or, at an N-terminal link,
-CA(i+2)), so chain ends use their own tables. N(i) comes from the unit before residue i and C(i), O(i) from
-the unit after it. A segment's first N and last C have no unit: they are placed with ideal bond geometry
-at the mean ψ (resp. φ) of their bin; the last O at the mean N–CA–C–O torsion. A one-residue segment gets
-the mean residue geometry in an arbitrary orientation.
+The backbone is built by :mod:`ldb_hpc.geometry.peptide` (rigid trans/cis peptide units, settling, chain ends)
+from angles read off tables of circular means measured on the training set: each link's rotation α about the
+CA(i)→CA(i+1) axis binned by the CA virtual angles θ(i), θ(i+1) and dihedral τ(i) (10° and 15° bins; sparse bins
+fall back to τ alone, then to the global mean; chain-end links have their own tables), and the ψ / φ of
+segment-start / segment-end residues.
 
 Side chains: the atom builder places CB and every side-chain atom with ideal internal geometry and the
 most common rotamer of the residue type in its backbone region (α, β, left-handed from φ/ψ of the built
