@@ -4,6 +4,9 @@
 mpirun, srun) with more than one task, and a :class:`SerialComm` otherwise, so the rest of the runtime
 never branches on how it was started. mpi4py is imported lazily, only in the first case.
 
+``detect_launch()`` says how the process was started (serial, an MPI launcher, or torchrun) with its rank,
+world size and local rank: the one place that reads launcher variables (training uses it as well).
+
 API (both classes): ``rank``, ``size``, ``local_rank``, ``barrier()``, ``bcast(obj, root=0)``,
 ``gather(obj, root=0)`` (list on root, None elsewhere), ``allgather(obj)``, ``allreduce(value, op)``
 (op: "sum", "max", "min"), ``abort(code)`` (ends every rank of the job), and ``mpi`` (the mpi4py
@@ -14,11 +17,14 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 
 from ldb_hpc.errors import InputError
 
-# World size and rank as set by the common launchers (MPICH/Hydra, Open MPI, PMIx, SLURM srun).
-_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_STEP_NUM_TASKS")
+# (world size, rank) as set by the common launchers (MPICH/Hydra, Open MPI, PMIx, MVAPICH, SLURM srun).
+_LAUNCH_VARS = (("PMI_SIZE", "PMI_RANK"), ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"), ("PMIX_SIZE", "PMIX_RANK"),
+                ("MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK"), ("SLURM_STEP_NUM_TASKS", "SLURM_PROCID"))
+_SIZE_VARS = tuple(size for size, _ in _LAUNCH_VARS)
 # (SLURM_NTASKS is also set in the batch script itself, outside any srun step: not a launch signal.)
 _LOCAL_RANK_VARS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK",
                     "PMI_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK")
@@ -36,14 +42,29 @@ def _env_int(names, default=None):
     return default
 
 
-def launched_size() -> int:
-    """Number of tasks the launcher started (1 when not launched by an MPI launcher)."""
+def _mpi_launch() -> tuple[int, int]:
+    """(size, rank) from the variables of the MPI launcher that set a world size; (1, 0) without one."""
     if os.environ.get("LDB_HPC_MPI", "") == "0":
-        return 1
+        return 1, 0
     if "PMIX_RANK" in os.environ and "PMIX_SIZE" not in os.environ:
         # Open MPI 5 with PMIx exports the world size only through OMPI_* variables; trust them.
-        return _env_int(("OMPI_COMM_WORLD_SIZE",), 1)
-    return _env_int(_SIZE_VARS, 1)
+        return _env_int(("OMPI_COMM_WORLD_SIZE",), 1), _env_int(("OMPI_COMM_WORLD_RANK", "PMIX_RANK"), 0)
+    for size_var, rank_var in _LAUNCH_VARS:
+        size = _env_int((size_var,))
+        if size is not None:
+            return size, _env_int((rank_var,), 0)
+    return 1, 0
+
+
+def launched_size() -> int:
+    """Number of tasks the launcher started (1 when not launched by an MPI launcher)."""
+    return _mpi_launch()[0]
+
+
+def launched_rank() -> int:
+    """Rank of this task as the MPI launcher numbered it (0 when not launched by an MPI launcher)."""
+    size, rank = _mpi_launch()
+    return rank if size > 1 else 0
 
 
 def local_rank() -> int:
@@ -54,6 +75,34 @@ def local_rank() -> int:
 def ranks_per_node() -> int:
     """Ranks on this node (1 when unknown)."""
     return max(1, _env_int(_LOCAL_SIZE_VARS, 1))
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How this process was started: ``kind`` "serial", "mpi" (mpiexec, mpirun, srun: use :func:`get_comm`) or
+    "torchrun" (RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT set: an env:// rendezvous is ready)."""
+
+    kind: str
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+
+def detect_launch() -> Launch:
+    """The launch of this process from the launcher's environment variables.
+
+    torchrun wins over an MPI launcher (``srun torchrun …`` starts several torch ranks per SLURM task); a
+    partial torchrun set (e.g. WORLD_SIZE alone) and SLURM_NTASKS (exported in a batch script outside any
+    srun step) are not launches: the process is then serial.
+    """
+    world = _env_int(("WORLD_SIZE",), 1)
+    rank = _env_int(("RANK",))
+    if world > 1 and rank is not None and os.environ.get("MASTER_ADDR") and _env_int(("MASTER_PORT",)):
+        return Launch("torchrun", rank, world, _env_int(("LOCAL_RANK",), 0))
+    size, rank = _mpi_launch()
+    if size > 1:
+        return Launch("mpi", rank, size, local_rank())
+    return Launch("serial")
 
 
 class SerialComm:
@@ -91,7 +140,8 @@ class MPIComm:
         try:
             from mpi4py import MPI
         except ImportError as exc:  # launched by mpiexec but mpi4py is missing
-            raise InputError(f"launched with {launched_size()} MPI tasks but mpi4py cannot be imported ({exc})")
+            raise InputError(f"launched with {launched_size()} MPI tasks but mpi4py cannot be imported "
+                             f"({exc})") from None
         self._MPI = MPI
         self.mpi = MPI.COMM_WORLD
         self.rank = self.mpi.Get_rank()
