@@ -95,18 +95,26 @@ class LatentEncoder(nn.Module):
         return self.net(torch.cat([h, target], dim=-1))
 
 
+def _identity(x):
+    return x
+
+
 class VectorQuantizer(nn.Module):
     """Nearest-code quantiser with EMA codebook updates, dead-code restart and a commitment loss.
 
     forward(z [..., d], mask [...] bool) → (quantized (straight-through) [..., d], indices [...], loss [])
-    ``all_reduce_fn`` sums the EMA statistics over data-parallel workers (identity when serial).
+    Collectives are injected, so the maths never branches on rank: ``all_reduce_fn(t) -> t`` sums the EMA
+    statistics over data-parallel workers and ``broadcast_fn(t) -> t`` hands every worker rank 0's tensor (the
+    vectors dead codes restart at); both are identities when serial. With them, replicas that start equal stay
+    equal.
     """
 
     def __init__(self, n_codes: int, dim: int, decay: float = 0.99, commitment: float = 0.25,
-                 restart_threshold: float = 1e-3, all_reduce_fn=None):
+                 restart_threshold: float = 1e-3, all_reduce_fn=None, broadcast_fn=None):
         super().__init__()
         self.decay, self.commitment, self.restart_threshold = decay, commitment, restart_threshold
-        self.all_reduce_fn = all_reduce_fn or (lambda x: x)
+        self.all_reduce_fn = all_reduce_fn or _identity
+        self.broadcast_fn = broadcast_fn or _identity
         self.register_buffer("codebook", torch.randn(n_codes, dim) * 0.5)
         self.register_buffer("ema_count", torch.ones(n_codes))
         self.register_buffer("ema_sum", self.codebook.clone())
@@ -136,7 +144,8 @@ class VectorQuantizer(nn.Module):
     def _ema_update(self, z: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor) -> None:
         zf, ii = z[mask], idx[mask]
         K = self.codebook.shape[0]
-        onehot_count = torch.zeros(K, dtype=z.dtype, device=z.device).index_add_(0, ii, torch.ones_like(ii, dtype=z.dtype))
+        onehot_count = torch.zeros(K, dtype=z.dtype, device=z.device).index_add_(0, ii,
+                                                                                 torch.ones_like(ii, dtype=z.dtype))
         sums = torch.zeros_like(self.ema_sum).index_add_(0, ii, zf)
         onehot_count, sums = self.all_reduce_fn(onehot_count), self.all_reduce_fn(sums)
         self.ema_count.mul_(self.decay).add_(onehot_count, alpha=1 - self.decay)
@@ -144,12 +153,17 @@ class VectorQuantizer(nn.Module):
         n = self.ema_count.sum()
         count = (self.ema_count + 1e-5) / (n + K * 1e-5) * n
         self.codebook.copy_(self.ema_sum / count[:, None])
-        # Dead-code restart: codes that (almost) nobody uses jump to random encoder outputs of this batch.
+        # Dead-code restart: codes that (almost) nobody uses jump to random encoder outputs of this batch (of
+        # rank 0's share of it; a rank without residues offers the codes' own positions).
         dead = self.ema_count < self.restart_threshold * n / K
-        if bool(dead.any()) and zf.shape[0] > 0:
-            pick = torch.randint(0, zf.shape[0], (int(dead.sum()),), device=z.device)
-            self.codebook[dead] = zf[pick]
-            self.ema_sum[dead] = zf[pick]
+        if bool(dead.any()) and float(onehot_count.sum()) > 0:
+            if zf.shape[0] > 0:
+                new = zf[torch.randint(0, zf.shape[0], (int(dead.sum()),), device=z.device)]
+            else:
+                new = self.codebook[dead]
+            new = self.broadcast_fn(new.contiguous())
+            self.codebook[dead] = new
+            self.ema_sum[dead] = new
             self.ema_count[dead] = 1.0
 
 
