@@ -1,4 +1,5 @@
-"""``ldb-hpc train tokenizer|diffusion|refine``: train the LDB stages (data-parallel under torchrun/srun/mpiexec)."""
+"""``ldb-hpc train tokenizer|diffusion|refine``: train the LDB stages (data-parallel under torchrun/srun/mpiexec,
+set up by ldb_hpc.runtime.training)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ EPILOG = """examples:
   ldb-hpc train diffusion --data train.h5 --init runs/tok/model --out runs/diff --steps 3000
   ldb-hpc train refine --data train.h5 --init runs/diff/model --out runs/refine --steps 3000 --lr 5e-4
   torchrun --nproc-per-node 2 -m ldb_hpc train tokenizer --data train.h5 --out runs/tok   # data-parallel
-  srun -n 8 ldb-hpc train tokenizer --data train.h5 --out runs/tok                          # on SLURM
+  mpiexec -n 4 ldb-hpc train tokenizer --data train.h5 --out runs/tok --split-batch --windows 8
+  srun -n 8 ldb-hpc train tokenizer --data train.h5 --out runs/tok --device cuda            # on SLURM
 Rerunning the same command resumes from OUT/train_state.pt; the model is written to OUT/model.
+Data-parallel ranks start from rank 0's weights and stay identical; by default each rank draws --windows
+windows per step (the batch grows with the ranks), with --split-batch they share --windows out.
 """
 
 
@@ -28,6 +32,11 @@ def add_parser(sub) -> None:
     p.add_argument("--crop", type=int, default=96, help="residues per window (default 96)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where each rank trains: cpu (default) or cuda (GPU local rank modulo the node's GPUs)")
+    p.add_argument("--split-batch", action="store_true",
+                   help="--windows is the global batch, shared out over the ranks (rank r takes windows r, r+N, "
+                        "…): N ranks then train as one rank with the same options does")
     p.add_argument("--valid", help="folder of validation structures (e.g. ../shared/data/valid/pfam40)")
     p.add_argument("--valid-every", type=int, default=500)
     p.add_argument("--save-every", type=int, default=250)
@@ -43,7 +52,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ldb_hpc.errors import InputError
-    from ldb_hpc.model.train import TrainConfig, train
+    from ldb_hpc.model.train import TrainConfig
+    from ldb_hpc.runtime.training import run_training
 
     if args.ensemble_temperature is not None and not (0.0 <= args.ensemble_temperature <= 10.0):
         raise InputError(f"--ensemble-temperature must be between 0 and 10, got {args.ensemble_temperature}")
@@ -52,11 +62,14 @@ def run(args) -> int:
     for name in ("steps", "windows", "crop", "valid_every", "save_every", "log_every"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.seed < 0:
+        raise InputError("--seed must be 0 or more")
     cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, init=args.init, steps=args.steps,
                       windows=args.windows, crop=args.crop, lr=args.lr, seed=args.seed, valid=args.valid,
                       valid_every=args.valid_every, save_every=args.save_every, log_every=args.log_every,
                       threads=args.threads, clash_weight=args.clash_weight, latent_dim=args.latent_dim,
-                      ensemble_temperature=args.ensemble_temperature)
-    last = train(cfg)
-    print(f"trained {args.stage}: {last} -> {args.out}/model")
+                      ensemble_temperature=args.ensemble_temperature, split_batch=args.split_batch)
+    result = run_training(cfg, device=args.device)
+    if result.rank == 0:
+        print(f"trained {args.stage}: {result.metrics} -> {args.out}/model")
     return 0

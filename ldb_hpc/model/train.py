@@ -1,9 +1,19 @@
-"""Training of the two LDB stages on a ``ldb-hpc prepare`` HDF5 (data-parallel with torch.distributed).
+"""Training of the LDB stages on a ``ldb-hpc prepare`` HDF5, data-parallel through injected collectives.
 
 A batch is one "pseudo-protein": several windows of consecutive residues from random training chains, each
 moved 1000 Å away from the others and given its own segment ids, so the k-NN graph never links windows and
-one batched code path serves training and inference. Every rank draws its own windows (seeded by rank);
-gradients are averaged with all_reduce (gloo on CPU, nccl on GPU); rank 0 logs, validates and checkpoints.
+one batched code path serves training and inference.
+
+Data parallelism never branches on rank here: :func:`train` takes a collectives object (``rank``, ``world``,
+``all_reduce_sum``, ``all_reduce_mean``, ``broadcast``; :class:`SerialCollectives` by default) and the
+runtime (``ldb_hpc.runtime.training``) hands it one backed by torch.distributed. Replicas stay bitwise
+identical: every rank builds the model from ``cfg.seed`` and takes rank 0's parameters and buffers (codebook
+and EMA statistics included) before the first step; gradients are averaged; the VQ sums its EMA statistics
+over ranks and restarts dead codes at rank 0's draw. Each rank draws its own windows.
+
+Random draws are keyed, not streamed: the windows of step s on rank r come from a generator seeded with
+(seed, s, r) and torch is reseeded from (seed, s, r) before the step, so the state file holds no random
+state (it loads with ``weights_only=True``) and a resumed run continues exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +32,9 @@ import numpy as np
 import torch
 
 from ldb_hpc.errors import InputError
+
+# Streams of keyed random draws (the second key of every seed).
+_WINDOWS, _STATS, _TORCH = 0, 1, 2
 
 
 @dataclass
@@ -42,37 +56,36 @@ class TrainConfig:
     clash_weight: float = 1.0
     latent_dim: int | None = None  # tokenizer: latent channels per residue (default: LDBConfig's)
     ensemble_temperature: float | None = None  # stored in the model: the default temperature of --samples > 1
+    split_batch: bool = False  # `windows` is the global batch, shared out over the ranks (see WindowSampler)
+    architecture: dict | None = None  # tokenizer: LDBConfig fields of the new model (e.g. a small one)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# distributed
+@dataclass
+class TrainResult:
+    metrics: dict  # the last logged losses (rank 0; empty elsewhere and when nothing was left to do)
+    model: torch.nn.Module  # this rank's replica after the last step
+    step: int
+    rank: int
 
 
-def init_distributed() -> tuple[int, int]:
-    """(rank, world) from torchrun, srun or mpiexec environments; initialises torch.distributed when world > 1."""
-    env = os.environ
-    rank = int(env.get("RANK", env.get("SLURM_PROCID", env.get("PMI_RANK", env.get("OMPI_COMM_WORLD_RANK", 0)))))
-    world = int(env.get("WORLD_SIZE", env.get("SLURM_NTASKS", env.get("PMI_SIZE",
-                                                                      env.get("OMPI_COMM_WORLD_SIZE", 1)))))
-    if world > 1 and not torch.distributed.is_initialized():
-        env.setdefault("MASTER_ADDR", "127.0.0.1")
-        env.setdefault("MASTER_PORT", "29533")
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend, rank=rank, world_size=world)
-    return rank, world
+class SerialCollectives:
+    """The collectives of one process: identities. Tensors are reduced in place and returned."""
+
+    rank = 0
+    world = 1
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    def all_reduce_mean(self, tensors: list) -> list:
+        return tensors
+
+    def broadcast(self, tensors: list, src: int = 0) -> list:
+        return tensors
 
 
-def _all_reduce_mean(tensors, world: int) -> None:
-    if world > 1:
-        for t in tensors:
-            torch.distributed.all_reduce(t)
-            t /= world
-
-
-def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(t)
-    return t
+def _seed(*key: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence([int(k) for k in key])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -80,11 +93,20 @@ def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 
 class WindowSampler:
-    """Random windows of consecutive residues from the chains of a training HDF5, packed into one pseudo-protein."""
+    """Random windows of consecutive residues from the chains of a training HDF5, packed into one pseudo-protein.
 
-    def __init__(self, path: str, windows: int, crop: int, seed: int):
+    Default: rank r draws its own ``windows`` windows per step (the global batch grows with the ranks).
+    ``split``: ``windows`` is the global batch; every rank draws rank 0's windows and keeps windows r, r + world,
+    …, so N ranks see exactly the batch that one rank sees alone (window k sits 1000·k Å out on every rank).
+    """
+
+    def __init__(self, path: str, windows: int, crop: int, seed: int, rank: int = 0, world: int = 1,
+                 split: bool = False):
         if not os.path.exists(path):
             raise InputError(f"training data not found: {path} (make it with `ldb-hpc prepare`)")
+        if split and windows < world:
+            raise InputError(f"--split-batch shares --windows {windows} out over {world} ranks: give at least "
+                             f"{world} windows")
         try:
             with h5py.File(path, "r") as f:
                 self.pos = f["positions"][:]
@@ -97,48 +119,36 @@ class WindowSampler:
             raise InputError(f"not a training file from `ldb-hpc prepare`: {path} ({exc})") from None
         keep = count >= 8
         self.offset, self.count = offset[keep], count[keep]
+        if not len(self.count):
+            raise InputError(f"no chain of 8 residues or more in {path}")
         self.weights = self.count / self.count.sum()
-        self.windows, self.crop = windows, crop
-        self.rng = np.random.default_rng(seed)
+        self.windows, self.crop, self.seed = windows, crop, seed
+        self.rank, self.world, self.split = rank, world, split
 
     def __len__(self) -> int:
         return int(self.count.sum())
 
-    def next(self):
-        """(pos [1, N, 14, 3] Å, mask [1, N, 14], restype [N], segment [N])."""
-        chains = self.rng.choice(len(self.offset), size=self.windows, p=self.weights)
+    def batch(self, step: int, stream: int = _WINDOWS):
+        """This rank's windows of ``step``: (pos [1, N, 14, 3] Å, mask [1, N, 14], restype [N], segment [N])."""
+        rng = np.random.default_rng(_seed(self.seed, stream, step, 0 if self.split else self.rank))
+        chains = rng.choice(len(self.offset), size=self.windows, p=self.weights)
+        starts = [int(self.offset[c]) + int(rng.integers(0, self.count[c] - min(self.crop, self.count[c]) + 1))
+                  for c in chains]
+        mine = range(self.rank, self.windows, self.world) if self.split else range(self.windows)
         pos, mask, rt, seg = [], [], [], []
         next_seg = 0
-        for w, c in enumerate(chains):
-            n = int(self.count[c])
-            length = min(self.crop, n)
-            start = int(self.offset[c]) + int(self.rng.integers(0, n - length + 1))
-            sl = slice(start, start + length)
+        for k in mine:
+            sl = slice(starts[k], starts[k] + min(self.crop, int(self.count[chains[k]])))
             p = self.pos[sl].astype(np.float32)
             m = self.mask[sl]
             centre = p[:, 1].mean(0)
-            p = np.where(m[..., None], p - centre + np.array([1000.0 * w, 0.0, 0.0], np.float32), 0.0)
+            p = np.where(m[..., None], p - centre + np.array([1000.0 * k, 0.0, 0.0], np.float32), 0.0)
             s = self.segment[sl]
             s = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1 + next_seg
             next_seg = int(s[-1]) + 1
             pos.append(p), mask.append(m), rt.append(self.restype[sl]), seg.append(s)
         return (torch.from_numpy(np.concatenate(pos))[None], torch.from_numpy(np.concatenate(mask))[None],
                 torch.from_numpy(np.concatenate(rt)), torch.from_numpy(np.concatenate(seg)))
-
-
-def load_validation(folder: str | None):
-    """Validation structures (atom14, first model) from a folder of PDB/mmCIF files: list of tuples."""
-    if not folder:
-        return []
-    from ldb_hpc.io.structure import read_structure
-    from ldb_hpc.io.training import collect_structure_files
-
-    out = []
-    for path in collect_structure_files([folder]):
-        prot = read_structure(path, keep_unknown=True)[0]
-        out.append((torch.from_numpy(prot.positions)[None], torch.from_numpy(prot.mask)[None],
-                    torch.from_numpy(prot.residues.restype), torch.from_numpy(prot.residues.segment)))
-    return out
 
 
 @torch.no_grad()
@@ -168,18 +178,10 @@ def validate(model, structures, stage: str) -> dict:
 # loop
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) one training stage; returns the final metrics. Checkpoints go to cfg.out."""
-    from ldb_hpc.model.checkpoint import load_model, save_model
-    from ldb_hpc.model.ldb import LDBModel
-
-    rank, world = init_distributed()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed + 1000 * rank)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    state_file = out / "train_state.pt"
+def _build_model(cfg: TrainConfig):
+    """The stage's model (new, or from cfg.init) with requires_grad set on what this stage learns."""
+    from ldb_hpc.model.checkpoint import load_model
+    from ldb_hpc.model.ldb import LDBConfig, LDBModel
 
     if cfg.stage in ("diffusion", "refine"):
         if not cfg.init:
@@ -188,43 +190,89 @@ def train(cfg: TrainConfig) -> dict:
         model = load_model(cfg.init)
         if cfg.stage == "refine":
             model.add_sample_decoder()
-        model.train()
-        learn = ("denoiser.",) if cfg.stage == "diffusion" else ("sample_decoder.", "sample_encoder.", "sample_context.")
-        for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith(learn))
+        learn = (("denoiser.",) if cfg.stage == "diffusion"
+                 else ("sample_decoder.", "sample_encoder.", "sample_context."))
     else:
-        from ldb_hpc.model.ldb import LDBConfig
-
-        model = LDBModel(LDBConfig(**({"latent_dim": cfg.latent_dim} if cfg.latent_dim else {})))
-        for name, p in model.named_parameters():
-            p.requires_grad_(not name.startswith("denoiser."))
+        arch = dict(cfg.architecture or {}) | ({"latent_dim": cfg.latent_dim} if cfg.latent_dim else {})
+        model = LDBModel(LDBConfig(**arch))
+        learn = None
+    model.train()
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(learn) if learn else not name.startswith("denoiser."))
     if cfg.ensemble_temperature is not None:
         model.cfg.temperature = float(cfg.ensemble_temperature)
-    model.vq.all_reduce_fn = _all_reduce_sum
+    return model
+
+
+def _load_state(path: Path, device) -> dict:
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise InputError(f"cannot resume from {path}: it does not load as plain tensors and values (written by an "
+                         f"older ldb-hpc with pickled random state?); remove it to start over ({exc})") from None
+
+
+def _average_gradients(params: list, coll) -> None:
+    """Mean gradient over the ranks in one all-reduce. A parameter without a gradient on every rank keeps none
+    (as in a serial step); one with a gradient on some ranks only counts zeros on the others."""
+    if not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    had = torch.tensor([p.grad is not None for p in params], dtype=grads[0].dtype, device=grads[0].device)
+    coll.all_reduce_mean([*grads, had])
+    for p, g, h in zip(params, grads, had.tolist()):
+        p.grad = g if h > 0 else None
+
+
+def train(cfg: TrainConfig, collectives=None, device: str | torch.device = "cpu",
+          valid: list | None = None) -> TrainResult:
+    """Run (or resume) one training stage on this rank's ``device``; checkpoints go to cfg.out (rank 0).
+
+    ``collectives``: ``rank``, ``world``, ``all_reduce_sum(t) -> t``, ``all_reduce_mean(tensors)``,
+    ``broadcast(tensors, src=0)`` (in place); :class:`SerialCollectives` when None. ``valid``: validation
+    structures (pos [1, L, 14, 3] Å, mask [1, L, 14], restype [L], segment [L]), evaluated on rank 0 every
+    cfg.valid_every steps (the runtime reads them from cfg.valid).
+    """
+    from ldb_hpc.model.checkpoint import save_model
+
+    coll = collectives or SerialCollectives()
+    rank, world, device = coll.rank, coll.world, torch.device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    data = WindowSampler(cfg.data, cfg.windows, cfg.crop, cfg.seed, rank, world, cfg.split_batch)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_file = out / "train_state.pt"
+
+    torch.manual_seed(cfg.seed)  # the same initial model on every rank (rank 0's is broadcast all the same)
+    model = _build_model(cfg).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     warmup = max(1, cfg.steps // 50)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))) + 0.02)
-    data = WindowSampler(cfg.data, cfg.windows, cfg.crop, cfg.seed + 7919 * rank)
-    start = 0
-    history = []
+    start, history = 0, []
     if state_file.exists():
-        st = torch.load(state_file, weights_only=False)
+        st = _load_state(state_file, device)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])
-        data.rng = st["rng"][rank] if isinstance(st["rng"], list) and len(st["rng"]) > rank else data.rng
-        start, history = st["step"], st.get("history", [])
+        start, history = int(st["step"]), list(st.get("history", []))
         if rank == 0:
             print(f"resuming {cfg.stage} at step {start}", file=sys.stderr)
-    elif cfg.stage == "diffusion":
-        _latent_stats(model, data, rank, world)
+    with torch.no_grad():
+        coll.broadcast([t.detach() for t in (*model.parameters(), *model.buffers())], src=0)
+    serial_fns = model.vq.all_reduce_fn, model.vq.broadcast_fn
+    model.vq.all_reduce_fn = coll.all_reduce_sum
+    model.vq.broadcast_fn = lambda t: coll.broadcast([t], src=0)[0]
+    if start == 0 and cfg.stage == "diffusion":
+        _latent_stats(model, data, coll, device)
 
-    valid = load_validation(cfg.valid) if rank == 0 else []
+    valid = [tuple(t.to(device) for t in s) for s in valid or []] if rank == 0 else []
     t0, residues, last = time.perf_counter(), 0, {}
     for step in range(start, cfg.steps):
-        pos, mask, rt, seg = data.next()
+        torch.manual_seed(int(_seed(cfg.seed, _TORCH, step, rank).generate_state(1, np.uint64)[0] >> 1))
+        pos, mask, rt, seg = (t.to(device) for t in data.batch(step))
         if cfg.stage == "tokenizer":
             losses = model.tokenizer_loss(pos, mask, rt, seg, clash_weight=cfg.clash_weight)
         elif cfg.stage == "refine":
@@ -233,7 +281,7 @@ def train(cfg: TrainConfig) -> dict:
             losses = model.diffusion_loss(pos, mask, rt, seg)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
-        _all_reduce_mean([p.grad for p in params if p.grad is not None], world)
+        _average_gradients(params, coll)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
@@ -251,29 +299,31 @@ def train(cfg: TrainConfig) -> dict:
         if rank == 0 and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
             tmp = state_file.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "rng": [data.rng], "step": step + 1, "history": history}, tmp)
+                        "step": step + 1, "history": history,
+                        "data": {"seed": cfg.seed, "split_batch": cfg.split_batch, "world": world}}, tmp)
             os.replace(tmp, state_file)
             save_model(model, out / "model", metadata={"stage": cfg.stage, "step": step + 1,
                                                         "history": history[-20:]})
     if rank == 0:
         (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
-    return last
+    model.vq.all_reduce_fn, model.vq.broadcast_fn = serial_fns  # the replica outlives the process group
+    return TrainResult(metrics=last, model=model, step=max(start, cfg.steps), rank=rank)
 
 
 @torch.no_grad()
-def _latent_stats(model, data: WindowSampler, rank: int, world: int, batches: int = 30) -> None:
+def _latent_stats(model, data: WindowSampler, coll, device, batches: int = 30) -> None:
     """Per-channel mean/std of the tokenizer's continuous latents (the diffusion works on normalised latents)."""
     zs = []
-    for _ in range(batches):
-        pos, mask, rt, seg = data.next()
+    for i in range(batches):
+        pos, mask, rt, seg = (t.to(device) for t in data.batch(i, stream=_STATS))
         z, _, _ = model.encode_latents(pos, mask, rt, seg)
         zs.append(z[mask[..., 1]])
     z = torch.cat(zs)
     stats = torch.stack([z.sum(0), (z ** 2).sum(0), torch.full_like(z[0], z.shape[0])])
-    _all_reduce_sum(stats)
+    coll.all_reduce_sum(stats)
     mean = stats[0] / stats[2]
     std = (stats[1] / stats[2] - mean ** 2).clamp_min(1e-8).sqrt()
     model.latent_mean.copy_(mean)
     model.latent_std.copy_(std)
-    if rank == 0:
+    if coll.rank == 0:
         print(f"latent mean {mean.tolist()} std {std.tolist()}", file=sys.stderr)
