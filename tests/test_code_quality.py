@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import ast
+import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -31,9 +33,13 @@ def _tool(name: str) -> str:
 
 
 def _lint_imports(cwd: Path) -> subprocess.CompletedProcess:
-    env = {"PATH": f"{BIN}:/usr/bin:/bin", "PYTHONPATH": str(cwd)}
-    return subprocess.run([_tool("lint-imports"), "--no-cache"], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
+    """lint-imports on the package found in ``cwd``. Python runs with -S and site-packages on PYTHONPATH after
+    ``cwd``: the editable install's import hook (a .pth file) would otherwise hand grimp the installed tree."""
+    _tool("lint-imports")
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "PYTHONPATH": f"{cwd}{os.pathsep}{sysconfig.get_paths()['purelib']}"}
+    code = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
+    return subprocess.run([sys.executable, "-S", "-c", code, "--no-cache"], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
 
 
 def test_import_contracts_hold():

@@ -10,6 +10,7 @@ import argparse
 import os
 
 from ldb_hpc.cli import common
+from ldb_hpc.runtime.devices import DEVICE_HELP
 
 EPILOG = """examples:
   ldb-hpc backmap traj.cg.h5                        # writes traj.cg.aa.h5 (+ traj.cg.aa.h5.d/ shard folder)
@@ -46,6 +47,8 @@ def add_parser(sub) -> None:
                    help="sampling temperature: 0 = the most likely structure (default with one sample), "
                         "1 = the model's full distribution; several samples default to the model's ensemble "
                         "temperature (0.5 for ldb-default, see docs/MODEL.md)")
+    p.add_argument("--device", default="auto", metavar="DEV",
+                   help=f"compute device per rank: {DEVICE_HELP} (default auto)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per rank (default: SLURM_CPUS_PER_TASK, else cores / ranks per node)")
     p.add_argument("--io", choices=("shards", "mpio"), default="shards",
@@ -79,6 +82,7 @@ def run(args) -> int:
         batch_frames=args.batch_frames, samples=args.samples, seed=args.seed, threads=args.threads,
         progress=args.progress, overwrite=args.overwrite, resume=args.resume,
         residue_map=common.parse_residue_map(args.map_residue), io=args.io, shard=parse_shard_spec(args.shard),
+        device=args.device,
     )
     try:
         summary = run_backmap(cfg)
@@ -89,6 +93,7 @@ def run(args) -> int:
         where = (f"shard {cfg.shard[0]}/{cfg.shard[1]} of {cfg.output} (run 'ldb-hpc merge {cfg.output}' when "
                  "every shard is done)" if cfg.shard else cfg.output)
         print(f"backmapped {summary['frames']} frames x {summary['samples']} sample(s) = {n_rows} rows, "
-              f"{n_res} residues with model '{summary['model']['name']}' on {summary['ranks']} rank(s) in "
+              f"{n_res} residues with model '{summary['model']['name']}' on {summary['ranks']} rank(s) "
+              f"({', '.join(summary['devices'])}; {', '.join(summary['kernels'])} kernels) in "
               f"{summary['wall_s']:.2f} s ({summary['residue_frames_per_s']:,.0f} residue-frames/s) -> {where}")
     return 0

@@ -141,14 +141,14 @@ def _cis_internal(trans_unit: torch.Tensor) -> tuple:
     ∠C–N–CA, ∠CA–C–O, and the side of C (sign of its y)."""
     t = trans_unit.to(torch.float64)
     c, o, n_rel = t[0], t[1], t[2]
-    ca_j = torch.tensor([TRANS_CA_CA, 0.0, 0.0], dtype=torch.float64)
+    ca_j = torch.tensor([TRANS_CA_CA, 0.0, 0.0], dtype=torch.float64, device=t.device)
     n = ca_j + n_rel
 
     def ang(a, b, cc):
         u, v = a - b, cc - b
         return torch.arccos((u @ v) / (u.norm() * v.norm()))
 
-    zero = torch.zeros(3, dtype=torch.float64)
+    zero = torch.zeros(3, dtype=torch.float64, device=t.device)
     return (c.norm(), (n - c).norm(), n_rel.norm(), (o - c).norm(), ang(zero, c, n), ang(c, n, ca_j),
             ang(zero, c, o), float(c[1]))
 
@@ -275,10 +275,11 @@ def backbone_from_angles(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Ten
     # A link whose CAs are closer than CIS_MAX_CA_CA is a cis peptide (ω ≈ 0, CA–CA ≈ 2.9 Å): it gets the cis
     # unit, with the same bond lengths and angles, so its bonds stay ideal too.
     cis = is_cis(links)  # [..., L-1]
-    unit = template.trans_unit.to(dtype).expand(*cis.shape, 3, 3)
+    trans_unit = template.trans_unit.to(ca.device)
+    unit = trans_unit.to(dtype).expand(*cis.shape, 3, 3)
     if bool(cis.any()):
         unit = unit.clone()
-        unit[cis] = cis_units(template.trans_unit, links.ca_ca[cis]).to(dtype)
+        unit[cis] = cis_units(trans_unit, links.ca_ca[cis]).to(dtype)
     units = PeptideUnits(c=ca_i + torch.einsum("...ij,...j->...i", U, unit[..., 0, :]),
                          o=ca_i + torch.einsum("...ij,...j->...i", U, unit[..., 1, :]),
                          n=ca_j + torch.einsum("...ij,...j->...i", U, unit[..., 2, :]))
@@ -311,7 +312,7 @@ def backbone_from_angles(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Ten
     n = torch.where(has_before[:, None], pad(n_u, True), pad(n_start, False))
     c = torch.where(has_after[:, None], pad(c_u, False), pad(c_end, True))
     o = pad(o_u, False)
-    o_tors = torch.where(has_after, dihedral(n, ca, c, o), template.o_torsion_end.to(dtype))
+    o_tors = torch.where(has_after, dihedral(n, ca, c, o), template.o_torsion_end.to(device=ca.device, dtype=dtype))
     lone = ~has_before & ~has_after
     if bool(lone.any()):
         sn, sc, so = singleton_backbone(ca)

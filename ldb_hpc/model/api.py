@@ -33,17 +33,25 @@ class IdealBackmapper:
         from ldb_hpc.model.ideal import TABLE_FILE, load_tables
 
         self.tables = load_tables()
+        self.device = torch.device("cpu")
         h = hashlib.sha256()
         for path in (TABLE_FILE, GEOMETRY_FILE):
             h.update(path.read_bytes())
         self.hash = "sha256:" + h.hexdigest()[:16]
+
+    def to(self, device) -> IdealBackmapper:
+        """Move the tables to ``device`` (inputs must then be on it too); returns self."""
+        self.device = torch.device(device)
+        self.tables = {k: v.to(self.device) for k, v in self.tables.items()}
+        return self
 
     def backmap(self, ca: torch.Tensor, residues: Residues, frame_index: torch.Tensor, samples: int = 1,
                 seed: int = 0, temperature: float | None = None) -> torch.Tensor:
         from ldb_hpc.model.ideal import backmap_ideal
 
         with torch.no_grad():
-            pos = backmap_ideal(ca, torch.as_tensor(residues.restype), torch.as_tensor(residues.segment),
+            pos = backmap_ideal(ca, torch.as_tensor(residues.restype, device=ca.device),
+                                torch.as_tensor(residues.segment, device=ca.device),
                                 self.tables)
         return pos[:, None].expand(-1, samples, -1, -1, -1)
 
@@ -68,12 +76,20 @@ class LDBBackmapper:
             raise InputError(f"--temperature must be between 0 and 10, got {temperature}")
         self.temperature = temperature
         self.sampling = {"steps": self.steps, "temperature": temperature}
+        self.device = torch.device("cpu")
+
+    def to(self, device) -> LDBBackmapper:
+        """Move the networks to ``device`` (inputs must then be on it too); returns self."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
 
     def backmap(self, ca: torch.Tensor, residues: Residues, frame_index: torch.Tensor, samples: int = 1,
                 seed: int = 0, temperature: float | None = None) -> torch.Tensor:
         temp = self.temperature if temperature is None else temperature
         with torch.no_grad():
-            return self.model.sample(ca.float(), torch.as_tensor(residues.restype), torch.as_tensor(residues.segment),
+            return self.model.sample(ca.float(), torch.as_tensor(residues.restype, device=ca.device),
+                                     torch.as_tensor(residues.segment, device=ca.device),
                                      frame_index.long(), samples=samples, seed=seed, steps=self.steps,
                                      temperature=temp)
 

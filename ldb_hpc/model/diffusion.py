@@ -85,7 +85,7 @@ def sample(schedule: Schedule, denoiser, cond, shape: tuple, frames: torch.Tenso
         x = temperature * latent_noise(seed, frames, S, 0, L, D, dtype)
         for k, t in enumerate(ts):
             t_prev = ts[k + 1] if k + 1 < len(ts) else -1
-            eps = denoiser(x, torch.full((B,), t, dtype=torch.long), cond)
+            eps = denoiser(x, torch.full((B,), t, dtype=torch.long, device=x.device), cond)
             noise = temperature * latent_noise(seed, frames, S, k + 1, L, D, dtype) if eta > 0 else None
             x = ddim_step(schedule, x, eps, t, t_prev, eta, noise)
         return x
@@ -97,7 +97,7 @@ def sample(schedule: Schedule, denoiser, cond, shape: tuple, frames: torch.Tenso
         torch.zeros(B, S, L, D, dtype=torch.float32, device=frames.device)
     for k, t in enumerate(ts):
         t_prev = ts[k + 1] if k + 1 < len(ts) else -1
-        eps = denoiser(x, torch.full((B,), t, dtype=torch.long), cond)
+        eps = denoiser(x, torch.full((B,), t, dtype=torch.long, device=x.device), cond)
         coef = ops.step_coefficients(schedule.alphas_cumprod, t, t_prev, eta, temperature)
         x = ops.diffusion_step(x, eps.to(torch.float32), coef, seed, k + 1, frames)
     return x

@@ -57,7 +57,7 @@ def knn(ca: torch.Tensor, k: int, block: int = 1024) -> torch.Tensor:
     for s in range(0, L, block):  # bounded memory for long proteins: [B, block, L]
         d = torch.cdist(ca[:, s:s + block], ca)
         rows = torch.arange(s, min(s + block, L), device=ca.device)
-        d[:, torch.arange(len(rows)), rows] = float("inf")
+        d[:, torch.arange(len(rows), device=ca.device), rows] = float("inf")
         out.append(d.topk(k, dim=-1, largest=False).indices)
     return torch.cat(out, dim=1)
 

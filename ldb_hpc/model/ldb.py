@@ -173,7 +173,7 @@ class LDBModel(nn.Module):
         return self._losses(x, pos, mask, restype, segment, out, t, g.nbr, vq_loss, clash_weight) | {"z": z, "idx": idx}
 
     def _losses(self, x, pos, mask, restype, segment, out, t, nbr, vq_loss, clash_weight) -> dict:
-        exists = torch.as_tensor(rc.SLOT_MASK)[restype]
+        exists = torch.as_tensor(rc.SLOT_MASK, device=restype.device)[restype]
         m = (mask & exists).to(x.dtype)
         dist = ((x - pos) ** 2).sum(-1).clamp_min(1e-8).sqrt()
         l_xyz = (dist * m).sum() / m.sum().clamp_min(1)
@@ -185,7 +185,7 @@ class LDBModel(nn.Module):
             okf = ok.to(ls.dtype)
             return (ls * okf).sum() / okf.sum().clamp_min(1)
 
-        pi = _PI_PERIODIC[restype].expand(t["chi"].shape)
+        pi = _PI_PERIODIC.to(restype.device)[restype].expand(t["chi"].shape)
         l_tor = (ang_loss(out["alpha"], t["alpha"], t["alpha_ok"]) + ang_loss(out["chi"], t["chi"], t["chi_ok"], pi)
                  + 0.5 * ang_loss(out["psi"][:, :-1], t["psi"], t["psi_ok"])
                  + 0.5 * ang_loss(out["phi"][:, 1:], t["phi"], t["phi_ok"]))
@@ -258,16 +258,16 @@ class LDBModel(nn.Module):
             seed = int(torch.randint(0, 2 ** 31 - 1, (), generator=generator))
             cond = self.denoiser.prepare(h, g.nbr)
             x = diff.sample(self.schedule, self.denoiser, cond, (B, 1, L, self.cfg.latent_dim),
-                            torch.zeros(B, dtype=torch.long), seed, steps or self.cfg.steps, temp, self.cfg.eta,
-                            ca.dtype)[:, 0]
+                            torch.zeros(B, dtype=torch.long, device=ca.device), seed, steps or self.cfg.steps, temp,
+                            self.cfg.eta, ca.dtype)[:, 0]
             zq_s = self.vq.decode(self.vq.nearest(x * self.latent_std + self.latent_mean))
-            keep = torch.rand(zq_s.shape[:-1], generator=generator) < true_share
+            keep = torch.rand(zq_s.shape[:-1], generator=generator).to(zq_s.device) < true_share
             zq = torch.where(keep[..., None], zq_true, zq_s)
         out = self._decode_sampled(g, h, zq)
         x = self.build(ca, restype, segment, out, lf)
         zero = x.new_zeros(())
         losses = self._losses(x, pos, mask, restype, segment, out, t, g.nbr, zero, 1.0)
-        exists = torch.as_tensor(rc.SLOT_MASK)[restype]
+        exists = torch.as_tensor(rc.SLOT_MASK, device=restype.device)[restype]
         m = (mask & exists).to(x.dtype)
         msd = (((x - pos) ** 2).sum(-1) * m).sum() / m.sum().clamp_min(1)
         losses["loss"] = losses["loss"] + mse_weight * msd

@@ -44,7 +44,7 @@ def _grids(dev, dtype) -> dict:
         g[:, :n] = torch.tensor(list(itertools.product(*values)), dtype=dtype, device=dev)
         out[n] = g * (math.pi / 180.0)
     pro = torch.zeros(5, 4, dtype=dtype, device=dev)
-    pro[:, 0] = torch.tensor([-40.0, -20.0, 0.0, 20.0, 40.0]) * (math.pi / 180.0)
+    pro[:, 0] = torch.tensor([-40.0, -20.0, 0.0, 20.0, 40.0], device=dev) * (math.pi / 180.0)
     out["pro"] = pro
     return out
 

@@ -13,6 +13,7 @@ Non-float32 coordinates always take the reference. Shapes and units of every op:
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 
 import torch
@@ -48,8 +49,7 @@ def _triton_ops():
     try:
         import triton  # noqa: F401
 
-        from ldb_hpc._triton import ops as tops
-        return tops
+        return importlib.import_module("ldb_hpc._triton.ops")  # kernels/triton, installed by the build
     except Exception:  # noqa: BLE001 - a broken triton install means "not available", never a crash
         return None
 

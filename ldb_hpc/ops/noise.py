@@ -49,7 +49,7 @@ def latent_noise(seed: int, frames: torch.Tensor, samples: int, step: int, n_res
                  dtype=torch.float32) -> torch.Tensor:
     """Noise for a batch: frames [B] int64 (global indices) → [B, S, L, dim]."""
     f = frames.to(torch.int64)[:, None, None, None]
-    s = torch.arange(samples, dtype=torch.int64)[None, :, None, None]
-    r = torch.arange(n_res, dtype=torch.int64)[None, None, :, None]
-    c = torch.arange(dim, dtype=torch.int64)[None, None, None, :]
+    s = torch.arange(samples, dtype=torch.int64, device=f.device)[None, :, None, None]
+    r = torch.arange(n_res, dtype=torch.int64, device=f.device)[None, None, :, None]
+    c = torch.arange(dim, dtype=torch.int64, device=f.device)[None, None, None, :]
     return gaussian(seed, f, s, step, r, c, dtype)

@@ -22,10 +22,11 @@ import sys
 import time
 from dataclasses import dataclass
 
+from ldb_hpc import ops
 from ldb_hpc.errors import InputError
 from ldb_hpc.io import aa
+from ldb_hpc.runtime import devices, resume
 from ldb_hpc.runtime import output as out_mod
-from ldb_hpc.runtime import resume
 from ldb_hpc.runtime.comm import get_comm, ranks_per_node
 from ldb_hpc.runtime.pipeline import run_pipeline
 from ldb_hpc.runtime.progress import ProgressMonitor, progress_enabled
@@ -63,17 +64,6 @@ def default_threads() -> int:
     return max(1, cores // ranks_per_node())
 
 
-def pick_device(local_rank: int):
-    """One GPU per rank (local rank modulo the GPUs of the node) when CUDA is available, else the CPU."""
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
-        index = local_rank % torch.cuda.device_count()
-        torch.cuda.set_device(index)
-        return torch.device("cuda", index)
-    return torch.device("cpu")
-
-
 # ----------------------------------------------------------------------------------------------
 # phase 2: the chunks of this rank
 
@@ -108,14 +98,10 @@ def _run_rank(cfg: BackmapConfig, comm, record: dict, folder: str, shards: list[
     plan = ChunkPlan.from_dict(record["plan"])
     run_id, S = record["run_id"], int(record["samples"])
     torch.set_num_threads(threads)
-    device = pick_device(comm.local_rank)
-    model = load_model(cfg.model, steps=cfg.steps, temperature=cfg.temperature)
+    device = devices.select_device(cfg.device, comm.local_rank, ranks_per_node())
+    model = load_model(cfg.model, steps=cfg.steps, temperature=cfg.temperature).to(device)
     if model.hash != record["model"]["hash"]:  # another rank saw another model file: never mix results
         raise InputError(f"model {cfg.model} changed during the run (hash {model.hash})")
-    if device.type != "cpu" and hasattr(model, "to"):
-        model.to(device)
-    else:
-        device = torch.device("cpu")
     t_setup = time.perf_counter()
     files, writers, logs = {}, {}, {}
     mpio = record["io"] == "mpio"
@@ -184,7 +170,8 @@ def _run_rank(cfg: BackmapConfig, comm, record: dict, folder: str, shards: list[
     return {"rank": comm.rank, "shards": shards, "chunks": times.chunks, "frames": times.frames,
             "read_s": round(times.read_s, 4), "compute_s": round(times.compute_s, 4),
             "write_s": round(times.write_s, 4), "wall_s": round(elapsed, 4), "threads": threads,
-            "device": str(device), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "device": str(device), "kernels": ops.backend(device),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,6 +256,8 @@ def run_backmap(cfg: BackmapConfig, comm=None) -> dict | None:
                 "frames_this_run": frames, "residues": n_res, "batch_frames": plan.batch_frames,
                 "n_shards": plan.n_shards, "ranks": comm.size, "threads": threads,
                 "model": record["model"], "seed": record["seed"], "wall_s": round(wall, 3),
+                "devices": sorted({s["device"] for s in all_stats}),
+                "kernels": sorted({s["kernels"] for s in all_stats}),
                 "frames_per_s": round(frames / max(wall, 1e-9), 3),
                 "residue_frames_per_s": round(frames * n_res / max(wall, 1e-9), 1),
                 "peak_rss_mb_max": max(s["peak_rss_mb"] for s in all_stats), "per_rank": all_stats,
@@ -290,4 +279,4 @@ def run_backmap(cfg: BackmapConfig, comm=None) -> dict | None:
     return result
 
 
-__all__ = ["BackmapConfig", "RankExit", "run_backmap", "setup", "finish", "default_threads", "pick_device"]
+__all__ = ["BackmapConfig", "RankExit", "run_backmap", "setup", "finish", "default_threads"]

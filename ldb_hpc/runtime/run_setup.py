@@ -12,8 +12,9 @@ import os
 from dataclasses import dataclass, field
 
 from ldb_hpc.errors import InputError, OutputError
+from ldb_hpc.runtime import devices, resume
 from ldb_hpc.runtime import output as out_mod
-from ldb_hpc.runtime import resume
+from ldb_hpc.runtime.comm import ranks_per_node
 from ldb_hpc.runtime.sharding import ChunkPlan
 
 IO_MODES = ("shards", "mpio")
@@ -39,6 +40,7 @@ class BackmapConfig:
     residue_map: dict = field(default_factory=dict)
     io: str = "shards"
     shard: tuple[int, int] | None = None  # (I, N) of --shard I/N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (ldb_hpc.runtime.devices)
 
 
 def validate_options(cfg: BackmapConfig) -> None:
@@ -61,6 +63,8 @@ def validate_options(cfg: BackmapConfig) -> None:
             raise InputError("--io mpio writes one file collectively; it cannot be combined with --shard")
     if cfg.overwrite and cfg.resume:
         raise InputError("--overwrite and --resume exclude each other")
+    # Before the output is touched: a GPU spec this node cannot meet (rank 0 checks its own node).
+    devices.gpu_index(cfg.device, 0, ranks_per_node(), devices.visible_gpus())
 
 
 def _check_output_location(output: str) -> None:
