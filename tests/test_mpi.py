@@ -136,3 +136,22 @@ def test_bad_input_under_mpi_is_one_error_line(tmp_path):
     ours = [x for x in p.stderr.splitlines() if x.startswith("error")]
     assert len(ours) == 1 and "corrupt" in ours[0] and "Traceback" not in p.stderr, p.stderr
     assert not (tmp_path / "out.h5.d").exists()
+
+
+@pytest.mark.parametrize("launcher", [
+    {"SLURM_STEP_NUM_TASKS": 2, "SLURM_PROCID": 1},  # srun whose MPI plugin the library does not speak
+    {"OMPI_COMM_WORLD_SIZE": 3, "OMPI_COMM_WORLD_RANK": 0},  # Open MPI's mpirun starting an MPICH-built mpi4py
+])
+def test_launcher_and_mpi_disagree_is_one_error_line_and_nothing_written(tmp_path, launcher):
+    """A task that the launcher counts as one of N but whose MPI world is 1 stops before touching the output,
+    naming the cause and the fix (instead of running alone as rank 0 of 1 and racing the others)."""
+    cg = make_cg(tmp_path / "in.h5", n_frames=6)
+    out = tmp_path / "out.h5"
+    p = subprocess.run([sys.executable, "-m", "ldb_hpc", "backmap", str(cg), "-o", str(out), "--no-progress",
+                        "--model", "ideal"], env=_env(**launcher), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the launcher started"), p.stderr
+    assert "MPI sees a world of 1" in lines[0] and "--mpi=pmi2" in lines[0] and "--no-binary=mpi4py" in lines[0]
+    assert not out.exists() and not (tmp_path / "out.h5.d").exists()
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["in.h5"]

@@ -51,6 +51,21 @@ def big(tmp_path_factory):
     return path
 
 
+def test_srun_without_the_mpi_plugin_stops_every_task_before_the_output(big, tmp_path):
+    """`srun --mpi=none -n 2` starts two tasks whose MPI worlds have one rank each (the site-mismatch case): every
+    task exits non-zero with one error line naming the cause and the fix; no output, no shard folder."""
+    out = tmp_path / "out.h5"
+    proc = subprocess.run(["srun", "--mpi=none", "-n", "2", "--time=5", str(LDB_HPC), "backmap", str(big), "-o",
+                           str(out), "--model", "ideal", "--no-progress"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(ours) == 2 and all("the launcher started 2 tasks" in line and "--mpi=pmi2" in line for line in ours), \
+        proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() and not (tmp_path / "out.h5.d").exists()
+
+
 def test_srun_backmap_rows_equal_frames_and_match_serial(big, tmp_path):
     out = tmp_path / "out.h5"
     extra = ["--batch-frames", 16, "--io", "shards"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from ldb_hpc.runtime.devices import DEVICE_HELP
+
 EPILOG = """examples:
   ldb-hpc prepare ../shared/data/train -o train.h5 --manifest ../shared/data/MANIFEST.tsv
   ldb-hpc train tokenizer --data train.h5 --out runs/tok --steps 3000 --valid ../shared/data/valid/pfam40
@@ -32,8 +34,8 @@ def add_parser(sub) -> None:
     p.add_argument("--crop", type=int, default=96, help="residues per window (default 96)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="where each rank trains: cpu (default) or cuda (GPU local rank modulo the node's GPUs)")
+    p.add_argument("--device", default="auto", metavar="DEV",
+                   help=f"where each rank trains: {DEVICE_HELP} (default auto)")
     p.add_argument("--split-batch", action="store_true",
                    help="--windows is the global batch, shared out over the ranks (rank r takes windows r, r+N, "
                         "…): N ranks then train as one rank with the same options does")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 
 from ldb_hpc.errors import InputError
@@ -42,18 +43,37 @@ def _env_int(names, default=None):
     return default
 
 
-def _mpi_launch() -> tuple[int, int]:
-    """(size, rank) from the variables of the MPI launcher that set a world size; (1, 0) without one."""
+def _launch_vars() -> tuple[int, int, str | None]:
+    """(size, rank, name of the size variable) of the MPI launcher that set a world size; (1, 0, None) without."""
     if os.environ.get("LDB_HPC_MPI", "") == "0":
-        return 1, 0
+        return 1, 0, None
     if "PMIX_RANK" in os.environ and "PMIX_SIZE" not in os.environ:
         # Open MPI 5 with PMIx exports the world size only through OMPI_* variables; trust them.
-        return _env_int(("OMPI_COMM_WORLD_SIZE",), 1), _env_int(("OMPI_COMM_WORLD_RANK", "PMIX_RANK"), 0)
+        return (_env_int(("OMPI_COMM_WORLD_SIZE",), 1), _env_int(("OMPI_COMM_WORLD_RANK", "PMIX_RANK"), 0),
+                "OMPI_COMM_WORLD_SIZE")
     for size_var, rank_var in _LAUNCH_VARS:
         size = _env_int((size_var,))
         if size is not None:
-            return size, _env_int((rank_var,), 0)
-    return 1, 0
+            return size, _env_int((rank_var,), 0), size_var
+    return 1, 0, None
+
+
+def _mpi_launch() -> tuple[int, int]:
+    """(size, rank) from the variables of the MPI launcher that set a world size; (1, 0) without one."""
+    return _launch_vars()[:2]
+
+
+def check_world(world_size: int) -> None:
+    """InputError when the launcher started several tasks but MPI's world has another size: the launcher and the
+    MPI library mpi4py was built against do not talk to each other (e.g. srun's MPI plugin is not the library's),
+    so every task would run alone as rank 0 of 1 and race the others over one output."""
+    size, _, var = _launch_vars()
+    if size > 1 and world_size != size:
+        raise InputError(
+            f"the launcher started {size} tasks ({var}={os.environ.get(var, '')}) but MPI sees a world of "
+            f"{world_size}: the launcher does not match the MPI library of mpi4py; with srun use --mpi=pmi2 or "
+            "--mpi=pmix (whichever the site MPI supports: srun --mpi=list), or build mpi4py against the site MPI "
+            "(MPICC=mpicc pip install --no-binary=mpi4py mpi4py); nothing was written")
 
 
 def launched_size() -> int:
@@ -138,7 +158,11 @@ class MPIComm:
 
     def __init__(self):
         try:
-            from mpi4py import MPI
+            with warnings.catch_warnings():
+                # mpi4py warns (several lines) when another MPI's launcher variables are set; check_world below
+                # says what is wrong in one line.
+                warnings.simplefilter("ignore", RuntimeWarning)
+                from mpi4py import MPI
         except ImportError as exc:  # launched by mpiexec but mpi4py is missing
             raise InputError(f"launched with {launched_size()} MPI tasks but mpi4py cannot be imported "
                              f"({exc})") from None
@@ -147,6 +171,7 @@ class MPIComm:
         self.rank = self.mpi.Get_rank()
         self.size = self.mpi.Get_size()
         self.local_rank = local_rank()
+        check_world(self.size)
 
     def barrier(self) -> None:
         self.mpi.barrier()

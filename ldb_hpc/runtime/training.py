@@ -25,9 +25,8 @@ import torch.distributed as dist
 
 from ldb_hpc.errors import InputError
 from ldb_hpc.model.train import SerialCollectives, TrainConfig, TrainResult, train
-from ldb_hpc.runtime.comm import Launch, detect_launch, get_comm
-
-DEVICES = ("cpu", "cuda")
+from ldb_hpc.runtime import devices
+from ldb_hpc.runtime.comm import Launch, detect_launch, get_comm, ranks_per_node
 
 
 class TorchCollectives:
@@ -85,16 +84,9 @@ def load_validation(folder: str | None) -> list:
 
 
 def training_device(device: str, local_rank: int = 0) -> torch.device:
-    """``cpu``, or for ``cuda`` the GPU ``local_rank`` modulo the GPUs of the node (made current)."""
-    if device not in DEVICES:
-        raise InputError(f"--device must be one of {', '.join(DEVICES)}, got {device!r}")
-    if device == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available() or torch.cuda.device_count() == 0:
-        raise InputError("--device cuda: no CUDA device is available to this process")
-    index = local_rank % torch.cuda.device_count()
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
+    """The device of this rank for ``--device`` (auto, cpu, cuda, cuda:N; :mod:`ldb_hpc.runtime.devices`, the
+    same rule as backmap: one GPU per rank by local rank), made current."""
+    return devices.select_device(device, local_rank, ranks_per_node())
 
 
 def _free_port() -> int:
