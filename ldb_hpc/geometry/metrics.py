@@ -225,6 +225,25 @@ def close_pairs(pred, mask, cutoff: float, max_floats: int = 1 << 22):
     return tuple(torch.cat(v).numpy() for v in out)
 
 
+def _pair_kinds(a: np.ndarray, b: np.ndarray, d: np.ndarray, topo: Topology):
+    """(is12, covalent, disulfide, nonbonded) flags [P] of atom pairs a < b at distances d (Å): nonbonded pairs are
+    the clash candidates of DESIGN.md (neither 1-2 nor 1-3, and not a bonded Cys SG–SG)."""
+    key = a.astype(np.int64) * topo.n_atoms + b
+    is12 = np.isin(key, topo.key12, assume_unique=False)
+    is13 = np.isin(key, topo.key13, assume_unique=False)
+    covalent = d < GRAPH_FACTOR * (topo.radius[a] + topo.radius[b])
+    disulfide = topo.is_sg[a] & topo.is_sg[b] & covalent
+    return is12, covalent, disulfide, ~is12 & ~is13 & ~disulfide
+
+
+def clashing_pairs(pred, topo: Topology, cutoff: float = CLASH_CUTOFFS[0]):
+    """The non-bonded pairs (DESIGN.md's clash definition) closer than ``cutoff`` Å. pred [N, L, 14, 3] Å.
+    Returns (row [P], a [P], b [P] flat atom indices residue·14 + slot, a < b, d [P] Å) as numpy arrays."""
+    row, a, b, d = close_pairs(pred, topo.present.reshape(-1, NUM_SLOTS), cutoff)
+    keep = _pair_kinds(a, b, d, topo)[3]
+    return row[keep], a[keep], b[keep], d[keep]
+
+
 def pair_metrics(pred, topo: Topology) -> dict[str, np.ndarray]:
     """Clashes per 1000 atoms and graph validity per row. pred [N, L, 14, 3] Å. Returns {'clash_1.2', 'clash_2.0',
     'graph_valid', 'graph_extra' (non-topology covalent contacts), 'graph_missing' (stretched bonds)}, each [N]."""
@@ -232,13 +251,7 @@ def pair_metrics(pred, topo: Topology) -> dict[str, np.ndarray]:
     present = topo.present.reshape(-1, NUM_SLOTS)
     graph_cut_max = GRAPH_FACTOR * 2 * max(COVALENT_RADIUS.values())
     row, a, b, d = close_pairs(pred, present, max(max(CLASH_CUTOFFS), graph_cut_max))
-    A = topo.n_atoms
-    key = a.astype(np.int64) * A + b
-    is12 = np.isin(key, topo.key12, assume_unique=False)
-    is13 = np.isin(key, topo.key13, assume_unique=False)
-    covalent = d < GRAPH_FACTOR * (topo.radius[a] + topo.radius[b])
-    disulfide = topo.is_sg[a] & topo.is_sg[b] & covalent
-    nonbonded = ~is12 & ~is13 & ~disulfide
+    is12, covalent, disulfide, nonbonded = _pair_kinds(a, b, d, topo)
     n_atoms = max(1, int(topo.present.sum()))
     out = {}
     for cut in CLASH_CUTOFFS:
