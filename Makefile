@@ -24,6 +24,9 @@ help:
 	@echo "make install-mpio     build $(MPIO_VENV) only (parallel h5py, mpi4py on Open MPI)"
 	@echo "make slurm-up / slurm-down   start / stop the local test SLURM cluster"
 	@echo "make bench-runtime    memory and MPI-scaling benchmark of backmap (benchmarks/runtime)"
+	@echo "make bench-million    1,000,000 frames on 2 ranks (--model ideal) + 100,000 with the default model:"
+	@echo "                      wall, RSS per rank start vs end, output size, verify (~30 min; benchmarks/million.py;"
+	@echo "                      MILLION_ARGS=--smoke: a minute, into build/bench-million-smoke)"
 	@echo "make bench            all benchmarks + report (benchmarks/README.md, README table; <= 30 min);"
 	@echo "                      make bench BENCH_ARGS=--smoke: tiny size into build/bench-smoke (< 2 min)"
 
@@ -66,6 +69,13 @@ slurm-down:
 
 bench-runtime: $(STAMP)
 	$(PY) benchmarks/runtime/bench_runtime.py
+
+# A million frames, measured (benchmarks/million.py): long (~30 min on 2 idle cores, ~2.2 GB of output in
+# build/bench-million, deleted after); rows go to benchmarks/results.csv, the table to benchmarks/README.md.
+.PHONY: bench-million
+bench-million: $(STAMP)
+	@$(PY) -c "import matplotlib" 2>/dev/null || $(PIP) install --quiet matplotlib
+	$(PY) benchmarks/million.py $(MILLION_ARGS)
 
 # Benchmarks and their report (benchmarks/bench_all.py); matplotlib (plots) and pypulchra (the PULCHRA
 # baseline) are benchmark-only dependencies, not the package's.

@@ -277,6 +277,82 @@ class Report:
                 f"{fmt(100 * (g('backmap_write_share_of_wall') or float('nan')), '{:.0f}')} % of the run's wall time "
                 "(it overlaps compute).", ""]
 
+    def million_tables(self) -> list[str]:
+        """benchmarks/million.py (`make bench-million`): the runs of its latest configuration (protein size, ranks,
+        batch), the synth runs, the no-growth checks and the machine's state."""
+        bench = "million"
+        confs = self.confs(bench)
+        runs = [c for c in confs if not c.startswith(("synth|", "machine")) and not c.endswith("|check")]
+        if not runs:
+            return []
+        g = lambda c, m: self.val(bench, c, m)  # noqa: E731
+        last = params(runs[-1])
+        same = lambda c: all(params(c).get(k) == last.get(k) for k in ("L", "ranks", "batch", "threads"))  # noqa: E731
+        runs = sorted((c for c in runs if same(c)), key=lambda c: (params(c)["_"] != "ideal", num(params(c)["frames"])))
+        ranks = int(last["ranks"])
+        out = ["### A million frames (`make bench-million`)", "",
+               f"`mpiexec -n {ranks} ldb-hpc backmap IN -o OUT [--model ideal] --threads 1 --batch-frames "
+               f"{last['batch']}` on `ldb-hpc synth` trajectories of a {last['L']}-residue protein (the first residues "
+               "of examples/example.cg.h5); benchmarks/million.py says exactly what runs. RSS is sampled every "
+               f"{fmt(g('machine', 'rss_interval_s'), '{:g}')} s from /proc/PID/status of each rank and tied to the "
+               "frames that rank had finished (its shard log): start = highest sample in the rank's first 10 % of "
+               "frames, end = highest in its last 10 %; peak = the "
+               "rank's getrusage figure in the run summary. Wall time and residue-frames/s are of the whole command "
+               f"(start-up included). Rows: {provenance([self.get(bench, c, 'wall_s') for c in runs])}.", "",
+               "| model | frames | wall (s) | residue-frames/s (all ranks) | per core | RSS start → end per rank (MiB) "
+               "| peak RSS per rank (MiB) | output (GB) | verify | load before | other work (cores) |",
+               "|---|---:|---:|---:|---:|---|---|---:|---|---:|---:|"]
+        for c in runs:
+            rss = " / ".join(f"{fmt(g(c, f'rss_start_mib_rank{r}'))} → {fmt(g(c, f'rss_end_mib_rank{r}'))}"
+                             for r in range(ranks))
+            peak = " / ".join(fmt(g(c, f"peak_rss_mib_rank{r}")) for r in range(ranks))
+            ok = g(c, "verify_ok")
+            verify = "–" if ok is None else ("complete" if ok else "**not complete**")
+            out.append(f"| {params(c)['_']} | {num(params(c)['frames']):,.0f} | {fmt(g(c, 'wall_s'), '{:.1f}')} | "
+                       f"{fmt(g(c, 'residue_frames_per_s'))} | {fmt(g(c, 'residue_frames_per_s_per_core'))} | {rss} | "
+                       f"{peak} | {fmt((g(c, 'out_bytes') or float('nan')) / 1e9, '{:.3f}')} | {verify} | "
+                       f"{fmt(g(c, 'load_before'), '{:.2f}')} | {fmt(g(c, 'others_cores'), '{:.2f}')} |")
+        checks = [c for c in confs if c.endswith("|check") and params(c).get("L") == last["L"]]
+        if checks:
+            out += ["", "No growth with the number of frames (worst rank; pass: every figure below the tolerance):",
+                    "",
+                    "| model | frames | RSS start → end | VmHWM at 10 % → peak | peak vs the smaller run | tolerance | "
+                    "result | output bytes per extra row | output fixed part |",
+                    "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+            for c in checks:
+                ok = g(c, "pass")
+                fr = " vs ".join(f"{num(x):,.0f}" for x in params(c)["frames"].split(" vs "))
+                out.append(f"| {c.split('|')[0]} | {fr} | "
+                           f"{fmt(g(c, 'rss_start_to_end_pct'), '{:+.1f} %')} | "
+                           f"{fmt(g(c, 'hwm_start_to_peak_pct'), '{:+.1f} %')} | "
+                           f"{fmt(g(c, 'peak_vs_small_pct'), '{:+.1f} %')} | "
+                           f"{fmt(g(c, 'tolerance_pct'), '{:.0f} %')} | "
+                           f"{'–' if ok is None else ('pass' if ok else '**FAIL**')} | "
+                           f"{fmt(g(c, 'bytes_per_row_marginal'), '{:,.1f} B')} | "
+                           f"{fmt((g(c, 'out_fixed_bytes') or float('nan')) / 1e3, '{:,.0f} kB')} |")
+        synth = sorted((c for c in confs if c.startswith("synth|") and params(c).get("L") == last["L"]),
+                       key=lambda c: num(params(c)["frames"]))
+        if synth:
+            p = params(synth[-1])
+            out += ["", f"`ldb-hpc synth --frames N --steps {p.get('steps')} --chunk {p.get('chunk')}` (the inputs):",
+                    "",
+                    "| frames | wall (s) | frames/s | file (MB) | peak RSS (MiB) |", "|---:|---:|---:|---:|---:|"]
+            out += [f"| {num(params(c)['frames']):,.0f} | {fmt(g(c, 'wall_s'), '{:.1f}')} | "
+                    f"{fmt(g(c, 'frames_per_s'))} | {fmt((g(c, 'file_bytes') or float('nan')) / 1e6, '{:,.1f}')} | "
+                    f"{fmt(g(c, 'peak_rss_mib'))} |"
+                    for c in synth]
+        quiet, waited, total = g("machine", "quiet_before"), g("machine", "waited_for_quiet_s"), g("machine",
+                                                                                                    "total_wall_s")
+        note = []
+        if quiet is not None:
+            note.append(f"waited {fmt(waited / 60, '{:.0f}')} min for a quiet machine (1-minute load < 1.0 for a "
+                        "minute): " + ("it was quiet" if quiet else "**it never was; run anyway**"))
+        if total is not None:
+            note.append(f"whole benchmark {total / 60:.1f} min")
+        if note:
+            out += ["", "; ".join(note).capitalize() + "."]
+        return out + [""]
+
     def roofline(self) -> tuple[dict, str | None]:
         confs = self.confs("roofline")
         if not confs:
@@ -447,6 +523,7 @@ class Report:
         lines += ["## Throughput, memory and output", ""] + self.sweep_tables(plots, "plots") + self.write_table()
         if write_png:
             lines += [f"![write rate](plots/{write_png.name})", ""]
+        lines += self.million_tables()
         lines += ["## Roofline", "", f"How the numbers are counted: [docs/ROOFLINE.md]({roofline_link}).", "",
                   self.roofline_table(), "## Other rows", ""] + self.other_tables()
         return "\n".join(lines).rstrip("\n") + "\n"
