@@ -2,7 +2,10 @@
 
 A refactor that must not change behaviour (issue 10: the atom builder moved below the models, one all-atom
 layout, layer contracts) is checked here: the coordinates, times, provenance rows and topology of the output on
-the bundled example and on three CASP12 targets hash to the digests recorded at commit cc0f764, before it.
+the bundled example and on three CASP12 targets hash to the digests recorded at commit cc0f764, before it (they
+held unchanged through the refactor's commits). The three example digests were regenerated once since, on purpose,
+when backbone settling learned to keep O(i)–N(i+2) apart (it removes the example's pairs closer than 1.2 Å; the
+CASP12 digests did not move).
 
 A deliberate change of the model's outputs (a new model, a builder fix) changes these digests: regenerate them
 with ``python tests/test_golden_outputs.py`` and say so in the commit message.
@@ -21,9 +24,9 @@ GOLDEN = {
     "T0862-ensemble": "05d44d25c90e9d30b3d81f6f28dac4feffbdc4816c59c435fbfb0dc9d80ab661",
     "T0872-default": "38aef377da80a830c843ee162194109d40c8335db7a09689509e219be5f3bfe3",
     "T0922-default": "875765537fa875f94dd5c7fec9b41e1e1c59b89d72cb43e4c193c601b28e8438",
-    "example-default": "e7d312a0de27331cfd0747265c36079bc4a848b201644aaff342d62fa81d3043",
-    "example-ensemble": "33a418203bccf50467b49d0046d7838124ff5bf77fa0110b78a78034685b4a4f",
-    "example-ideal": "05ddeabe6ac7da01d72a978652a48a64676c09bbab244eabadba7cd5dbec8124",
+    "example-default": "e1fe8e3be648643853061b6be8c75b33ce4d505ec23ecae1e8405a398656a8b2",
+    "example-ensemble": "8bbf6df5cdde4d894711c4522a2fd487ff0694a9458a01ea1c5777ad661ed0ed",
+    "example-ideal": "e304920b6c51763ced613ec37ae0e319b4a97e1dbbba981dbbc3d1834cfd2bd4",
 }
 
 CASES = {

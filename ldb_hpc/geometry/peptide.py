@@ -203,9 +203,10 @@ def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: to
             cis: torch.Tensor, units: PeptideUnits, step_deg: float = 5.0) -> PeptideUnits:
     """Turn the ``flagged`` peptide units [..., L-1] to the rotation (a 5° grid around the given α; any rotation
     for cis units, within ±90° for trans ones) that gives the two residues each joins the most nearly ideal N–CA–C
-    angles with their other units, keeps the 1–4 pairs N–O ≥ 2.6 Å and the carbonyl O ≥ 2.7 Å from the
-    neighbouring units' O. A cis unit's α is poorly predicted (rare in training) and a wrong one folds N onto C;
-    two sampled trans units can put consecutive O atoms on top of each other. Ties go to the given α.
+    angles with their other units, keeps the 1–4 pairs N–O ≥ 2.6 Å, the carbonyl O ≥ 2.7 Å from the
+    neighbouring units' O and ≥ 2.6 Å from their N (O(i)–N(i+2)). A cis unit's α is poorly predicted (rare in
+    training) and a wrong one folds N onto C; two sampled trans units can put consecutive O atoms on top of each
+    other. Ties go to the given α.
     unit: [..., L-1, 3, 3] the template of each link. Returns the new units."""
     c_u, o_u, n_u = units
     a_ncac = _ideal_backbone()[2]
@@ -239,16 +240,21 @@ def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: to
         k = (j + side).clamp(0, L1 - 1)
         ok = (j + side >= 0) & (j + side < L1) & linked[k]
         # Also keep the 1–4 pairs N(i)–O(i) and N(i+1)–O(i+1) apart (≥ 2.6 Å in real backbones).
+        # And O(i)–N(i+2) across a residue (≥ 2.6 Å in real backbones; tight turns of a CA trace can fold one
+        # unit's carbonyl onto the next unit's N): O(i−1)–N(i+1) with the unit before, O(i)–N(i+2) with the one after.
         if side < 0:
             other = n_u[idx[:-1] + (k,)]  # N(i) from the unit before
             ang = bond_angle(other[:, None], ca_i[:, None], c_c)
             near = (o_c - other[:, None]).norm(dim=-1)
+            o_n = (n_c - o_u[idx[:-1] + (k,)][:, None]).norm(dim=-1)
         else:
             other = c_u[idx[:-1] + (k,)]  # C(i+1) from the unit after
             ang = bond_angle(n_c, ca_j[:, None], other[:, None])
             near = (n_c - o_u[idx[:-1] + (k,)][:, None]).norm(dim=-1)
+            o_n = (o_c - n_u[idx[:-1] + (k,)][:, None]).norm(dim=-1)
         o_o = (o_c - o_u[idx[:-1] + (k,)][:, None]).norm(dim=-1)  # carbonyl O of the neighbouring unit
-        cost = cost + ok[:, None] * ((ang - a_ncac) ** 2 + torch.relu(2.6 - near) ** 2 + torch.relu(2.7 - o_o) ** 2)
+        cost = cost + ok[:, None] * ((ang - a_ncac) ** 2 + torch.relu(2.6 - near) ** 2 + torch.relu(2.7 - o_o) ** 2
+                                     + torch.relu(2.6 - o_n) ** 2)
     best = cost.argmin(-1)
     a_best = a.gather(-1, best[:, None])[:, 0]
     U = unit_frame(links.R[idx], a_best)
@@ -285,13 +291,15 @@ def backbone_from_angles(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Ten
                          n=ca_j + torch.einsum("...ij,...j->...i", U, unit[..., 2, :]))
     # Units to settle (twice, as a settled unit changes its neighbours' angles): cis ones; both units of a residue
     # whose N–CA–C angle is more than 20° from ideal (two units that disagree, e.g. a proline folded onto the
-    # carbonyl before it); both units of consecutive carbonyls closer than 2.3 Å.
+    # carbonyl before it); both units of consecutive carbonyls closer than 2.3 Å, or of an O(i)–N(i+2) pair closer
+    # than 2.3 Å.
     linked = links.linked
     both = linked[1:] & linked[:-1]  # [L-2]: residues 1..L-2 have a unit on each side
     for _ in range(2):
         ncac = bond_angle(units.n[..., :-1, :], ca[..., 1:-1, :], units.c[..., 1:, :])  # [..., L-2]
         pair = both & (((ncac - a_ncac).abs() > math.radians(20.0))
-                       | ((units.o[..., 1:, :] - units.o[..., :-1, :]).norm(dim=-1) < 2.3))
+                       | ((units.o[..., 1:, :] - units.o[..., :-1, :]).norm(dim=-1) < 2.3)
+                       | ((units.o[..., :-1, :] - units.n[..., 1:, :]).norm(dim=-1) < 2.3))
         bad = cis
         bad = torch.cat([bad[..., :1], bad[..., 1:] | pair], -1)
         bad = torch.cat([bad[..., :-1] | pair, bad[..., -1:]], -1)
