@@ -29,6 +29,9 @@ help:
 	@echo "                      MILLION_ARGS=--smoke: a minute, into build/bench-million-smoke)"
 	@echo "make bench            all benchmarks + report (benchmarks/README.md, README table; <= 30 min);"
 	@echo "                      make bench BENCH_ARGS=--smoke: tiny size into build/bench-smoke (< 2 min)"
+	@echo "make gpu-check        on a GPU machine (< 8 min): Triton tests on the GPU, backmap --device cuda vs cpu,"
+	@echo "                      a --batch-frames sweep; rows to benchmarks/results.csv (docs/KERNELS.md);"
+	@echo "                      make gpu-check GPU_CHECK_ARGS='--device cpu': the small CPU variant CI tests"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +86,13 @@ bench-million: $(STAMP)
 bench: $(STAMP)
 	@$(PY) -c "import matplotlib, pypulchra" 2>/dev/null || $(PIP) install --quiet matplotlib pypulchra
 	$(PY) benchmarks/bench_all.py $(BENCH_ARGS)
+
+# The GPU check (benchmarks/gpu_check.py): needs the CUDA build of torch in .venv (PyPI's Linux torch wheels are
+# CUDA builds) and a GPU; pytest runs the Triton tests on the device.
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	@$(PY) -c "import pytest" 2>/dev/null || $(PIP) install --quiet "pytest>=7"
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 demo: $(STAMP)
 	@mkdir -p $(DEMO_OUT)

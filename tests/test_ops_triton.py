@@ -1,15 +1,26 @@
 """The Triton kernels (ldb_hpc._triton.ops) against the pure-torch reference (ldb_hpc.ops.reference).
 
-Runs in Triton's interpreter on CPU tensors: TRITON_INTERPRET=1 must be in the environment before any
-@triton.jit function is defined, hence before ``triton`` or ``ldb_hpc._triton`` is imported. Every output
-buffer the kernels write is poisoned first (NaN / a negative sentinel), so an element a kernel forgot to
-write is caught even where the reference happens to be zero. Shapes are small (the interpreter is slow) and
-chosen to be odd, non-power-of-two, single-row and not multiples of the kernels' block sizes.
+By default this runs in Triton's interpreter on CPU tensors: TRITON_INTERPRET=1 must be in the environment
+before any @triton.jit function is defined, hence before ``triton`` or ``ldb_hpc._triton`` is imported. With
+``LDB_HPC_TRITON_DEVICE=cuda`` (or ``cuda:N``; `make gpu-check` sets it) the same tests run the compiled kernels
+on that GPU: no interpreter, the kernels' inputs moved to the GPU, their outputs brought back and compared with
+the reference computed on the CPU (the oracle CI uses). Every output buffer the kernels write is poisoned
+first (NaN / a negative sentinel), so an element a kernel forgot to write is caught even where the reference
+happens to be zero. Shapes are small (the interpreter is slow) and chosen to be odd, non-power-of-two,
+single-row and not multiples of the kernels' block sizes.
 """
+# ruff: noqa: E402
+# (the device switch below sets or clears TRITON_INTERPRET before triton is first imported)
 
 import os
 
-os.environ["TRITON_INTERPRET"] = "1"  # noqa: E402 - must precede every triton import
+DEVICE = os.environ.get("LDB_HPC_TRITON_DEVICE", "").strip().lower() or "cpu"
+if DEVICE == "cpu":
+    os.environ["TRITON_INTERPRET"] = "1"  # noqa: E402 - must precede every triton import
+elif DEVICE == "cuda" or DEVICE.startswith("cuda:"):
+    os.environ.pop("TRITON_INTERPRET", None)  # the compiled kernels on the GPU
+else:
+    raise ValueError(f"LDB_HPC_TRITON_DEVICE must be cpu, cuda or cuda:N, got {DEVICE!r}")
 
 import importlib
 from pathlib import Path
@@ -23,10 +34,36 @@ from ldb_hpc.chem import residues as rc  # noqa: E402
 from ldb_hpc.chem.ideal import ideal_geometry  # noqa: E402
 from ldb_hpc.ops import reference as ref  # noqa: E402
 
-tops = importlib.import_module("ldb_hpc._triton.ops")
-if not tops.INTERPRET:  # imported earlier in this process without the interpreter: define the kernels again
-    tops = importlib.reload(tops)
+INTERPRET = DEVICE == "cpu"
+if not INTERPRET and not torch.cuda.is_available():
+    raise RuntimeError(f"LDB_HPC_TRITON_DEVICE={DEVICE} but torch sees no CUDA device")
+DEV = torch.device(DEVICE)
 
+_kernels = importlib.import_module("ldb_hpc._triton.ops")
+if _kernels.INTERPRET != INTERPRET:  # imported earlier in this process in the other mode: define the kernels again
+    _kernels = importlib.reload(_kernels)
+
+
+OPS = ("vq_nearest", "gaussian_noise", "diffusion_step", "build_atoms", "clash_flags", "clash_score")
+
+
+class _OnDevice:
+    """The kernel module as the tests call it on a GPU: the six ops take their tensor arguments to DEV and bring
+    their tensor results back to the CPU; every other name (block sizes, ...) is the module's."""
+
+    def __getattr__(self, name):
+        attr = getattr(_kernels, name)
+        if name not in OPS:
+            return attr
+
+        def call(*args):
+            out = attr(*(a.to(DEV) if isinstance(a, torch.Tensor) else a for a in args))
+            return tuple(o.cpu() for o in out) if isinstance(out, tuple) else out.cpu()
+
+        return call
+
+
+tops = _kernels if INTERPRET else _OnDevice()  # the default run calls the module directly
 REPO = Path(__file__).resolve().parents[1]
 PRO, CYS, SER = rc.RESTYPE_INDEX["PRO"], rc.RESTYPE_INDEX["CYS"], rc.RESTYPE_INDEX["SER"]
 
@@ -42,7 +79,7 @@ def poisoned(monkeypatch):
         buffers.append(t)
         return t
 
-    monkeypatch.setattr(tops, "_alloc", alloc)
+    monkeypatch.setattr(_kernels, "_alloc", alloc)
     return buffers
 
 
@@ -70,7 +107,7 @@ def assert_close_report(actual, expected, atol, rtol=0.0):
 def test_installed_kernels_are_the_repository_ones():
     """ldb_hpc._triton is a copy made by the package build: a stale copy would test old kernels."""
     src = REPO / "kernels" / "triton" / "ops.py"
-    assert Path(tops.__file__).read_bytes() == src.read_bytes(), \
+    assert Path(_kernels.__file__).read_bytes() == src.read_bytes(), \
         "installed ldb_hpc._triton is stale: run `pip install --no-build-isolation -e .`"
 
 

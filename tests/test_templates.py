@@ -68,6 +68,57 @@ def test_backmap_job_uses_slurm_threads_gpus_and_srun(tmp_path):
     assert '--threads "$threads"' in script and "--batch-frames 128 --samples 2" in script
 
 
+def _run_job(script: str, tmp_path: Path, **env) -> subprocess.CompletedProcess:
+    """Run a rendered job script with the srun/scontrol stand-ins of :func:`_stub_bin` on PATH."""
+    job = tmp_path / "job.sbatch"
+    job.write_text(script)
+    env = dict(os.environ, PATH=f"{_stub_bin(tmp_path)}:{os.environ['PATH']}", CALLS=str(tmp_path / "calls"), **env)
+    return subprocess.run(["bash", str(job)], env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("gpus, device, expected", [
+    ("4", None, "cuda"),  # GPUs requested: --device cuda, never a silent fall-back to the CPU
+    ("", None, "auto"),  # CPU nodes: backmap's own default
+    ("4", "cpu", "cpu"),
+    ("2", "cuda:1", "cuda:1"),
+])
+def test_backmap_job_passes_the_device_to_srun(gpus, device, expected, tmp_path):
+    values = dict(SAMPLES["backmap.sbatch"], GPUS_PER_NODE=gpus, LDB_HPC=str(tmp_path / "bin" / "ldb-hpc"))
+    if device is not None:
+        values["DEVICE"] = device
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "ldb-hpc").write_text("#!/bin/sh\nexit 0\n")  # the verify step after srun
+    (tmp_path / "bin" / "ldb-hpc").chmod(0o755)
+    script = _render("backmap.sbatch", values)
+    _bash_n(script, tmp_path)
+    proc = _run_job(script, tmp_path, SLURM_CPUS_PER_TASK="16")
+    assert proc.returncode == 0, proc.stderr
+    call = (tmp_path / "calls").read_text().strip()
+    assert f"[--io][shards][--device][{expected}][--threads][16]" in call, call
+    assert f"device {expected}" in proc.stdout
+    assert ("#SBATCH --gpus-per-node=" in script) == bool(gpus)
+
+
+@pytest.mark.parametrize("gpus, expected", [("1", "cuda"), ("", "auto")])
+def test_array_job_passes_the_device_to_srun(gpus, expected, tmp_path):
+    script = _render("backmap-array.sbatch", dict(SAMPLES["backmap-array.sbatch"], GPUS_PER_TASK=gpus))
+    _bash_n(script, tmp_path)
+    proc = _run_job(script, tmp_path, SLURM_ARRAY_TASK_ID="3", SLURM_CPUS_PER_TASK="8")
+    assert proc.returncode == 0, proc.stderr
+    call = (tmp_path / "calls").read_text().strip()
+    assert "[--shard][3/16]" in call and f"[--device][{expected}][--threads][8]" in call, call
+
+
+@pytest.mark.parametrize("name, values", [
+    ("backmap.sbatch", dict(INPUT="a.h5", OUTPUT="b.h5", DEVICE="gpu")),
+    ("backmap-array.sbatch", dict(INPUT="a.h5", OUTPUT="b.h5", SHARDS="2", LAST_SHARD="1", DEVICE="cuda0")),
+])
+def test_backmap_jobs_refuse_an_unknown_device_before_srun(name, values, tmp_path):
+    proc = _run_job(_render(name, values), tmp_path, SLURM_ARRAY_TASK_ID="0")
+    assert proc.returncode == 2 and "DEVICE must be auto, cpu, cuda or cuda:N" in proc.stderr
+    assert not (tmp_path / "calls").exists()
+
+
 @pytest.mark.parametrize("name", ["backmap.sbatch", "backmap-array.sbatch"])
 def test_backmap_templates_default_to_the_shipped_learned_model(name):
     """A template submitted with its defaults runs the learned model, not the baseline (46 clashes per 1000 atoms)."""
