@@ -32,7 +32,7 @@ from ldb_hpc.chem.residues import (
     ZM_TORSION,
 )
 from ldb_hpc.geometry.frames import apply_frames, basis_from_two_vectors, frames_from_backbone, invert_apply
-from ldb_hpc.geometry.vectors import bond_angle, dihedral, safe_norm
+from ldb_hpc.geometry.vectors import bond_angle, broadcast_shape, dihedral, safe_norm
 
 
 def nerf(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, bond, angle, torsion) -> torch.Tensor:
@@ -67,7 +67,7 @@ def build_from_internal(R: torch.Tensor, t: torch.Tensor, restype: torch.Tensor,
     One NeRF step per slot index (slot order is a valid placement order), vectorised over everything else.
     """
     restype = torch.as_tensor(restype, device=t.device).long()
-    lead = torch.broadcast_shapes(R.shape[:-2], t.shape[:-1], restype.shape, bond.shape[:-1], angle.shape[:-1],
+    lead = broadcast_shape(R.shape[:-2], t.shape[:-1], restype.shape, bond.shape[:-1], angle.shape[:-1],
                                   dihedral_.shape[:-1], frame_local.shape[:-2])
     restype = restype.expand(lead)
     bond, angle, dihedral_ = (v.expand(*lead, NUM_SLOTS) for v in (bond, angle, dihedral_))
@@ -91,7 +91,7 @@ def build_from_internal(R: torch.Tensor, t: torch.Tensor, restype: torch.Tensor,
 def _gather_slots(positions: torch.Tensor, slots: torch.Tensor, k_dims: int) -> torch.Tensor:
     """positions [..., L, 14, 3], slots [..., L, *k] long (k has k_dims dims) → [..., L, *k, 3]."""
     k = slots.shape[slots.dim() - k_dims:]
-    lead = torch.broadcast_shapes(positions.shape[:-2], slots.shape[:slots.dim() - k_dims])
+    lead = broadcast_shape(positions.shape[:-2], slots.shape[:slots.dim() - k_dims])
     positions = positions.expand(*lead, NUM_SLOTS, 3)
     flat = slots.expand(*lead, *k).reshape(*lead, -1, 1).expand(*lead, int(np.prod(k)), 3)
     return positions.gather(-2, flat).reshape(*lead, *k, 3)
@@ -151,7 +151,7 @@ def build_atoms(R: torch.Tensor, t: torch.Tensor, torsions: torch.Tensor, restyp
     ideal_local, bond, angle, offset = _geometry_tables(geometry, t)
     restype = torch.as_tensor(restype, device=t.device).long()
     channel = _table(ZM_TORSION, t)[restype]  # [..., L, 14], −1 = fixed
-    lead = torch.broadcast_shapes(torsions.shape[:-1], channel.shape[:-1])
+    lead = broadcast_shape(torsions.shape[:-1], channel.shape[:-1])
     tor = torsions.expand(*lead, NUM_TORSIONS).gather(-1, channel.clamp(min=0).expand(*lead, NUM_SLOTS))
     dih = offset[restype] + torch.where(channel >= 0, tor, torch.zeros((), dtype=t.dtype, device=t.device))
     if frame_local is None:
@@ -182,11 +182,11 @@ def measure_torsions(positions: torch.Tensor, restype: torch.Tensor,
     if mask is None:
         mask = _table(SLOT_MASK, positions)[restype]
     mask = torch.as_tensor(mask, device=positions.device).bool()
-    lead = torch.broadcast_shapes(mask.shape[:-1], slots.shape[:-2])
+    lead = broadcast_shape(mask.shape[:-1], slots.shape[:-2])
     present = (mask.expand(*lead, NUM_SLOTS)
                .gather(-1, slots.expand(*lead, 5, 4).reshape(*lead, 20))
                .reshape(*lead, 5, 4))
     ok = ok & present.all(-1)
-    lead = torch.broadcast_shapes(ok.shape, tor.shape)
+    lead = broadcast_shape(ok.shape, tor.shape)
     ok = ok.expand(lead)
     return torch.where(ok, tor.expand(lead), torch.zeros((), dtype=tor.dtype, device=tor.device)), ok

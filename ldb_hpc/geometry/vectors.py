@@ -42,3 +42,19 @@ def bond_angle(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tenso
     """Angle a–b–c at b. a, b, c: [..., 3] Å (broadcast). Returns [...] radians in [0, π]."""
     u, v = a - b, c - b
     return safe_atan2(safe_norm(torch.linalg.cross(u, v, dim=-1)), dot(u, v))
+
+
+def broadcast_shape(*shapes) -> torch.Size:
+    """The shape the given shapes broadcast to (numpy's rules): ``torch.broadcast_shapes`` without its first-call
+    import of the symbolic-shape machinery (sympy, about a second of start-up). Raises ValueError when they do not
+    broadcast."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = [1] * ndim
+    for shape in shapes:
+        for i, d in enumerate(shape, ndim - len(shape)):
+            d = int(d)
+            if d != 1:
+                if out[i] not in (1, d):
+                    raise ValueError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
+                out[i] = d
+    return torch.Size(out)

@@ -21,6 +21,7 @@ import torch
 from ldb_hpc.chem.residues import NUM_SLOTS
 from ldb_hpc.errors import InputError
 from ldb_hpc.geometry import atoms as geometry_atoms
+from ldb_hpc.geometry.vectors import broadcast_shape
 from ldb_hpc.ops import reference
 from ldb_hpc.ops.reference import step_coefficients
 
@@ -97,7 +98,8 @@ def _impl(dev: torch.device, *floats: torch.Tensor):
     name = backend(dev)
     if name != "reference" and any(t.dtype != torch.float32 for t in floats):
         return reference
-    return {"reference": reference, "cpu": _cpu_ops(), "triton": _triton_ops()}[name]
+    # only the chosen backend is loaded: a CPU run never imports triton
+    return reference if name == "reference" else _cpu_ops() if name == "cpu" else _triton_ops()
 
 
 def vq_nearest(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,7 +138,7 @@ def atoms_from_backbone(ca: torch.Tensor, n: torch.Tensor, c: torch.Tensor, o_to
     args = (ca, n, c, o_torsion, chi)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in args)
     if not needs_grad and all(t.dtype == torch.float32 for t in args) and backend(ca.device) != "reference":
-        lead = torch.broadcast_shapes(ca.shape[:-1], n.shape[:-1], c.shape[:-1], o_torsion.shape,
+        lead = broadcast_shape(ca.shape[:-1], n.shape[:-1], c.shape[:-1], o_torsion.shape,
                                       chi.shape[:-1], restype.shape)
         flat = lambda x, k: x.expand(*lead, *k).reshape(-1, *k)  # noqa: E731
         pos = build_atoms(flat(n, (3,)), flat(ca, (3,)), flat(c, (3,)), flat(o_torsion, ()),
