@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO
+
 from ldb_hpc.geometry.vectors import broadcast_shape
 
 PROBE = """
