@@ -20,6 +20,13 @@ EPILOG = """examples:
   srun ldb-hpc backmap big.h5 --resume                      # finish an interrupted run
   ldb-hpc backmap big.h5 --shard 3/16                       # array task 3 of 16; then: ldb-hpc merge big.aa.h5
   mpiexec -n 4 ldb-hpc backmap big.h5 --io mpio             # one file written collectively (parallel h5py)
+  ldb-hpc backmap traj.cg.h5 -o out.xtc             # XTC + out.top.pdb: mdtraj.load("out.xtc", top="out.top.pdb")
+
+output formats (by the extension of -o): .h5/.hdf5 (MDTraj-HDF5, the default), .xtc .trr .dcd .nc (each with
+OUT.top.pdb beside it), .pdb .cif (one MODEL per row). Another format than HDF5 is computed as HDF5 into
+OUT.EXT.d/ (shards + master.h5, kept for --resume), then converted by rank 0 after the last row, streamed;
+OUT.EXT (written last, under a temporary name until complete) and OUT.EXT.manifest.json (rows, provenance,
+checksums for 'ldb-hpc verify') appear and the folder is removed. Existing HDF5 outputs: 'ldb-hpc export'.
 """
 
 
@@ -33,7 +40,9 @@ def add_parser(sub) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="CG trajectory: MDTraj-HDF5 with one CA per residue, or any mdtraj-readable file")
     p.add_argument("--top", help="topology for inputs that carry none (xtc, dcd, ...)")
-    p.add_argument("-o", "--output", help="output file (default: INPUT with .h5 replaced by .aa.h5)")
+    p.add_argument("-o", "--output",
+                   help="output file; its extension chooses the format: .h5 .hdf5 .xtc .trr .dcd .nc .pdb .cif "
+                        "(default: INPUT with .h5 replaced by .aa.h5)")
     p.add_argument("--model", default=None,
                    help="'default' (the learned model shipped in the package; also when absent), 'ideal' (the "
                         "non-learned baseline), or a model directory")
@@ -92,6 +101,8 @@ def run(args) -> int:
         n_rows, n_res = summary["rows"], summary["residues"]
         where = (f"shard {cfg.shard[0]}/{cfg.shard[1]} of {cfg.output} (run 'ldb-hpc merge {cfg.output}' when "
                  "every shard is done)" if cfg.shard else cfg.output)
+        if summary.get("topology_pdb"):
+            where += f" + topology {summary['topology_pdb']}"
         print(f"backmapped {summary['frames']} frames x {summary['samples']} sample(s) = {n_rows} rows, "
               f"{n_res} residues with model '{summary['model']['name']}' on {summary['ranks']} rank(s) "
               f"({', '.join(summary['devices'])}; {', '.join(summary['kernels'])} kernels) in "

@@ -56,6 +56,8 @@ def add_overwrite_option(parser: argparse.ArgumentParser) -> None:
 
 
 def temp_path_for(path: str) -> str:
-    """A temporary name beside ``path``; write there, then os.replace, so no half file looks complete."""
-    d, base = os.path.split(os.path.abspath(path))
-    return os.path.join(d, f".{base}.tmp.{os.getpid()}")
+    """A temporary name beside ``path``; write there, then os.replace, so no half file looks complete.
+    Temporaries of ``path`` that killed runs left behind are removed first (ldb_hpc.io.files.temp_name)."""
+    from ldb_hpc.io.files import temp_name
+
+    return temp_name(os.path.abspath(path))

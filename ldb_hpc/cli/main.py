@@ -15,7 +15,7 @@ import sys
 from ldb_hpc.version import __version__
 
 # Subcommand name → module under ldb_hpc.cli (defines add_parser(subparsers) and run(args) -> int).
-SUBCOMMANDS = ("coarsen", "prepare", "backmap", "evaluate", "train", "synth", "verify", "merge")
+SUBCOMMANDS = ("coarsen", "prepare", "backmap", "export", "evaluate", "train", "synth", "verify", "merge")
 
 
 def build_parser() -> argparse.ArgumentParser:

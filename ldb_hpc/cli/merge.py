@@ -25,6 +25,7 @@ def run(args) -> int:
     from ldb_hpc.runtime.publish import merge
 
     info = merge(args.output)
+    top = f" + topology {info['topology_pdb']}" if info.get("topology_pdb") else ""
     print(f"merged {info['n_shards']} shard(s): {info['frames']} frames x {info['samples']} sample(s) -> "
-          f"{args.output}")
+          f"{args.output}{top}")
     return 0

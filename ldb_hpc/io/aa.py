@@ -217,6 +217,19 @@ class RowWriter:
             os.fsync(self.f.id.get_vfd_handle())
 
 
+def missing_virtual_source(f, path: str) -> tuple[str, str] | None:
+    """(dataset, source file) of the first virtual dataset of the open file ``f`` (at ``path``) whose source
+    file does not exist, else None. HDF5 reads a missing source as fill values without a word."""
+    base = os.path.dirname(os.path.abspath(path))
+    for name in ("coordinates", "time", "ldb/cg_frame", "ldb/sample", "cell_lengths", "cell_angles"):
+        if name in f and f[name].is_virtual:
+            for src in f[name].virtual_sources():
+                src_path = src.file_name if os.path.isabs(src.file_name) else os.path.join(base, src.file_name)
+                if src.file_name != "." and not os.path.exists(src_path):
+                    return name, src.file_name
+    return None
+
+
 def write_master(output: str, parts: list[tuple[str, int, int]], samples: int) -> None:
     """Write the master file ``output`` of virtual datasets over complete shard files.
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from ldb_hpc import ops
 from ldb_hpc.errors import InputError
 from ldb_hpc.io import aa
+from ldb_hpc.io.files import temp_name
 from ldb_hpc.runtime import devices, resume
 from ldb_hpc.runtime import output as out_mod
 from ldb_hpc.runtime.comm import get_comm, ranks_per_node
@@ -179,7 +180,7 @@ def _run_rank(cfg: BackmapConfig, comm, record: dict, folder: str, shards: list[
 
 
 def _write_summary(path: str, summary: dict) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
+    tmp = temp_name(path)
     with open(tmp, "w") as fh:
         json.dump(summary, fh, indent=1)
     os.replace(tmp, path)
@@ -263,7 +264,7 @@ def run_backmap(cfg: BackmapConfig, comm=None) -> dict | None:
                 "peak_rss_mb_max": max(s["peak_rss_mb"] for s in all_stats), "per_rank": all_stats,
             }
             if cfg.shard is None:
-                finish(output, folder, record)
+                summary.update(finish(output, folder, record))
                 summary_path = output + ".summary.json"
             else:
                 summary_path = out_mod.shard_summary_path(folder, cfg.shard[0])

@@ -11,6 +11,11 @@ Layout of an output ``OUT.h5`` written by the runtime (``--io shards``, the defa
 With ``--io mpio`` every rank writes its rows into one file ``OUT.h5.d/data.h5`` opened collectively
 (ldb_hpc.io.aa.create_collective), which is renamed to ``OUT.h5`` when complete. The layout of the
 HDF5 files themselves belongs to ldb_hpc.io.aa; this module only names files and folders.
+
+An output in another format (``OUT.xtc``, ``.dcd``, ``.trr``, ``.nc``, ``.pdb``, ``.cif``) is computed the
+same way into ``OUT.xtc.d/``, whose master (``OUT.xtc.d/master.h5``, or ``data.h5`` of ``--io mpio``) is
+the HDF5 working copy; rank 0 converts it (ldb_hpc.io.export) to ``OUT.xtc`` (+ ``OUT.top.pdb``,
+``OUT.xtc.manifest.json``) and then removes the folder.
 """
 
 from __future__ import annotations
@@ -20,11 +25,17 @@ import shutil
 
 RUN_FILE = "run.json"
 MPIO_FILE = "data.h5"
+MASTER_FILE = "master.h5"  # the master inside the run folder of an output in another format
 
 
 def run_dir(output: str) -> str:
     """The folder of shard files and resume records beside ``output`` (``OUT.h5`` → ``OUT.h5.d``)."""
     return os.path.abspath(output) + ".d"
+
+
+def master_path(folder: str) -> str:
+    """The HDF5 working copy of an output in another format (its master of virtual datasets)."""
+    return os.path.join(folder, MASTER_FILE)
 
 
 def shard_path(folder: str, shard: int) -> str:
@@ -42,7 +53,7 @@ def shard_summary_path(folder: str, shard: int) -> str:
 def is_run_folder(folder: str) -> bool:
     """True when every entry of ``folder`` is something the runtime writes there."""
     for name in os.listdir(folder):
-        if not (name == RUN_FILE or name.startswith("shard-") or name == MPIO_FILE
+        if not (name == RUN_FILE or name.startswith("shard-") or name in (MPIO_FILE, MASTER_FILE)
                 or name.startswith(".") or name.startswith(RUN_FILE)):
             return False
     return True

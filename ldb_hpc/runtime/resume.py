@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ldb_hpc.errors import InputError, OutputError
+from ldb_hpc.io.files import temp_name
 from ldb_hpc.runtime.output import RUN_FILE, shard_log_path, shard_path
 from ldb_hpc.runtime.sharding import ChunkPlan
 
@@ -79,7 +80,7 @@ def differences(recorded: dict, current: dict) -> list[str]:
 
 def write_run_record(folder: str, record: dict) -> None:
     path = os.path.join(folder, RUN_FILE)
-    tmp = f"{path}.tmp.{os.getpid()}"
+    tmp = temp_name(path)
     try:
         with open(tmp, "w") as fh:
             json.dump(record, fh, indent=1)

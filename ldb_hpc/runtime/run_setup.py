@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 
 from ldb_hpc.errors import InputError, OutputError
+from ldb_hpc.io import export
+from ldb_hpc.io.files import check_temporaries, remove_stale, temporaries, temporaries_in
 from ldb_hpc.runtime import devices, resume
 from ldb_hpc.runtime import output as out_mod
 from ldb_hpc.runtime.comm import ranks_per_node
@@ -67,7 +69,9 @@ def validate_options(cfg: BackmapConfig) -> None:
     devices.gpu_index(cfg.device, 0, ranks_per_node(), devices.visible_gpus())
 
 
-def _check_output_location(output: str) -> None:
+def check_output_location(output: str) -> None:
+    """OutputError unless ``output`` (an absolute path) can be created: not a directory, in an existing,
+    writable directory."""
     parent = os.path.dirname(output)
     if os.path.isdir(output):
         raise OutputError(f"output is a directory: {output}")
@@ -75,6 +79,20 @@ def _check_output_location(output: str) -> None:
         raise OutputError(f"output directory does not exist: {parent}")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"output directory is not writable: {parent}")
+
+
+def _clean_temporaries(output: str, folder: str, shard: tuple[int, int] | None) -> None:
+    """Remove the temporary files that killed runs of this output left (their process is gone); OutputError
+    naming any other (a live writer, or one on another host). A ``--shard I/N`` task answers only for the
+    files of its shard: its sibling tasks may be writing theirs."""
+    inside = temporaries_in(folder)
+    if shard is None:
+        beside = [t for p in (output, output + ".summary.json", *export.companions(output)) for t in temporaries(p)]
+        check_temporaries(beside + inside, output)
+        return
+    mine = f"shard-{shard[0]:05d}"
+    check_temporaries([t for t in inside if t.target.startswith(mine)], f"shard {shard[0]} of {output}")
+    remove_stale([t for t in inside if not t.target.startswith(mine)])
 
 
 def setup(cfg: BackmapConfig, size: int) -> dict:
@@ -88,9 +106,12 @@ def setup(cfg: BackmapConfig, size: int) -> dict:
     if cfg.top:
         check_readable(cfg.top, "topology")
     output = os.path.abspath(cfg.output)
-    if output == os.path.abspath(cfg.input):
-        raise InputError(f"output would overwrite the input: {cfg.output}")
-    _check_output_location(output)
+    fmt = export.output_format(output)  # by extension: None for MDTraj-HDF5; an unknown one is an error
+    inputs = {os.path.abspath(cfg.input), os.path.abspath(cfg.top or cfg.input)}
+    for path in [output, *export.companions(output)]:
+        if path in inputs:
+            raise InputError(f"output would overwrite the input: {path}")
+    check_output_location(output)
     folder = out_mod.run_dir(output)
     model = load_model(cfg.model, steps=cfg.steps, temperature=cfg.temperature)
     with CGTrajectory(cfg.input, top=cfg.top, residue_map=cfg.residue_map) as cg:
@@ -110,6 +131,7 @@ def setup(cfg: BackmapConfig, size: int) -> dict:
             recorded = resume.read_run_record(folder)
     elif os.path.exists(folder):
         raise OutputError(f"{folder} exists and is not a folder; remove it or choose another output")
+    _clean_temporaries(output, folder, cfg.shard)
 
     def mismatch(rec) -> None:
         diffs = resume.differences(rec, current)
@@ -118,15 +140,21 @@ def setup(cfg: BackmapConfig, size: int) -> dict:
                              "rerun with its options or pass --overwrite to start over")
 
     if os.path.exists(output) and not cfg.overwrite:
+        converted = fmt is not None and recorded is None
+        if cfg.resume and converted:  # a converted output keeps its run record in its manifest
+            recorded = (export.read_manifest(output) or {}).get("run")
         if cfg.resume and recorded is not None:
             mismatch(recorded)
+            if fmt is not None and not converted:  # killed after the conversion, before the folder went
+                out_mod.remove_run_files(folder)
             return {"record": recorded, "folder": folder, "complete": True}
         raise OutputError(f"output exists: {cfg.output} (pass --overwrite to replace it)")
 
     if cfg.overwrite:
-        if os.path.exists(output) and cfg.shard is None:
-            os.remove(output)
         if cfg.shard is None:
+            for path in [output, *export.companions(output)]:
+                if os.path.exists(path):
+                    os.remove(path)
             out_mod.remove_run_files(folder)
         else:
             if os.path.exists(output):
@@ -148,6 +176,11 @@ def setup(cfg: BackmapConfig, size: int) -> dict:
                               "finish it or --overwrite to start over")
     elif os.path.isdir(folder) and os.listdir(folder) and not cfg.overwrite and cfg.shard is None:
         raise OutputError(f"{folder} holds shard files without a run record; pass --overwrite to start over")
+    if recorded is None and not cfg.overwrite:
+        for path in export.companions(output):
+            if os.path.exists(path):
+                raise OutputError(f"output exists: {path} (written beside {os.path.basename(output)}; pass "
+                                  "--overwrite to replace it)")
 
     try:
         os.makedirs(folder, exist_ok=True)

@@ -1,10 +1,13 @@
 """Completeness check of a backmap output (``ldb-hpc verify``): complete, incomplete or invalid.
 
-Complete means: the file opens; /topology parses; /coordinates is (F·S, n_atoms, 3) with n_atoms of the
-topology; /ldb carries the provenance (model, model_hash, seed, samples, n_frames); every virtual
-dataset's source files exist; /ldb/cg_frame and /ldb/sample list every (frame, sample) row exactly once
-in frame-major order; coordinates and times are finite and coordinates not absurd (|x| ≤ 1e4 Å). A run
-folder without its master (interrupted run, or ``--shard`` tasks before ``merge``) is incomplete.
+MDTraj-HDF5 (``OUT.h5``): complete means the file opens; /topology parses; /coordinates is (F·S, n_atoms,
+3) with n_atoms of the topology; /ldb carries the provenance (model, model_hash, seed, samples, n_frames);
+every virtual dataset's source files exist; /ldb/cg_frame and /ldb/sample list every (frame, sample) row
+exactly once in frame-major order; coordinates and times are finite and coordinates not absurd (|x| ≤ 1e4
+Å). Another format (``OUT.xtc`` …, ldb_hpc.io.export): complete means its manifest is there, every file it
+lists (trajectory, topology PDB) has the sha256 recorded when it was written, and mdtraj reads back exactly
+the recorded rows of the recorded atoms, finite. A run folder without its output (interrupted run, a
+conversion not finished, or ``--shard`` tasks before ``merge``) is incomplete.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ldb_hpc.errors import InputError
+from ldb_hpc.io import export
+from ldb_hpc.io.aa import missing_virtual_source
 from ldb_hpc.io.cg import MAX_ABS_COORD, NM
 from ldb_hpc.runtime import output as out_mod
 from ldb_hpc.runtime import resume
@@ -54,14 +59,18 @@ def verify(path: str, block_bytes: int = 64 << 20) -> Report:
         except InputError as exc:
             return Report(path, "invalid", str(exc))
         if status.complete:
-            what = ("every chunk is recorded but the master file was not written; run 'ldb-hpc merge "
-                    f"{output or folder[:-2]}'" if status.record.get("io") == "shards" else
+            name = output or folder[:-2]
+            what = ("every chunk is recorded but the output was not published (master file or conversion); "
+                    f"run 'ldb-hpc merge {name}'" if status.record.get("io") == "shards" else
                     "every chunk is recorded but the file was not published; rerun with --resume")
         else:
             what = f"interrupted run: {status.describe_missing()}; finish it with --resume"
         return Report(path, "incomplete", what, {"frames_done": status.frames_done,
                                                   "n_frames": status.plan.n_frames})
-    return _verify_file(output, block_bytes)
+    if export.output_format(output, writing=False) is None:
+        return _verify_file(output, block_bytes)
+    state, message, info = export.check_export(output, block_bytes)
+    return Report(output, state, message, info)
 
 
 def _verify_file(path: str, block_bytes: int) -> Report:
@@ -98,14 +107,10 @@ def _verify_file(path: str, block_bytes: int) -> Report:
             if name in f and f[name].shape[0] != n_rows:
                 return bad(f"/{name} has {f[name].shape[0]} rows, expected {n_rows}")
         # Virtual datasets read missing sources as fill values silently: check the files themselves.
-        base = os.path.dirname(path)
-        for name in ("coordinates", "time", "ldb/cg_frame", "ldb/sample"):
-            if f[name].is_virtual:
-                for src in f[name].virtual_sources():
-                    src_path = src.file_name if os.path.isabs(src.file_name) else os.path.join(base, src.file_name)
-                    if src.file_name != "." and not os.path.exists(src_path):
-                        return bad(f"/{name} refers to a missing shard file {src.file_name} (move the output "
-                                   "together with its .d folder)")
+        missing = missing_virtual_source(f, path)
+        if missing:
+            return bad(f"/{missing[0]} refers to a missing shard file {missing[1]} (move the output together "
+                       "with its .d folder)")
         rows_per_block = max(S, (block_bytes // max(1, A * 12)) // S * S)
         try:
             for a in range(0, n_rows, rows_per_block):
