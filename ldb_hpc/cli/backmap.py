@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ldb_hpc.cli import common
 from ldb_hpc.runtime.devices import DEVICE_HELP
@@ -82,6 +83,7 @@ def default_output(path: str) -> str:
 
 
 def run(args) -> int:
+    from ldb_hpc.runtime import contacts
     from ldb_hpc.runtime.driver import BackmapConfig, RankExit, run_backmap
     from ldb_hpc.runtime.sharding import parse_shard_spec
 
@@ -107,4 +109,7 @@ def run(args) -> int:
               f"{n_res} residues with model '{summary['model']['name']}' on {summary['ranks']} rank(s) "
               f"({', '.join(summary['devices'])}; {', '.join(summary['kernels'])} kernels) in "
               f"{summary['wall_s']:.2f} s ({summary['residue_frames_per_s']:,.0f} residue-frames/s) -> {where}")
+        note = contacts.warning(summary["close_contacts"], summary["summary_path"])
+        if note:
+            print(note, file=sys.stderr)
     return 0

@@ -26,6 +26,7 @@ from ldb_hpc import ops
 from ldb_hpc.errors import InputError
 from ldb_hpc.io import aa
 from ldb_hpc.io.files import temp_name
+from ldb_hpc.runtime import contacts as close_contacts
 from ldb_hpc.runtime import devices, resume
 from ldb_hpc.runtime import output as out_mod
 from ldb_hpc.runtime.comm import get_comm, ranks_per_node
@@ -109,6 +110,7 @@ def _run_rank(cfg: BackmapConfig, comm, record: dict, folder: str, shards: list[
     collective = None  # the one file of --io mpio, closed by every rank together
     with CGTrajectory(cfg.input, top=cfg.top, residue_map=cfg.residue_map) as cg:
         residues, has_cell = cg.residues, cg.has_cell
+        contacts = close_contacts.CloseContacts(residues)
         if cg.n_frames != plan.n_frames:
             raise InputError(f"{cfg.input} has {cg.n_frames} frames, the run record says {plan.n_frames}")
         done = {s: resume.read_log(out_mod.shard_log_path(folder, s), run_id) for s in shards}
@@ -152,7 +154,9 @@ def _run_rank(cfg: BackmapConfig, comm, record: dict, folder: str, shards: list[
                 ca = torch.from_numpy(frames.ca).to(device)
                 index = torch.arange(task.start, task.stop, dtype=torch.int64, device=device)
                 pos = model.backmap(ca, residues, index, S, cfg.seed)
-                return pos.detach().to("cpu", torch.float32).numpy()
+                pos = pos.detach().to("cpu", torch.float32).numpy()
+                contacts.check(task.start, pos)
+                return pos
 
             def write(task, frames, pos):
                 writers[task.shard].write(task.start, pos, frames.time, frames.cell_lengths, frames.cell_angles)
@@ -171,7 +175,7 @@ def _run_rank(cfg: BackmapConfig, comm, record: dict, folder: str, shards: list[
     return {"rank": comm.rank, "shards": shards, "chunks": times.chunks, "frames": times.frames,
             "read_s": round(times.read_s, 4), "compute_s": round(times.compute_s, 4),
             "write_s": round(times.write_s, 4), "wall_s": round(elapsed, 4), "threads": threads,
-            "device": str(device), "kernels": ops.backend(device),
+            "device": str(device), "kernels": ops.backend(device), "close_contacts": contacts.stats(),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
@@ -258,6 +262,7 @@ def run_backmap(cfg: BackmapConfig, comm=None) -> dict | None:
                 "n_shards": plan.n_shards, "ranks": comm.size, "threads": threads,
                 "model": record["model"], "seed": record["seed"], "wall_s": round(wall, 3),
                 "devices": sorted({s["device"] for s in all_stats}),
+                "close_contacts": close_contacts.merge([s.pop("close_contacts") for s in all_stats]),
                 "kernels": sorted({s["kernels"] for s in all_stats}),
                 "frames_per_s": round(frames / max(wall, 1e-9), 3),
                 "residue_frames_per_s": round(frames * n_res / max(wall, 1e-9), 1),
