@@ -17,6 +17,8 @@ from ldb_hpc.geometry.metrics import (
     bond_outliers,
     build_topology,
     chi_accuracy,
+    chi_by_residue_type,
+    clashing_pairs,
     close_pairs,
     diversity,
     evaluate_frames,
@@ -241,3 +243,37 @@ def test_large_protein_runs_in_bounded_chunks():
     b = close_pairs(x[None].astype(np.float32), mask, 2.0, max_floats=1 << 16)
     assert len(a[0]) == len(b[0]) > 0
     assert set(zip(a[1].tolist(), a[2].tolist())) == set(zip(b[1].tolist(), b[2].tolist()))
+
+
+def test_chi_by_residue_type_pools_rows_per_type():
+    """One LEU of three has its χ1 turned by 120° in one of two rows: LEU 5/6, every other type 1.0, counts add up
+    to the per-row χ1 denominators, and the pooled shares agree with chi_accuracy."""
+    L = 12
+    restype = np.array([rc.RESTYPE_INDEX[x] for x in ["LEU", "SER", "LEU", "PHE", "GLY", "LEU", "ASP", "VAL",
+                                                       "ALA", "LYS", "TRP", "THR"]])
+    g = np.random.default_rng(3)
+    tor = torch.tensor(g.uniform(-math.pi, math.pi, (L, 5)))
+    ref, _ = random_protein(L, seed=2, restype=restype, torsions=tor)
+    tor2 = tor.clone()
+    tor2[2, 1] += 2 * math.pi / 3
+    moved, _ = random_protein(L, seed=2, restype=restype, torsions=tor2)
+    pred = np.stack([ref, moved])
+    mask = rc.SLOT_MASK[restype]
+    by = chi_by_residue_type(pred, ref[None], mask, mask, restype)
+    assert by["LEU"]["n1"] == 6 and by["LEU"]["chi1"] == pytest.approx(5 / 6)
+    assert "GLY" not in by and "ALA" not in by  # no χ1
+    assert all(v["chi1"] == 1.0 for k, v in by.items() if k != "LEU")
+    assert by["SER"]["chi12"] is None and by["PHE"]["n12"] == 2
+    c1, _ = chi_accuracy(pred, ref[None], mask, mask, restype)
+    assert sum(v["n1"] for v in by.values()) == 2 * 10
+    assert sum(v["chi1"] * v["n1"] for v in by.values()) == pytest.approx((c1 * 10).sum())
+
+
+def test_clashing_pairs_are_the_nonbonded_ones():
+    x, restype = random_protein(L=25, seed=4, compact=2.0)
+    mask = rc.SLOT_MASK[restype]
+    topo = build_topology(restype, np.zeros(25, int), mask)
+    row, a, b, d = clashing_pairs(x[None], topo, 2.0)
+    assert (d < 2.0).all() and (a < b).all()
+    per_1000 = pair_metrics(x[None], topo)["clash_2.0"][0]
+    assert len(row) == pytest.approx(per_1000 * mask.sum() / 1000.0)

@@ -148,7 +148,7 @@ def run(args) -> int:
     import numpy as np
 
     from ldb_hpc.errors import InputError
-    from ldb_hpc.geometry.metrics import UNITS, aggregate, evaluate_frames
+    from ldb_hpc.geometry.metrics import UNITS, aggregate, chi_by_residue_type, evaluate_frames
     from ldb_hpc.io import mdtraj_bridge as mb
 
     common.existing_file(args.pred, "PRED")
@@ -170,6 +170,8 @@ def run(args) -> int:
     per = evaluate_frames(pred, ref, pred_res.restype, pred_res.segment, pred_mask, ref_mask, samples=S,
                           ideal_bond=ideal_bond, ideal_peptide=ideal_peptide)
     summary = aggregate(per)
+    ref_rows = ref[np.arange(pred.shape[0]) // S] if ref.shape[0] > 1 else ref
+    by_type = chi_by_residue_type(pred, ref_rows, pred_mask, ref_mask, pred_res.restype)
 
     n_rows, n_frames = pred.shape[0], pred.shape[0] // S
     print(f"PRED {args.pred}: {n_rows} row(s) = {n_frames} frame(s) × {S} sample(s), {len(pred_res)} residues, "
@@ -192,6 +194,7 @@ def run(args) -> int:
             "ideal_bonds": ideal_source,
             "units": {k: UNITS.get(k, "count") for k in per},
             "summary": {k: _clean(v) for k, v in summary.items()},
+            "by_residue_type": by_type,
             "per_row": {k: [_clean(x) for x in np.asarray(v).tolist()] for k, v in per.items() if k not in frame_keys},
             "per_frame": {k: [_clean(x) for x in np.asarray(v).tolist()] for k, v in per.items() if k in frame_keys},
         }

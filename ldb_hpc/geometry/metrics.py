@@ -41,6 +41,7 @@ from ldb_hpc.chem.residues import (
     COVALENT_RADIUS,
     NUM_SLOTS,
     RESTYPE_INDEX,
+    RESTYPES_3,
     SLOT_ELEMENT,
     SLOT_INDEX,
     SLOT_MASK,
@@ -277,9 +278,10 @@ def bond_outliers(pred, topo: Topology, tolerance: float = BOND_TOLERANCE) -> np
     return (np.abs(bond_lengths(pred, topo) - topo.bond_ideal) > tolerance).mean(-1)
 
 
-def chi_accuracy(pred, ref, pred_mask, ref_mask, restype, tolerance: float = CHI_TOLERANCE):
-    """χ accuracy per row. pred [N, L, 14, 3], ref [N or 1, L, 14, 3] Å; masks [L, 14]; restype [L].
-    Returns (chi1 [N], chi12 [N]) shares in [0, 1] (NaN when no residue has the angle(s) in both)."""
+def chi_matches(pred, ref, pred_mask, ref_mask, restype, tolerance: float = CHI_TOLERANCE) -> dict[str, np.ndarray]:
+    """Per residue and row: which χ1 (and χ1+χ2) are defined in both and within ``tolerance`` rad of the reference.
+    pred [N, L, 14, 3], ref [N or 1, L, 14, 3] Å; masks [L, 14]; restype [L]. Returns bool arrays [N, L]
+    'has1', 'good1', 'has12', 'good12' (π-periodic χ of symmetric side chains compared modulo π)."""
     from ldb_hpc.geometry.builder import measure_torsions
 
     rt = torch.as_tensor(np.asarray(restype), dtype=torch.long)
@@ -293,10 +295,31 @@ def chi_accuracy(pred, ref, pred_mask, ref_mask, restype, tolerance: float = CHI
     good = diff <= tolerance
     has1 = both[..., 0]
     has12 = both[..., 0] & both[..., 1] & torch.as_tensor(CHI_MASK[np.asarray(restype), 1])
-    n1, n12 = has1.sum(-1).double(), has12.sum(-1).double()
-    c1 = (good[..., 0] & has1).sum(-1) / n1
-    c12 = (good[..., 0] & good[..., 1] & has12).sum(-1) / n12
-    return c1.numpy(), c12.numpy()
+    return {"has1": has1.numpy(), "good1": (good[..., 0] & has1).numpy(), "has12": has12.numpy(),
+            "good12": (good[..., 0] & good[..., 1] & has12).numpy()}
+
+
+def chi_accuracy(pred, ref, pred_mask, ref_mask, restype, tolerance: float = CHI_TOLERANCE):
+    """χ accuracy per row. pred [N, L, 14, 3], ref [N or 1, L, 14, 3] Å; masks [L, 14]; restype [L].
+    Returns (chi1 [N], chi12 [N]) shares in [0, 1] (NaN when no residue has the angle(s) in both)."""
+    m = chi_matches(pred, ref, pred_mask, ref_mask, restype, tolerance)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (m["good1"].sum(-1) / m["has1"].sum(-1).astype(np.float64),
+                m["good12"].sum(-1) / m["has12"].sum(-1).astype(np.float64))
+
+
+def chi_by_residue_type(pred, ref, pred_mask, ref_mask, restype, tolerance: float = CHI_TOLERANCE) -> dict:
+    """χ1 and χ1+χ2 accuracy pooled over all rows per residue type: {name: {'n1', 'chi1', 'n12', 'chi12'}} for the
+    types that have χ1 in both (shares in [0, 1]; chi12 None without χ2)."""
+    m = chi_matches(pred, ref, pred_mask, ref_mask, restype, tolerance)
+    rt = np.broadcast_to(np.asarray(restype), m["has1"].shape)
+    out = {}
+    for t in np.unique(rt[m["has1"]]):
+        sel = rt == t
+        n1, n12 = int((m["has1"] & sel).sum()), int((m["has12"] & sel).sum())
+        out[RESTYPES_3[int(t)]] = {"n1": n1, "chi1": float((m["good1"] & sel).sum()) / n1, "n12": n12,
+                                   "chi12": float((m["good12"] & sel).sum()) / n12 if n12 else None}
+    return out
 
 
 def diversity(pred, ref, mask, samples: int) -> dict[str, np.ndarray]:
