@@ -59,7 +59,18 @@ def _evaluate(pred: str, ref: str, json_path: str) -> dict:
     summary = data["summary"]
     rows = data.get("per_row", {}).get("clash_1.2")
     summary["rows_clash_1.2"] = float(np.mean(np.asarray(rows) > 0)) if rows is not None else float("nan")
+    summary["by_residue_type"] = data.get("by_residue_type", {})
     return summary
+
+
+def _by_type(per_structure: list[dict]) -> dict[str, tuple[int, float]]:
+    """χ1 accuracy per residue type pooled over structures (and rows): {type: (n, share)}."""
+    n, good = {}, {}
+    for s in per_structure:
+        for t, v in s["by_residue_type"].items():
+            n[t] = n.get(t, 0) + v["n1"]
+            good[t] = good.get(t, 0.0) + v["chi1"] * v["n1"]
+    return {t: (n[t], good[t] / n[t]) for t in sorted(n) if n[t]}
 
 
 def main(argv=None) -> int:
@@ -68,6 +79,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", nargs="+", default=["ideal"])
     ap.add_argument("--no-pulchra", action="store_true")
     ap.add_argument("--limit", type=int, default=None, help="only the first N structures (smoke runs)")
+    ap.add_argument("--only", nargs="+", default=None, metavar="NAME",
+                    help="only these structures (file names without extension); one name also names the data set")
     ap.add_argument("--samples", type=int, default=1, help="samples per structure for the ldb-hpc models")
     ap.add_argument("--backmap-args", default="", help="extra backmap options, e.g. '--steps 4 --temperature 0.5'")
     ap.add_argument("--results", default=str(RESULTS))
@@ -76,6 +89,10 @@ def main(argv=None) -> int:
     import mdtraj as md
 
     files = sorted(p for p in Path(args.data).iterdir() if p.suffix in (".pdb", ".cif") or p.name.endswith(".gz"))
+    if args.only:
+        files = [p for p in files if p.name.split(".")[0] in args.only]
+        if len(files) != len(args.only):
+            raise SystemExit(f"error: --only {' '.join(args.only)}: found {[p.name for p in files]} in {args.data}")
     files = files[: args.limit] if args.limit else files
     pulchra = shutil.which("pypulchra") or str(Path(sys.executable).with_name("pypulchra"))
     use_pulchra = not args.no_pulchra and os.path.exists(pulchra)
@@ -115,7 +132,7 @@ def main(argv=None) -> int:
             print(f"{stem}: " + "  ".join(f"{m}: {per[m][-1]['rmsd']:.3f} Å" for m in methods), file=sys.stderr)
 
     metrics = METRICS + (DIVERSITY if args.samples > 1 else [])
-    dataset = Path(args.data).name
+    dataset = args.only[0] if args.only and len(args.only) == 1 else Path(args.data).name
     n_done = len(files) - len(skipped)
     if n_done == 0:
         raise SystemExit(f"error: no structure of {args.data} could be coarsened")
@@ -128,6 +145,9 @@ def main(argv=None) -> int:
         rows.append(("accuracy", f"{dataset}|{m}", "wall_time_per_structure", times[m] / n_done, "s"))
         rows.append(("accuracy", f"{dataset}|{m}", "residues_per_s", n_res_total / max(times[m], 1e-9),
                      "residues/s"))
+        for t, (n, share) in _by_type(per[m]).items():  # the weakest residue types, visible
+            rows.append(("accuracy_chi1_type", f"{dataset}|{m}|{t}", "chi1_accuracy", 100.0 * share, "%"))
+            rows.append(("accuracy_chi1_type", f"{dataset}|{m}|{t}", "n", n, "residues"))
     append_rows(rows, args.results)
 
     header = "| method | " + " | ".join(f"{name} ({unit})" for _, name, unit, _ in metrics) + " | s/structure |"
@@ -141,6 +161,10 @@ def main(argv=None) -> int:
             v = [s[key] for s in per[m] if s.get(key) is not None]
             vals.append(f"{scale * float(np.mean(v)):.2f}")
         print(f"| {m} | " + " | ".join(vals) + f" | {times[m] / n_done:.3f} |")
+    for m in methods:
+        by = sorted(_by_type(per[m]).items(), key=lambda kv: kv[1][1])
+        print(f"\nχ1 by residue type, {m} (weakest first): "
+              + ", ".join(f"{t} {100 * share:.0f} % (n={n})" for t, (n, share) in by))
     return 0
 
 

@@ -272,11 +272,16 @@ class Bench:
             return
         limit = ["--limit", c["accuracy_limit"]] if c["accuracy_limit"] else []
         script = HERE / "accuracy_casp12.py"
+        # PED00151: a disordered ensemble, 60 all-atom models = 60 CA frames; PULCHRA rebuilds one model per call,
+        # so it is compared on CASP12, pfam40 and the MD frames only.
+        ped = [DATA / "test" / "ped", "--only", "PED00151", "--no-pulchra", "--models", DEFAULT_MODEL]
         jobs = [("casp12", [DATA / "test" / "casp12", "--models", DEFAULT_MODEL, "ideal"]),
-                ("pfam40", [DATA / "valid" / "pfam40", "--models", DEFAULT_MODEL, "ideal"])]
+                ("pfam40", [DATA / "valid" / "pfam40", "--models", DEFAULT_MODEL, "ideal"]),
+                ("PED00151", ped + ["ideal"])]
         if c["casp12_samples10"]:
             jobs.append(("casp12 ×10 samples", [DATA / "test" / "casp12", "--models", DEFAULT_MODEL, "--samples", 10,
                                                 "--no-pulchra"]))
+            jobs.append(("PED00151 ×10 samples", ped + ["--samples", 10]))
         sets = []
         for name in ("casp12", "pfam40"):
             folder = DATA / ("test" if name == "casp12" else "valid") / name
