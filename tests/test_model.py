@@ -187,3 +187,24 @@ def test_train_cli_runs_and_resumes(tmp_path, run_cli):
     assert not {k for k in before if not torch.equal(before[k], after[k])}
     assert any(not torch.equal(after["sample_" + k], before[k]) for k in before if k.startswith("decoder."))
     assert refined.cfg.sample_decoder and not diffusion_model.cfg.sample_decoder
+
+
+def test_message_passing_layer_equals_the_concatenated_form():
+    """MPLayer evaluates msg(Linear→SiLU→Linear) per edge in split form (per-residue projections, the second Linear
+    after the mean): the same function as MLP([h_i, h_j, e_ij]) averaged over neighbours, gradients included."""
+    from ldb_hpc.model.features import gather_nodes
+    from ldb_hpc.model.networks import MPLayer
+
+    torch.manual_seed(0)
+    layer = MPLayer(16, 8).double()
+    h = torch.randn(2, 11, 16, dtype=torch.float64, requires_grad=True)
+    e = torch.randn(2, 11, 5, 8, dtype=torch.float64)
+    nbr = torch.randint(0, 11, (2, 11, 5))
+    hj = gather_nodes(h, nbr)
+    m = layer.msg(torch.cat([h.unsqueeze(2).expand_as(hj), hj, e], dim=-1)).mean(2)
+    expected = layer.norm(h + layer.upd(torch.cat([h, m], dim=-1)))
+    got = layer(h, e, nbr)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    g1, = torch.autograd.grad(got.square().sum(), h)
+    g2, = torch.autograd.grad(expected.square().sum(), h)
+    torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-10)

@@ -32,18 +32,29 @@ def mlp(d_in: int, d_hidden: int, d_out: int, layers: int = 2) -> nn.Sequential:
 
 
 class MPLayer(nn.Module):
-    """h_i ← LayerNorm(h_i + MLP[h_i, mean_j MLP[h_i, h_j, e_ij]]) over the k neighbours j of i."""
+    """h_i ← LayerNorm(h_i + MLP[h_i, mean_j MLP[h_i, h_j, e_ij]]) over the k neighbours j of i.
+
+    The message MLP (Linear → SiLU → Linear) is evaluated without forming [h_i, h_j, e_ij] per edge: its first
+    Linear splits into W_i·h_i + W_j·h_j + W_e·e_ij, so W_i and W_j run once per residue (W_j·h then gathered),
+    and the second Linear commutes with the mean over neighbours, so it runs once per residue on the mean. Per
+    edge only W_e·e_ij (edge_dim → dim), one add and a SiLU remain: the same function as the concatenated form
+    (to float rounding), at about a fifth of its FLOPs."""
 
     def __init__(self, dim: int, edge_dim: int):
         super().__init__()
+        self.dim = dim
         self.msg = mlp(2 * dim + edge_dim, dim, dim)
         self.upd = mlp(2 * dim, dim, dim)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, h: torch.Tensor, e: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
-        hj = gather_nodes(h, nbr)
-        hi = h.unsqueeze(2).expand_as(hj)
-        m = self.msg(torch.cat([hi, hj, e], dim=-1)).mean(2)
+        """h [B, L, D]; e [B, L, k, E]; nbr [B, L, k] → [B, L, D]."""
+        first, act, second = self.msg
+        w, d = first.weight, self.dim  # [D, 2D + E]
+        node_i = nn.functional.linear(h, w[:, :d], first.bias)  # [B, L, D]
+        node_j = nn.functional.linear(h, w[:, d:2 * d])  # [B, L, D], gathered per edge below
+        pre = node_i.unsqueeze(2) + gather_nodes(node_j, nbr) + nn.functional.linear(e, w[:, 2 * d:])
+        m = second(act(pre).mean(2))
         return self.norm(h + self.upd(torch.cat([h, m], dim=-1)))
 
 
