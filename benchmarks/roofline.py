@@ -47,9 +47,26 @@ def count_sample(model, ca, restype, segment, steps: int, pack: bool = True) -> 
     import torch
     from torch import nn
 
+    from ldb_hpc.model.networks import MPLayer
+
     counts: dict = {}
     handles = []
     for name, mod in model.named_modules():
+        if isinstance(mod, MPLayer):
+            # The message MLP's first Linear runs in split form (functional calls, no module hook): two
+            # per-residue projections D → D and one per-edge projection E → D.
+            def split_hook(m, inputs, out, group=name.split(".")[0]):
+                h, e = inputs[0], inputs[1]
+                first = m.msg[0]
+                D, E = m.dim, first.in_features - 2 * m.dim
+                nodes, edges = h.numel() // D, e.numel() // E
+                c = counts.setdefault(group, {"macs": 0, "act_bytes": 0, "calls": 0})
+                c["macs"] += 2 * nodes * D * D + edges * E * D
+                c["act_bytes"] += (h.numel() + 2 * nodes * D + e.numel() + edges * D) * h.element_size()
+                c["calls"] += 3
+
+            handles.append(mod.register_forward_hook(split_hook))
+            continue
         if not isinstance(mod, nn.Linear):
             continue
         group = name.split(".")[0]
