@@ -52,10 +52,11 @@ def count_sample(model, ca, restype, segment, steps: int, pack: bool = True) -> 
     counts: dict = {}
     handles = []
     for name, mod in model.named_modules():
+        group = name.split(".")[0]
         if isinstance(mod, MPLayer):
             # The message MLP's first Linear runs in split form (functional calls, no module hook): two
             # per-residue projections D → D and one per-edge projection E → D.
-            def split_hook(m, inputs, out, group=name.split(".")[0]):
+            def split_hook(m, inputs, out, group=group):
                 h, e = inputs[0], inputs[1]
                 first = m.msg[0]
                 D, E = m.dim, first.in_features - 2 * m.dim
@@ -69,7 +70,6 @@ def count_sample(model, ca, restype, segment, steps: int, pack: bool = True) -> 
             continue
         if not isinstance(mod, nn.Linear):
             continue
-        group = name.split(".")[0]
 
         def hook(m, inputs, out, group=group):
             x = inputs[0]
