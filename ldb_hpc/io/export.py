@@ -29,7 +29,7 @@ import numpy as np
 
 from ldb_hpc.errors import InputError, OutputError
 from ldb_hpc.io.aa import missing_virtual_source
-from ldb_hpc.io.files import check_readable, replaced_when_done, temp_name
+from ldb_hpc.io.files import check_readable, read_json_document, replaced_when_done, temp_name
 
 NATIVE = (".h5", ".hdf5")
 MANIFEST_FORMAT = "ldb-hpc export 1"
@@ -287,14 +287,8 @@ def export(source: str, dest: str, run: dict | None = None, block_bytes: int = B
 def read_manifest(path: str) -> dict | None:
     """The manifest of the exported file ``path``; None when it has none; InputError when unreadable."""
     mpath = manifest_path(os.path.abspath(path))
-    if not os.path.exists(mpath):
-        return None
     try:
-        with open(mpath) as fh:
-            manifest = json.load(fh)
-        if manifest.get("format") != MANIFEST_FORMAT:
-            raise ValueError(f"format {manifest.get('format')!r}")
-        return manifest
+        return read_json_document(mpath, MANIFEST_FORMAT)
     except (OSError, ValueError) as exc:
         raise InputError(f"{mpath} is not a readable ldb-hpc manifest ({exc})") from exc
 

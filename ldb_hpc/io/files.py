@@ -10,6 +10,7 @@ new one, and :func:`check_temporaries` lets a command refuse to start beside tem
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from contextlib import contextmanager
@@ -30,6 +31,18 @@ def check_readable(path: str, what: str = "input") -> None:
         raise InputError(f"{what} file is not readable: {path}")
     if os.path.getsize(path) == 0:
         raise InputError(f"{what} file is empty: {path}")
+
+
+def read_json_document(path: str, expected_format: str) -> dict | None:
+    """The JSON object in ``path`` whose "format" field is ``expected_format``; None when the file does not exist.
+    Raises ValueError (or OSError) when it cannot be read or is another document; callers name the file."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        doc = json.load(fh)
+    if not isinstance(doc, dict) or doc.get("format") != expected_format:
+        raise ValueError(f"format {doc.get('format') if isinstance(doc, dict) else type(doc).__name__!r}")
+    return doc
 
 
 def host_name() -> str:

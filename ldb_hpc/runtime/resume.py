@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ldb_hpc.errors import InputError, OutputError
-from ldb_hpc.io.files import temp_name
+from ldb_hpc.io.files import read_json_document, temp_name
 from ldb_hpc.runtime.output import RUN_FILE, shard_log_path, shard_path
 from ldb_hpc.runtime.sharding import ChunkPlan
 
@@ -94,14 +94,10 @@ def write_run_record(folder: str, record: dict) -> None:
 def read_run_record(folder: str) -> dict | None:
     """The run record of ``folder``, or None when it has none; InputError when it is unreadable."""
     path = os.path.join(folder, RUN_FILE)
-    if not os.path.exists(path):
-        return None
     try:
-        with open(path) as fh:
-            record = json.load(fh)
-        if record.get("format") != FORMAT:
-            raise ValueError(f"format {record.get('format')!r}")
-        ChunkPlan.from_dict(record["plan"])
+        record = read_json_document(path, FORMAT)
+        if record is not None:
+            ChunkPlan.from_dict(record["plan"])
         return record
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{path} is not a readable ldb-hpc run record ({exc}); "
