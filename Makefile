@@ -51,9 +51,10 @@ install: $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
 	$(PIP) install --quiet "pytest>=7" "pytest-xdist>=3" matplotlib pypulchra "import-linter>=2.1" "ruff>=0.6" \
-		"MDAnalysis>=2.7" "netCDF4>=1.6"
+		"MDAnalysis>=2.7" "netCDF4>=1.6" "openmm>=8.1"
 	@# matplotlib, pypulchra: the bench smoke test; import-linter, ruff: tests/test_code_quality.py;
-	@# MDAnalysis, netCDF4: tests/test_export.py reads every output format back (netCDF4 writes .nc streamed)
+	@# MDAnalysis, netCDF4: tests/test_export.py reads every output format back (netCDF4 writes .nc streamed);
+	@# openmm: tests/test_hydrogens.py and benchmarks/hydrogens.py (amber14 takes --hydrogens output; not a runtime dependency)
 	@touch $@
 
 # Parallel HDF5 venv: ~5 minutes from scratch on 2 cores (mpi4py and h5py are compiled).

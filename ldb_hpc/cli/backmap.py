@@ -59,6 +59,9 @@ def add_parser(sub) -> None:
                         "temperature (0.5 for ldb-default, see docs/MODEL.md)")
     p.add_argument("--device", default="auto", metavar="DEV",
                    help=f"compute device per rank: {DEVICE_HELP} (default auto)")
+    p.add_argument("--hydrogens", action="store_true",
+                   help="also write every hydrogen (standard protonation, HIS as HIE, PDB names) and OXT at every "
+                        "segment end, so that OpenMM's amber14 takes the output as it is (docs/HYDROGENS.md)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per rank (default: SLURM_CPUS_PER_TASK, else cores / ranks per node)")
     p.add_argument("--io", choices=("shards", "mpio"), default="shards",
@@ -93,7 +96,7 @@ def run(args) -> int:
         batch_frames=args.batch_frames, samples=args.samples, seed=args.seed, threads=args.threads,
         progress=args.progress, overwrite=args.overwrite, resume=args.resume,
         residue_map=common.parse_residue_map(args.map_residue), io=args.io, shard=parse_shard_spec(args.shard),
-        device=args.device,
+        device=args.device, hydrogens=args.hydrogens,
     )
     try:
         summary = run_backmap(cfg)

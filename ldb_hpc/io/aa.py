@@ -1,5 +1,8 @@
 """The all-atom output: an MDTraj-HDF5 file of heavy atoms, written with h5py (``mdtraj.load`` reads it).
 
+With a :class:`~ldb_hpc.chem.hydrogens.Protonation` (``backmap --hydrogens``) every layout below also carries OXT and
+the hydrogens (ldb_hpc.io.topology.hydrogen_topology); without one the heavy-atom layout is unchanged.
+
 This module owns the layout of every all-atom file ldb-hpc writes (DESIGN.md "All-atom output"):
 ``/topology`` heavy-atom topology with standard and peptide bonds; ``/coordinates`` (rows, n_atoms, 3)
 float32 nm; ``/time`` ps per row; ``/cell_lengths`` nm and ``/cell_angles`` degrees per row when the
@@ -29,12 +32,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ldb_hpc.chem.hydrogens import Protonation
 from ldb_hpc.chem.protein import Residues
 from ldb_hpc.chem.residues import NUM_SLOTS
 from ldb_hpc.errors import InputError, OutputError
 from ldb_hpc.io.cg import NM, frames_per_chunk, prepare_output, write_root_attrs, write_topology
 from ldb_hpc.io.files import TempFileWriter, replaced_when_done
-from ldb_hpc.io.topology import aa_residues, aa_topology, parse_topology
+from ldb_hpc.io.topology import aa_residues, output_topology, parse_topology
 from ldb_hpc.version import __version__
 
 TITLE = "ldb-hpc backmapped trajectory"
@@ -88,14 +92,16 @@ def _chunked_dataset(f, name: str, shape, dtype, chunk_frames: int, samples: int
 
 
 def _lay_out(f, residues: Residues, samples: int, has_cell: bool, provenance: dict | None, n_frames: int,
-             frames: tuple[int, int] | None = None, title: str = TITLE, run_id: str | None = None) -> None:
+             frames: tuple[int, int] | None = None, title: str = TITLE, run_id: str | None = None,
+             protonation: Protonation | None = None) -> None:
     """Lay out an open, empty h5py file ``f`` for the rows of ``frames`` (frame_start, frame_stop).
 
     frames None: every frame of an output of ``n_frames`` frames, chunked datasets (a serial file);
     otherwise contiguous, preallocated datasets and the frame range in /ldb (a shard or the collective
-    file). Collective-safe: every process of an mpio file calls it alike.
+    file). Collective-safe: every process of an mpio file calls it alike. protonation: None for heavy atoms,
+    else the topology carries OXT and hydrogens (ldb_hpc.io.topology.hydrogen_topology).
     """
-    topology, _, n_atoms = aa_topology(residues)
+    topology, _, n_atoms = output_topology(residues, protonation)
     write_root_attrs(f, title)
     write_topology(f, topology)
     if run_id is not None:
@@ -121,25 +127,27 @@ def _lay_out(f, residues: Residues, samples: int, has_cell: bool, provenance: di
 
 
 def create_shard(path: str, residues: Residues, frame_start: int, frame_stop: int, samples: int,
-                 has_cell: bool, provenance: dict, n_frames_total: int, run_id: str) -> None:
+                 has_cell: bool, provenance: dict, n_frames_total: int, run_id: str,
+                 protonation: Protonation | None = None) -> None:
     """Create the shard file ``path`` for frames ``[frame_start, frame_stop)`` of an output of
-    ``n_frames_total`` frames, rows preallocated and unwritten (temporary name, then rename)."""
+    ``n_frames_total`` frames, rows preallocated and unwritten (temporary name, then rename); with
+    ``protonation``, its atoms include OXT and hydrogens."""
     import h5py
 
     with replaced_when_done(path, "shard file ") as tmp:
         with h5py.File(tmp, "w") as f:
             _lay_out(f, residues, samples, has_cell, provenance, n_frames_total, (frame_start, frame_stop),
-                     run_id=run_id)
+                     run_id=run_id, protonation=protonation)
 
 
 def create_collective(path: str, comm, residues: Residues, samples: int, has_cell: bool, provenance: dict,
-                      n_frames: int):
+                      n_frames: int, protonation: Protonation | None = None):
     """Create ``path`` collectively (every process of the MPI communicator ``comm`` calls this alike) for all
     ``n_frames`` frames; returns the open h5py.File (driver "mpio"), its layout already on disk."""
     import h5py
 
     f = h5py.File(path, "w", driver="mpio", comm=comm)
-    _lay_out(f, residues, samples, has_cell, provenance, n_frames, (0, n_frames))
+    _lay_out(f, residues, samples, has_cell, provenance, n_frames, (0, n_frames), protonation=protonation)
     f.flush()  # collective: the layout is on disk before any process writes rows
     return f
 
@@ -167,11 +175,13 @@ class RowWriter:
     """Writes whole CG frames (all samples) into an open all-atom file whose first row is frame ``frame_start``.
 
     f: h5py.File laid out by this module (a shard, the collective file, an :class:`AllAtomWriter`'s);
-    residues: the L residues; samples: S; has_cell: the file has cell datasets.
+    residues: the L residues; samples: S; has_cell: the file has cell datasets; protonation: as the file was laid
+    out with (None: heavy atoms, K = 14 slots per residue; else K = 14 + NUM_EXTRA, ldb_hpc.chem.hydrogens).
     """
 
-    def __init__(self, f, residues: Residues, frame_start: int, samples: int, has_cell: bool):
-        _, self.atom_index, self.n_atoms = aa_topology(residues)
+    def __init__(self, f, residues: Residues, frame_start: int, samples: int, has_cell: bool,
+                 protonation: Protonation | None = None):
+        _, self.atom_index, self.n_atoms = output_topology(residues, protonation)
         # Flat gather index over (L·14) for the slots that exist, in atom order.
         self._gather = np.nonzero(self.atom_index.ravel() >= 0)[0]
         assert np.array_equal(self.atom_index.ravel()[self._gather], np.arange(self.n_atoms))
@@ -184,13 +194,13 @@ class RowWriter:
               cell_lengths: np.ndarray | None = None, cell_angles: np.ndarray | None = None) -> None:
         """Write CG frames ``frame_start .. frame_start+n-1`` (global indices; all their samples).
 
-        positions: [n, S, L, 14, 3] Å (absent slots ignored); time: [n] ps; cell_lengths: [n, 3] Å;
-        cell_angles: [n, 3] radians (both required when the file has a cell).
+        positions: [n, S, L, K, 3] Å (K slots per residue, see the class; absent slots ignored); time: [n] ps;
+        cell_lengths: [n, 3] Å; cell_angles: [n, 3] radians (both required when the file has a cell).
         """
-        S, L = self.samples, self.n_res
+        S, L, K = self.samples, self.n_res, self.atom_index.shape[1]
         positions = np.asarray(positions)
-        if positions.ndim != 5 or positions.shape[1:] != (S, L, NUM_SLOTS, 3):
-            raise ValueError(f"positions has shape {positions.shape}, expected (n, {S}, {L}, 14, 3)")
+        if positions.ndim != 5 or positions.shape[1:] != (S, L, K, 3):
+            raise ValueError(f"positions has shape {positions.shape}, expected (n, {S}, {L}, {K}, 3)")
         n = positions.shape[0]
         a, b = int(frame_start), int(frame_start) + n
         if a < self.frame_start or b > self.frame_stop:
@@ -271,12 +281,13 @@ class AllAtomWriter(TempFileWriter):
     path: final file name; residues: the L residues; n_frames: CG frames F that will be written;
     samples: S samples per frame (rows = F·S); provenance: run metadata stored as attributes of
     ``/ldb`` (e.g. model, model_hash, seed, steps, samples, input; None values are stored as "");
-    has_cell: write per-row cell datasets; overwrite: replace an existing output.
+    has_cell: write per-row cell datasets; overwrite: replace an existing output; protonation: write OXT and
+    hydrogens too (positions then have 14 + NUM_EXTRA slots per residue, see :class:`RowWriter`).
     """
 
     def __init__(self, path: str, residues: Residues, n_frames: int, samples: int = 1,
                  provenance: dict | None = None, has_cell: bool = False, overwrite: bool = False,
-                 title: str = TITLE):
+                 title: str = TITLE, protonation: Protonation | None = None):
         import h5py
 
         if n_frames < 1 or samples < 1:
@@ -290,8 +301,9 @@ class AllAtomWriter(TempFileWriter):
         self._tmp = prepare_output(self.path, overwrite)
         try:
             self._f = h5py.File(self._tmp, "w")
-            _lay_out(self._f, residues, self.samples, self.has_cell, provenance, self.n_frames, title=title)
-            self._rows = RowWriter(self._f, residues, 0, self.samples, self.has_cell)
+            _lay_out(self._f, residues, self.samples, self.has_cell, provenance, self.n_frames, title=title,
+                     protonation=protonation)
+            self._rows = RowWriter(self._f, residues, 0, self.samples, self.has_cell, protonation)
         except OSError as exc:
             self.abort()
             raise OutputError(f"cannot write {self._tmp}: {exc}") from exc

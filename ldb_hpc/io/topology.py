@@ -7,11 +7,12 @@ MDTraj's HDF5 format stores the topology as one JSON string in ``/topology``::
                                "atoms": [{"index": 0, "name": "N", "element": "N"}, ...]}, ...]}, ...],
      "bonds": [[0, 1], ...]}
 
-Two topologies are built here: the CG one (one atom ``CA`` per residue) and the all-atom heavy one
+Three topologies are built here: the CG one (one atom ``CA`` per residue), the all-atom heavy one
 (atoms in atom14 slot order per residue, only the slots that exist for the residue type, standard
-bonds plus peptide bonds C(i)–N(i+1) within a segment). ``atom_index [L, 14]`` maps atom14 slots to
-flat atom indices (-1 where absent) so that writers gather ``[..., L, 14, 3] → [..., n_atoms, 3]``
-with one fancy-indexing operation.
+bonds plus peptide bonds C(i)–N(i+1) within a segment) and, for ``--hydrogens``, the heavy one plus OXT
+and every hydrogen (ldb_hpc.chem.hydrogens; one chain per segment, disulfide bonds SG–SG).
+``atom_index [L, 14]`` (``[L, 14 + NUM_EXTRA]`` with hydrogens) maps slots to flat atom indices (-1 where
+absent) so that writers gather ``[..., L, K, 3] → [..., n_atoms, 3]`` with one fancy-indexing operation.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ldb_hpc.chem.hydrogens import EXTRA_ELEMENT, EXTRA_NAMES, EXTRA_PARENT, Protonation, extra_mask, termini
 from ldb_hpc.chem.protein import Residues, segments_from_ca
 from ldb_hpc.chem.residues import (
     ATOM14,
@@ -147,17 +149,21 @@ def _chain_runs(chain_id: np.ndarray) -> list[tuple[str, int, int]]:
     return [(str(chain_id[a]), int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
 
 
-def _topology_dict(residues: Residues, names_per_type, elements_per_type, bonds: np.ndarray) -> dict:
-    """Assemble the mdtraj JSON dict; names/elements_per_type: restype → list of atom names/elements."""
+def _topology_dict(residues: Residues, names_per_type, elements_per_type, bonds: np.ndarray,
+                   runs: list[tuple[str, int, int]] | None = None) -> dict:
+    """Assemble the mdtraj JSON dict; names/elements_per_type: restype → list of atom names/elements, or callables
+    (residue index, restype) → that list; runs: the chains as (chain_id, start, stop) (default: by chain id)."""
     std = RESTYPES_3
     chains = []
     atom = 0
-    for c, (cid, a, b) in enumerate(_chain_runs(residues.chain_id)):
+    names_of = names_per_type if callable(names_per_type) else (lambda i, t: names_per_type[t])
+    elements_of = elements_per_type if callable(elements_per_type) else (lambda i, t: elements_per_type[t])
+    for c, (cid, a, b) in enumerate(_chain_runs(residues.chain_id) if runs is None else runs):
         res_list = []
         for i in range(a, b):
             t = int(residues.restype[i])
             atoms = []
-            for name, el in zip(names_per_type[t], elements_per_type[t]):
+            for name, el in zip(names_of(i, t), elements_of(i, t)):
                 atoms.append({"index": atom, "name": name, "element": el})
                 atom += 1
             res_list.append({"index": i, "name": std[t], "resSeq": int(residues.resseq[i]),
@@ -188,6 +194,50 @@ def aa_topology(residues: Residues) -> tuple[dict, np.ndarray, int]:
     names = [ATOM14[r] for r in RESTYPES_3]
     elements = [tuple(SLOT_ELEMENT[t, : len(ATOM14[r])]) for t, r in enumerate(RESTYPES_3)]
     return _topology_dict(residues, names, elements, heavy_bonds(residues, atom_index)), atom_index, n_atoms
+
+
+def _segment_runs(residues: Residues) -> list[tuple[str, int, int]]:
+    """One chain per segment: [(chain_id, start, stop), ...] (a chain break starts a new chain, same chain id)."""
+    first, _ = termini(residues.segment)
+    starts = np.concatenate([np.nonzero(first)[0], [len(residues)]])
+    return [(str(residues.chain_id[a]), int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+
+
+def hydrogen_topology(residues: Residues, protonation: Protonation) -> tuple[dict, np.ndarray, int]:
+    """The all-atom topology with OXT and hydrogens (``--hydrogens``; ldb_hpc.chem.hydrogens).
+
+    Returns (topology dict, atom_index [L, 14 + NUM_EXTRA] int64 (-1 where absent), n_atoms). Atoms of each residue:
+    its heavy atoms in slot order, then its extra atoms in extra-slot order; bonds: the heavy ones (as
+    :func:`aa_topology`), each extra atom to its parent, then the disulfides SG–SG. Every segment is its own
+    chain (chain id kept), so that a PDB file written from it has TER at every chain break and no tool bonds
+    across it.
+    """
+    extra = extra_mask(residues.restype, residues.segment, protonation)
+    mask = np.concatenate([SLOT_MASK[residues.restype], extra], axis=1)
+    flat = np.cumsum(mask.ravel()) - 1
+    atom_index = np.where(mask, flat.reshape(mask.shape), -1).astype(np.int64)
+    heavy = heavy_bonds(residues, atom_index[:, :NUM_SLOTS])
+    res, k = np.nonzero(extra)
+    parent = atom_index[res, EXTRA_PARENT[residues.restype[res], k]]
+    to_parent = np.stack([parent, atom_index[res, NUM_SLOTS + k]], axis=-1)
+    sg = SLOT_INDEX[("CYS", "SG")]
+    ss = np.array([[atom_index[i, sg], atom_index[j, sg]] for i, j in protonation.disulfides], dtype=np.int64)
+    bonds = np.concatenate([heavy, to_parent.reshape(-1, 2), ss.reshape(-1, 2)], axis=0)
+    std = RESTYPES_3
+
+    def names(i, t):
+        return list(ATOM14[std[t]]) + [n for n, m in zip(EXTRA_NAMES[std[t]], extra[i]) if m]
+
+    def elements(i, t):
+        return list(SLOT_ELEMENT[t, : len(ATOM14[std[t]])]) + [e for e, m in zip(EXTRA_ELEMENT[std[t]], extra[i]) if m]
+
+    topology = _topology_dict(residues, names, elements, bonds, _segment_runs(residues))
+    return topology, atom_index, int(mask.sum())
+
+
+def output_topology(residues: Residues, protonation: Protonation | None = None) -> tuple[dict, np.ndarray, int]:
+    """:func:`aa_topology` (heavy atoms) when ``protonation`` is None, else :func:`hydrogen_topology`."""
+    return aa_topology(residues) if protonation is None else hydrogen_topology(residues, protonation)
 
 
 def topology_json(topology: dict) -> bytes:

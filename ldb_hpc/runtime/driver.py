@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 
 from ldb_hpc import ops
+from ldb_hpc.chem.hydrogens import Protonation
+from ldb_hpc.chem.residues import NUM_SLOTS
 from ldb_hpc.errors import InputError
 from ldb_hpc.io import aa
 from ldb_hpc.io.files import temp_name
@@ -94,11 +96,14 @@ def _run_rank(cfg: BackmapConfig, comm, record: dict, folder: str, shards: list[
     """Compute and write every unrecorded chunk of ``shards``; returns this rank's statistics."""
     import torch
 
+    from ldb_hpc.geometry.hydrogens import place_extra
     from ldb_hpc.io.cg import CGTrajectory
     from ldb_hpc.model.api import load_model
 
     plan = ChunkPlan.from_dict(record["plan"])
     run_id, S = record["run_id"], int(record["samples"])
+    h = record.get("hydrogens")  # --hydrogens: the disulfides rank 0 found (run_setup)
+    protonation = None if h is None else Protonation.from_pairs(h["disulfides"])
     torch.set_num_threads(threads)
     device = devices.select_device(cfg.device, comm.local_rank, ranks_per_node())
     model = load_model(cfg.model, steps=cfg.steps, temperature=cfg.temperature).to(device)
@@ -122,11 +127,11 @@ def _run_rank(cfg: BackmapConfig, comm, record: dict, folder: str, shards: list[
                     for s in shards:
                         done[s] = _forget_chunks(folder, s)
                     collective = aa.create_collective(data, comm.mpi, residues, S, has_cell, record["provenance"],
-                                                      plan.n_frames)
+                                                      plan.n_frames, protonation)
                 else:
                     collective = aa.open_rows(data, comm.mpi)
                 for s in shards:
-                    writers[s] = aa.RowWriter(collective, residues, 0, S, has_cell)
+                    writers[s] = aa.RowWriter(collective, residues, 0, S, has_cell, protonation)
             else:
                 for s in shards:
                     a, b = plan.shard_frames(s)
@@ -136,9 +141,9 @@ def _run_rank(cfg: BackmapConfig, comm, record: dict, folder: str, shards: list[
                     if not os.path.exists(path):
                         done[s] = _forget_chunks(folder, s)
                         aa.create_shard(path, residues, a, b, S, has_cell, record["provenance"], plan.n_frames,
-                                        run_id)
+                                        run_id, protonation)
                     files[s] = aa.open_rows(path)
-                    writers[s] = aa.RowWriter(files[s], residues, a, S, has_cell)
+                    writers[s] = aa.RowWriter(files[s], residues, a, S, has_cell, protonation)
             for s in shards:
                 logs[s] = resume.ChunkLog(out_mod.shard_log_path(folder, s), run_id)
 
@@ -153,9 +158,11 @@ def _run_rank(cfg: BackmapConfig, comm, record: dict, folder: str, shards: list[
                 hook(task)
                 ca = torch.from_numpy(frames.ca).to(device)
                 index = torch.arange(task.start, task.stop, dtype=torch.int64, device=device)
-                pos = model.backmap(ca, residues, index, S, cfg.seed)
-                pos = pos.detach().to("cpu", torch.float32).numpy()
-                contacts.check(task.start, pos)
+                pos = model.backmap(ca, residues, index, S, cfg.seed).detach()
+                if protonation is not None:  # OXT and hydrogens after the heavy atoms, on the same device
+                    pos = place_extra(pos, residues.restype, residues.segment, protonation)
+                pos = pos.to("cpu", torch.float32).numpy()
+                contacts.check(task.start, pos[..., :NUM_SLOTS, :])
                 return pos
 
             def write(task, frames, pos):

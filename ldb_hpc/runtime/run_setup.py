@@ -43,6 +43,7 @@ class BackmapConfig:
     io: str = "shards"
     shard: tuple[int, int] | None = None  # (I, N) of --shard I/N
     device: str = "auto"  # auto | cpu | cuda | cuda:N (ldb_hpc.runtime.devices)
+    hydrogens: bool = False  # add OXT and every hydrogen (docs/HYDROGENS.md)
 
 
 def validate_options(cfg: BackmapConfig) -> None:
@@ -67,6 +68,37 @@ def validate_options(cfg: BackmapConfig) -> None:
         raise InputError("--overwrite and --resume exclude each other")
     # Before the output is touched: a GPU spec this node cannot meet (rank 0 checks its own node).
     devices.gpu_index(cfg.device, 0, ranks_per_node(), devices.visible_gpus())
+
+
+def _hydrogens(cfg: BackmapConfig, model, cg) -> dict:
+    """The run record's ``hydrogens`` entry: the disulfides, found on the first frame's backmap (sample 0; CYS whose
+    SG atoms are at most 2.5 Å apart), as residue index pairs, and a note for the output's provenance.
+    InputError when a residue has no standard protonation."""
+    import numpy as np
+    import torch
+
+    from ldb_hpc.chem.hydrogens import check_protonatable
+    from ldb_hpc.chem.residues import RESTYPE_INDEX
+    from ldb_hpc.geometry.hydrogens import DISULFIDE_MAX, disulfide_pairs
+    from ldb_hpc.io.topology import residue_labels
+
+    res = cg.residues
+    labels = residue_labels(res.chain_id, res.resseq)
+    problem = check_protonatable(res.restype, labels)
+    if problem:
+        raise InputError(problem)
+    pairs = []
+    ca = cg.read(0, 1).ca
+    cys = ca[0, res.restype == RESTYPE_INDEX["CYS"]]
+    # SG is less than CA–CB + CB–SG = 3.4 Å from its CA: CYS pairs with CA–CA > 2 × 3.4 + 2.5 Å cannot be bonded,
+    # and without any closer pair the first frame's backmap is not needed.
+    if len(cys) >= 2 and (np.linalg.norm(cys[:, None] - cys[None], axis=-1) + 99 * np.eye(len(cys))).min() <= 9.3:
+        pos = model.backmap(torch.from_numpy(ca), res, torch.zeros(1, dtype=torch.int64), cfg.samples, cfg.seed)
+        pairs = disulfide_pairs(pos[0, 0], res.restype)
+    names = ", ".join(f"{labels[i]}-{labels[j]}" for i, j in pairs) or "none"
+    return {"disulfides": [list(p) for p in pairs],
+            "note": f"standard protonation (HIS as HIE), OXT at segment ends; disulfides (SG-SG <= {DISULFIDE_MAX} A "
+                    f"in frame 0): {names}"}
 
 
 def check_output_location(output: str) -> None:
@@ -117,11 +149,16 @@ def setup(cfg: BackmapConfig, size: int) -> dict:
     with CGTrajectory(cfg.input, top=cfg.top, residue_map=cfg.residue_map) as cg:
         identity = resume.input_identity(cfg.input, cg)
         has_cell = cg.has_cell
+        hydrogens = _hydrogens(cfg, model, cg) if cfg.hydrogens else None
     n_shards = cfg.shard[1] if cfg.shard else size
     plan = ChunkPlan(identity["n_frames"], cfg.batch_frames, n_shards)
     provenance = {"model": model.name, "model_hash": model.hash, "seed": cfg.seed, "steps": model.steps,
                   "samples": cfg.samples, "input": os.path.basename(cfg.input)}
+    if hydrogens is not None:
+        provenance["hydrogens"] = hydrogens["note"]
     current = resume.make_run_record(identity, model, cfg.seed, cfg.samples, cfg.io, plan, has_cell, provenance)
+    if hydrogens is not None:
+        current["hydrogens"] = hydrogens
 
     recorded = None
     if os.path.isdir(folder):
@@ -135,6 +172,9 @@ def setup(cfg: BackmapConfig, size: int) -> dict:
 
     def mismatch(rec) -> None:
         diffs = resume.differences(rec, current)
+        if (rec.get("hydrogens") is None) != (hydrogens is None):
+            diffs.append(f"--hydrogens ({'on' if rec.get('hydrogens') is not None else 'off'} vs "
+                         f"{'on' if hydrogens is not None else 'off'})")
         if diffs:
             raise InputError(f"cannot resume {cfg.output}: the existing run differs in {'; '.join(diffs)}; "
                              "rerun with its options or pass --overwrite to start over")
@@ -161,7 +201,8 @@ def setup(cfg: BackmapConfig, size: int) -> dict:
                 os.remove(output)
             out_mod.remove_run_files(folder, [cfg.shard[0]])
             old = resume.read_run_record(folder) if os.path.isdir(folder) else None
-            if old is not None and not resume.differences(old, current) and old["plan"] == current["plan"]:
+            if (old is not None and not resume.differences(old, current) and old["plan"] == current["plan"]
+                    and old.get("hydrogens") == current.get("hydrogens")):
                 current = old  # keep the run id the other shards of this run record under
     elif recorded is not None:
         if cfg.resume or cfg.shard is not None:

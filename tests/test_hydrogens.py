@@ -1,0 +1,317 @@
+"""`backmap --hydrogens`: the hydrogen tables, their placement, the topology, the run, and OpenMM's verdict.
+
+The naming and geometry conventions checked here are those of the PDB (and so of mdtraj and OpenMM, which keep
+them): methylene H…2/H…3 by the IUPAC side rule, staggered methyls with H…1 anti, NH2 with H…1 cis to the
+oxygen (ASN, GLN) or to NE (ARG); N-termini H H2 H3. Acceptance by a real tool: OpenMM's amber14 builds a System
+from the output PDB as written (nothing renamed or added) and a short LocalEnergyMinimizer run lowers the energy.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, assert_one_line_error
+
+from ldb_hpc.chem import hydrogens as ch
+from ldb_hpc.chem.protein import Residues
+from ldb_hpc.chem.residues import ATOM14, BONDS, RESTYPE_INDEX, RESTYPES_3, SLOT_INDEX
+from ldb_hpc.geometry.hydrogens import disulfide_pairs, place_extra
+from ldb_hpc.geometry.vectors import bond_angle, dihedral
+from ldb_hpc.io.topology import aa_topology, output_topology
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+EXAMPLE = REPO / "examples" / "example.cg.h5"
+
+# Hydrogens of a residue inside a chain at standard protonation (amber14's templates: ALA … VAL, HIE, CYS).
+INTERNAL_H = {"ALA": 5, "ARG": 13, "ASN": 6, "ASP": 4, "CYS": 5, "GLN": 8, "GLU": 6, "GLY": 3, "HIS": 7, "ILE": 11,
+              "LEU": 11, "LYS": 13, "MET": 9, "PHE": 9, "PRO": 7, "SER": 5, "THR": 7, "TRP": 10, "TYR": 9, "VAL": 9}
+
+
+def _residues(names, segment, chain=None):
+    n = len(names)
+    return Residues([RESTYPE_INDEX[x] for x in names], names, chain or ["A"] * n, np.arange(1, n + 1), [""] * n,
+                    segment)
+
+
+def _present(res: str, first=False, last=False, disulfide=False) -> list[str]:
+    """Names of the extra atoms of one residue in the given situation."""
+    residues = _residues(["GLY", res, "GLY"], [0, 1 if first else 0, 2 if last else (1 if first else 0)])
+    prot = ch.Protonation(((1, 1),) if disulfide else ())
+    mask = ch.extra_mask(residues.restype, residues.segment, prot)[1]
+    return [n for n, m in zip(ch.EXTRA_NAMES[res], mask) if m]
+
+
+@pytest.mark.parametrize("res", sorted(INTERNAL_H))
+def test_every_residue_has_amber_protonation_and_unique_names(res):
+    inner = _present(res)
+    assert len(inner) == INTERNAL_H[res] and "OXT" not in inner
+    assert len(set(inner)) == len(inner)
+    n_term, c_term = _present(res, first=True), _present(res, last=True)
+    assert len(set(n_term)) == len(n_term)
+    if res == "PRO":
+        assert not {"H", "H2", "H3"} & set(inner) and {"H2", "H3"} <= set(n_term)
+    else:
+        assert "H" in inner and {"H", "H2", "H3"} <= set(n_term)
+        assert len(n_term) == len(inner) + 2  # NH3+ instead of the amide H
+    assert c_term == inner[:0] + ["OXT"] + inner  # OXT first among the extra atoms, nothing else changes
+    assert set(inner) <= set(ch.EXTRA_NAMES[res]) and all(n.startswith("H") for n in inner)
+    if res == "CYS":
+        assert "HG" in inner and "HG" not in _present(res, disulfide=True)
+    if res == "HIS":  # HIE: Nε2-H, no Nδ1-H
+        assert "HE2" in inner and "HD1" not in inner
+
+
+def test_unknown_residues_are_refused():
+    assert ch.check_protonatable(np.array([0, 7])) is None
+    msg = ch.check_protonatable(np.array([0, RESTYPE_INDEX["UNK"]]), ["A:1", "A:2"])
+    assert "A:2" in msg and "--hydrogens" in msg
+
+
+# ----------------------------------------------------------------------------------------------------------
+# placement
+
+
+@pytest.fixture(scope="module")
+def built():
+    """Frame 0 of the bundled example (all 20 residue types, a chain break) built with the ideal model, + H."""
+    from ldb_hpc.io.cg import CGTrajectory
+    from ldb_hpc.model.api import load_model
+
+    with CGTrajectory(str(EXAMPLE)) as cg:
+        residues, ca = cg.residues, torch.from_numpy(cg.read(0, 1).ca)
+    heavy = load_model("ideal").backmap(ca, residues, torch.zeros(1, dtype=torch.int64), 1, 0)[0, 0].double()
+    full = place_extra(heavy, residues.restype, residues.segment, ch.Protonation())
+    return residues, heavy, full
+
+
+def _atoms(residues, full, i):
+    """name → position of residue i (heavy and extra slots that exist)."""
+    res = RESTYPES_3[residues.restype[i]]
+    mask = ch.extra_mask(residues.restype, residues.segment, ch.Protonation())[i]
+    out = {a: full[i, s] for s, a in enumerate(ATOM14[res])}
+    out.update({a: full[i, 14 + k] for k, a in enumerate(ch.EXTRA_NAMES[res]) if mask[k]})
+    return out
+
+
+def test_heavy_atoms_kept_and_absent_slots_zero(built):
+    residues, heavy, full = built
+    assert full.shape == (len(residues), 14 + ch.NUM_EXTRA, 3) and full.dtype == torch.float64
+    assert torch.equal(full[:, :14], heavy)
+    mask = torch.from_numpy(ch.extra_mask(residues.restype, residues.segment, ch.Protonation()))
+    assert (full[:, 14:][~mask] == 0).all() and (full[:, 14:][mask].norm(dim=-1) > 1).all()
+
+
+def test_bond_lengths_and_angles_are_ideal(built):
+    residues, _, full = built
+    mask = ch.extra_mask(residues.restype, residues.segment, ch.Protonation())
+    i, k = np.nonzero(mask)
+    rt = residues.restype[i]
+    parent = full[i, ch.EXTRA_PARENT[rt, k]]
+    d = (full[i, 14 + k] - parent).norm(dim=-1).numpy()
+    np.testing.assert_allclose(d, ch.EXTRA_BOND[rt, k], atol=1e-9)
+    # Every H–X–Y angle (Y another heavy neighbour of the parent X) lies in 80°..140° (a tetrahedron or trigonal
+    # centre follows its heavy atoms, and the backbone built to fit a CA trace has N–CA–C from 92° to 133° here).
+    for r in range(len(residues)):
+        atoms = _atoms(residues, full, r)
+        res = RESTYPES_3[residues.restype[r]]
+        for k2, name in enumerate(ch.EXTRA_NAMES[res]):
+            if name not in atoms or name == "OXT" or not mask[r, k2]:
+                continue
+            x = ATOM14[res][ch.EXTRA_PARENT[residues.restype[r], k2]]
+            for a, b in BONDS[res]:
+                y = b if a == x else a if b == x else None
+                if y is not None:
+                    ang = np.degrees(float(bond_angle(atoms[name], atoms[x], atoms[y])))
+                    assert 80 <= ang <= 140, (r, res, name, x, y, ang)
+
+
+# Methylene groups as reduce (MolProbity) names them: (residue, centre, chain neighbour toward CA, the other one).
+CH2_CASES = [("SER", "CB", "CA", "OG", "HB"), ("CYS", "CB", "CA", "SG", "HB"), ("LYS", "CG", "CB", "CD", "HG"),
+             ("LYS", "CE", "CD", "NZ", "HE"), ("ARG", "CD", "CG", "NE", "HD"), ("MET", "CG", "CB", "SD", "HG"),
+             ("PRO", "CD", "CG", "N", "HD"), ("ILE", "CG1", "CB", "CD1", "HG1"), ("GLY", "CA", "N", "C", "HA"),
+             ("PHE", "CB", "CA", "CG", "HB")]
+METHYLS = [("ALA", ("N", "CA", "CB"), "HB"), ("LEU", ("CB", "CG", "CD1"), "HD1"), ("VAL", ("CA", "CB", "CG2"), "HG2"),
+           ("THR", ("CA", "CB", "CG2"), "HG2"), ("MET", ("CG", "SD", "CE"), "HE"), ("LYS", ("CD", "CE", "NZ"), "HZ")]
+NH2 = [("ASN", ("OD1", "CG", "ND2"), "HD2"), ("GLN", ("OE1", "CD", "NE2"), "HE2"), ("ARG", ("NE", "CZ", "NH1"), "HH1"),
+       ("ARG", ("NE", "CZ", "NH2"), "HH2")]
+
+
+def test_pdb_naming_conventions(built):
+    residues, _, full = built
+    seen = set()
+    for r in range(len(residues)):
+        res = RESTYPES_3[residues.restype[r]]
+        a = _atoms(residues, full, r)
+        for name, c, prev, nxt, h in CH2_CASES:
+            if name == res:  # H…2 on the side of −(prev − c) × (next − c), H…3 opposite
+                normal = torch.linalg.cross(a[prev] - a[c], a[nxt] - a[c])
+                assert float(normal @ (a[h + "2"] - a[c])) < 0 < float(normal @ (a[h + "3"] - a[c])), (res, c)
+                seen.add((res, c))
+        for name, ref, h in METHYLS:  # staggered, H…1 anti
+            if name == res:
+                got = [np.degrees(float(dihedral(*(a[x] for x in ref), a[f"{h}{k}"]))) for k in (1, 2, 3)]
+                np.testing.assert_allclose(np.array(got) % 360, np.array([180.0, -60.0, 60.0]) % 360, atol=1e-6)
+                seen.add((res, h))
+        for name, ref, h in NH2:  # planar, H…1 cis to the reference atom
+            if name == res:
+                assert abs(float(dihedral(*(a[x] for x in ref), a[h + "1"]))) < 1e-6
+                assert abs(abs(float(dihedral(*(a[x] for x in ref), a[h + "2"]))) - np.pi) < 1e-6
+                seen.add((res, h))
+        if "H" in a and r > 0 and residues.segment[r] == residues.segment[r - 1]:  # amide H in the peptide plane
+            c_prev = full[r - 1, SLOT_INDEX[("GLY", "C")]]
+            assert abs(abs(float(dihedral(c_prev, a["CA"], a["N"], a["H"]))) - np.pi) < 1e-6
+            seen.add(("amide", "H"))
+    assert len(seen) == len(CH2_CASES) + len(METHYLS) + len(NH2) + 1, seen
+
+
+def test_termini_and_chain_break_atoms(built):
+    residues, _, full = built
+    first, last = ch.termini(residues.segment)
+    assert first.sum() == 2 and last.sum() == 2  # the example's chain break
+    for r in np.nonzero(last)[0]:
+        a = _atoms(residues, full, r)
+        assert "OXT" in a
+        d = float((a["OXT"] - a["C"]).norm())
+        assert abs(d - ch.C_OXT) < 1e-9 and abs(float(bond_angle(a["O"], a["C"], a["OXT"])) - np.radians(120)) < 0.2
+    for r in np.nonzero(first)[0]:
+        a = _atoms(residues, full, r)
+        assert {"H", "H2", "H3"} <= set(a) or RESTYPES_3[residues.restype[r]] == "PRO"
+
+
+def test_disulfide_pairs_closest_first_each_sg_once():
+    L = 5
+    restype = np.array([RESTYPE_INDEX[x] for x in ("CYS", "CYS", "ALA", "CYS", "CYS")])
+    pos = np.zeros((L, 14, 3))
+    sg = SLOT_INDEX[("CYS", "SG")]
+    pos[:, sg] = [[0, 0, 0], [2.3, 0, 0], [1.0, 0, 0], [2.3 + 2.0, 0, 0], [20, 0, 0]]  # ALA's slot 5 is unused
+    # 1–3 at 2.0 Å wins over 0–1 at 2.3 Å; 0 is then left without a partner within 2.5 Å; 4 is far.
+    assert disulfide_pairs(pos, restype) == [(1, 3)]
+    pos[3, sg] = [2.3 + 2.6, 0, 0]
+    assert disulfide_pairs(torch.from_numpy(pos), restype) == [(0, 1)]
+
+
+def test_placement_stays_on_the_input_device():
+    """Every tensor of place_extra is made on the input's device: run it on fake CUDA tensors."""
+    from fake_cuda import AtenIndexing
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    residues = _residues(["MET", "CYS", "HIS", "PRO", "LYS", "GLY"], [0, 0, 0, 1, 1, 1])
+    with FakeTensorMode(allow_non_fake_inputs=True), AtenIndexing():
+        pos = torch.randn(2, 1, len(residues), 14, 3, device="cuda")
+        out = place_extra(pos, residues.restype, residues.segment, ch.Protonation(((1, 1),)))
+        assert out.device == torch.device("cuda", 0) and out.shape == (2, 1, len(residues), 14 + ch.NUM_EXTRA, 3)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# topology
+
+
+def test_topology_with_hydrogens():
+    residues = _residues(["MET", "CYS", "ALA", "PRO", "CYS", "LYS"], [0, 0, 0, 1, 1, 1])  # a chain break at PRO
+    heavy, _, n_heavy = aa_topology(residues)
+    assert output_topology(residues)[0] == heavy  # no protonation: the heavy topology, unchanged
+    topo, atom_index, n = output_topology(residues, ch.Protonation(((1, 4),)))
+    chains = topo["chains"]
+    assert [c["chain_id"] for c in chains] == ["A", "A"] and [len(c["residues"]) for c in chains] == [3, 3]
+    res = [r for c in chains for r in c["residues"]]
+    names = [[a["name"] for a in r["atoms"]] for r in res]
+    assert sum(len(x) for x in names) == n and atom_index.max() == n - 1
+    assert names[0][:4] == ["N", "CA", "C", "O"] and {"H", "H2", "H3"} <= set(names[0]) and "OXT" not in names[0]
+    assert "OXT" in names[2] and "OXT" in names[5] and "H" in names[2]
+    assert {"H2", "H3"} <= set(names[3]) and "H" not in names[3]  # proline N-terminus after the break
+    assert "HG" not in names[1] and "HG" not in names[4]  # both CYS in the disulfide
+    element = {a["index"]: a["element"] for r in res for a in r["atoms"]}
+    name = {a["index"]: a["name"] for r in res for a in r["atoms"]}
+    bonds = np.array(topo["bonds"])
+    assert len({tuple(sorted(b)) for b in bonds.tolist()}) == len(bonds)
+    degree = np.bincount(bonds.ravel(), minlength=n)
+    assert all(degree[i] == 1 for i in range(n) if element[i] == "H")
+    assert sum(name[a] == "SG" and name[b] == "SG" for a, b in bonds) == 1
+    c2, n3 = atom_index[2, SLOT_INDEX[("ALA", "C")]], atom_index[3, SLOT_INDEX[("PRO", "N")]]
+    assert not any({int(a), int(b)} == {c2, n3} for a, b in bonds)  # no peptide bond across the break
+    assert len(bonds) == len(heavy["bonds"]) + (n - n_heavy) + 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the command, mdtraj and OpenMM
+
+
+@pytest.fixture(scope="module")
+def example_outputs(tmp_path_factory):
+    from ldb_hpc.cli.main import main
+
+    tmp = tmp_path_factory.mktemp("hydrogens")
+    for name, extra in (("heavy.h5", ()), ("h.h5", ("--hydrogens",)), ("h.pdb", ("--hydrogens",))):
+        assert main(["backmap", str(EXAMPLE), "-o", str(tmp / name), "--threads", "1", "--no-progress", *extra]) == 0
+    return tmp
+
+
+def test_hydrogen_output_keeps_heavy_atoms_and_mdtraj_names(example_outputs):
+    import mdtraj as md
+
+    heavy, h = md.load(str(example_outputs / "heavy.h5")), md.load(str(example_outputs / "h.h5"))
+    keep = [a.index for a in h.topology.atoms if a.element.symbol != "H" and a.name != "OXT"]
+    assert len(keep) == heavy.n_atoms and np.array_equal(h.xyz[:, keep], heavy.xyz)  # bitwise
+    assert [(a.residue.name, a.name) for a in h.topology.atoms if a.index in set(keep)] == \
+        [(a.residue.name, a.name) for a in heavy.topology.atoms]
+    n_h = sum(a.element.symbol == "H" for a in h.topology.atoms)
+    assert n_h > heavy.n_atoms * 0.9 and h.n_chains == 2  # the chain break is a chain boundary
+    pdb = md.load_pdb(str(example_outputs / "h.pdb"), frame=0)  # mdtraj's PDB reader standardises names
+    names = [(a.residue.name, a.name) for a in h.topology.atoms]
+    assert [(a.residue.name, a.name) for a in pdb.topology.atoms] == names
+    np.testing.assert_allclose(pdb.xyz[0], h.xyz[0], atol=1e-4)
+    with h5py.File(example_outputs / "h.h5", "r") as f:
+        assert "HIE" in f["ldb"].attrs["hydrogens"]
+
+
+def test_openmm_amber14_accepts_and_minimises(example_outputs):
+    pytest.importorskip("openmm")
+    from hydrogens import openmm_check
+
+    r = openmm_check(example_outputs / "h.pdb", iterations=50)
+    assert r["renamed"] == 0 and r["system_ok"], r
+    assert r["minimised"] and np.isfinite(r["e1"]) and r["e1"] < r["e0"], r
+
+
+def test_disulfide_reaches_openmm(shared_data, tmp_path):
+    """CASP12 T0898: two CYS of its metal site come out with SG–SG < 2.5 Å; they are bonded (no HG, SG–SG in the
+    topology and as CONECT in the PDB), and amber14 takes the pair as CYX."""
+    pytest.importorskip("openmm")
+    from hydrogens import openmm_check
+
+    from ldb_hpc.cli.main import main
+
+    cg, out = tmp_path / "t.cg.h5", tmp_path / "t.pdb"
+    assert main(["coarsen", str(shared_data / "test" / "casp12" / "T0898.pdb"), "-o", str(cg)]) == 0
+    assert main(["backmap", str(cg), "-o", str(out), "--hydrogens", "--threads", "1", "--no-progress"]) == 0
+    assert sum(line.startswith("CONECT") for line in out.read_text().splitlines()) == 2
+    r = openmm_check(out, iterations=30)
+    assert r["disulfides"] == 1 and r["renamed"] == 0 and r["system_ok"] and r["minimised"], r
+
+
+# ----------------------------------------------------------------------------------------------------------
+# errors
+
+
+def test_resume_with_other_hydrogens_is_refused(example_outputs, run_cli):
+    code, _, err = run_cli("backmap", EXAMPLE, "-o", example_outputs / "heavy.h5", "--resume", "--hydrogens")
+    assert_one_line_error(code, err, "--hydrogens (off vs on)")
+
+
+def test_unknown_residue_is_one_error_line(tmp_path, run_cli):
+    import json
+
+    cg = tmp_path / "unk.cg.h5"
+    cg.write_bytes(EXAMPLE.read_bytes())
+    with h5py.File(cg, "r+") as f:
+        topo = json.loads(f["topology"][()].reshape(-1)[0] if f["topology"].shape else f["topology"][()])
+        topo["chains"][0]["residues"][3]["name"] = "UNK"
+        del f["topology"]
+        f["topology"] = json.dumps(topo)
+    code, _, err = run_cli("backmap", cg, "-o", tmp_path / "out.h5", "--hydrogens")
+    assert_one_line_error(code, err, "--hydrogens needs standard residues")
+    assert not (tmp_path / "out.h5").exists()
