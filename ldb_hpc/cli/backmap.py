@@ -22,12 +22,22 @@ EPILOG = """examples:
   ldb-hpc backmap big.h5 --shard 3/16                       # array task 3 of 16; then: ldb-hpc merge big.aa.h5
   mpiexec -n 4 ldb-hpc backmap big.h5 --io mpio             # one file written collectively (parallel h5py)
   ldb-hpc backmap traj.cg.h5 -o out.xtc             # XTC + out.top.pdb: mdtraj.load("out.xtc", top="out.top.pdb")
+  ldb-hpc backmap a.pdb b.cif 'snapshots/*.pdb' -o out/     # one process, one out/STEM.aa.pdb per input
+  ldb-hpc backmap - < ca.pdb > aa.pdb                       # standard input to standard output, PDB
 
 output formats (by the extension of -o): .h5/.hdf5 (MDTraj-HDF5, the default), .xtc .trr .dcd .nc (each with
 OUT.top.pdb beside it), .pdb .cif (one MODEL per row). Another format than HDF5 is computed as HDF5 into
 OUT.EXT.d/ (shards + master.h5, kept for --resume), then converted by rank 0 after the last row, streamed;
 OUT.EXT (written last, under a temporary name until complete) and OUT.EXT.manifest.json (rows, provenance,
 checksums for 'ldb-hpc verify') appear and the folder is removed. Existing HDF5 outputs: 'ldb-hpc export'.
+
+many structure files (several inputs, a quoted glob, a folder, or -o naming a folder): PDB/mmCIF files, CA-only
+or all-atom (reduced to CA), every MODEL a frame, backmapped in one process (model loaded once, files of the same
+protein batched) into DIR/STEM.aa.pdb (--format h5: DIR/STEM.aa.h5), each written complete or not at all; a file
+that fails gets one 'error: FILE: ...' line, the others are still written, the exit code is 2. Summary in
+DIR/backmap.summary.json; --resume skips inputs whose output exists. Under mpiexec/srun the files are dealt to
+the ranks. '-' reads one PDB/mmCIF from standard input and writes PDB to standard output (the summary goes to
+standard error). --top, --shard and --io mpio are for one trajectory input.
 """
 
 
@@ -39,11 +49,18 @@ def add_parser(sub) -> None:
                                    "a master file of virtual datasets over per-shard files in OUT.h5.d/ (move "
                                    "both together), written only when every row is done.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", help="CG trajectory: MDTraj-HDF5 with one CA per residue, or any mdtraj-readable file")
+    p.add_argument("input", nargs="+",
+                   help="CG trajectory: MDTraj-HDF5 with one CA per residue, or any mdtraj-readable file; or "
+                        "several PDB/mmCIF files, quoted globs or folders (one output each in -o DIR/); or - "
+                        "(standard input to standard output)")
     p.add_argument("--top", help="topology for inputs that carry none (xtc, dcd, ...)")
     p.add_argument("-o", "--output",
                    help="output file; its extension chooses the format: .h5 .hdf5 .xtc .trr .dcd .nc .pdb .cif "
-                        "(default: INPUT with .h5 replaced by .aa.h5)")
+                        "(default: INPUT with .h5 replaced by .aa.h5); with several structure files an existing "
+                        "folder DIR/")
+    p.add_argument("--format", default=None, metavar="FMT",
+                   help="many structure files: pdb (the default: DIR/STEM.aa.pdb, one MODEL per row) or h5 "
+                        "(DIR/STEM.aa.h5, MDTraj-HDF5, e.g. for 'ldb-hpc export')")
     p.add_argument("--model", default=None,
                    help="'default' (the learned model shipped in the package; also when absent), 'ideal' (the "
                         "non-learned baseline), or a model directory")
@@ -85,7 +102,22 @@ def default_output(path: str) -> str:
     return root + ".aa.h5"
 
 
+def many_structures(inputs: list[str], output: str | None) -> bool:
+    """True when the inputs are for the many-files mode (ldb_hpc.runtime.batch): several of them, ``-``, a
+    folder or a glob, or ``-o`` naming a folder; one trajectory or structure file with ``-o FILE`` or no ``-o``
+    keeps the trajectory path (sharding, resume, output by extension)."""
+    src = inputs[0]
+    if len(inputs) > 1 or src == "-" or os.path.isdir(src):
+        return True
+    if any(c in src for c in "*?[") and not os.path.exists(src):
+        return True
+    return output is not None and (output.endswith(("/", os.sep)) or os.path.isdir(output))
+
+
 def run(args) -> int:
+    if many_structures(args.input, args.output):
+        return run_many(args)
+    args.input = args.input[0]
     from ldb_hpc.runtime import contacts
     from ldb_hpc.runtime.driver import BackmapConfig, RankExit, run_backmap
     from ldb_hpc.runtime.sharding import parse_shard_spec
@@ -116,3 +148,53 @@ def run(args) -> int:
         if note:
             print(note, file=sys.stderr)
     return 0
+
+
+def run_many(args) -> int:
+    """Many structure files, or standard input: route to ldb_hpc.runtime.batch and print what became of them."""
+    from ldb_hpc.errors import InputError
+    from ldb_hpc.runtime.batch import BatchConfig, run_batch
+    from ldb_hpc.runtime.driver import RankExit
+
+    for flag, used in (("--top", args.top), ("--shard", args.shard), ("--io mpio", args.io == "mpio"),
+                       ("--hydrogens", args.hydrogens)):
+        if used:
+            raise InputError(f"{flag} is for one trajectory input, not (yet) for several structure files or -")
+    stream = args.input == ["-"]
+    cfg = BatchConfig(
+        inputs=args.input, outdir=None if stream else args.output, output=args.output if stream else None,
+        fmt=args.format, model=args.model, steps=args.steps, temperature=args.temperature,
+        batch_frames=args.batch_frames, samples=args.samples, seed=args.seed, threads=args.threads,
+        device=args.device, overwrite=args.overwrite, resume=args.resume,
+        residue_map=common.parse_residue_map(args.map_residue),
+    )
+
+    def report(result) -> None:
+        if result.status == "failed":
+            print(f"error: {result.input}: {result.error}", file=sys.stderr, flush=True)
+        elif result.status == "skipped":
+            print(f"note: {result.input}: {result.note}", file=sys.stderr, flush=True)
+
+    try:
+        summary = run_batch(cfg, report)
+    except RankExit as exc:
+        return exc.code
+    code = 2 if summary["failed"] else 0
+    if "files" not in summary or (stream and code):  # not rank 0; or the one error line says it all
+        return code
+    s = summary
+    where = (cfg.output or "standard output") if stream else s.get("summary_path", cfg.outdir)
+    more = "".join(f"; {s[k]} {k}" for k in ("failed", "skipped") if s[k])
+    more += f"; {s['present']} already written (--resume)" if s["present"] else ""
+    print(f"backmapped {s['written']} of {s['inputs']} structure file(s): {s['frames']} frame(s) x {s['samples']} "
+          f"sample(s) = {s['rows']} rows, {s['residues']} residues with model '{s['model']['name']}' on {s['ranks']} "
+          f"rank(s) ({', '.join(s['devices'])}; {', '.join(s['kernels'])} kernels) in {s['wall_s']:.2f} s "
+          f"({s['residue_rows_per_s']:,.0f} residue-rows/s){more} -> {where}",
+          file=sys.stderr if stream else sys.stdout)
+    contacts = s["close_contacts"]
+    if contacts["rows"]:
+        first = contacts["named"][0]
+        print(f"warning: {contacts['rows']} row(s) of {contacts['files']} file(s) keep a heavy-atom pair closer than "
+              f"{contacts['cutoff_A']} Å that the model's repair did not remove (written all the same), first: "
+              f"{first['input']} {first['closest']}" + (f"; listed in {where}" if not stream else ""), file=sys.stderr)
+    return code

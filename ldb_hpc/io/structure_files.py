@@ -1,0 +1,251 @@
+"""Many structure files in, one structure file out each: ``ldb-hpc backmap a.pdb b.cif 'snap/*.pdb' -o out/``.
+
+- :func:`expand_inputs`: the command line's inputs as files, in order: a quoted glob is expanded here (sorted;
+  ``**`` recurses), a folder stands for its PDB/mmCIF files, ``-`` is standard input; a glob or folder that
+  names no file, and a file named twice, are reported, never dropped silently.
+- :func:`read_ca_frames` / :func:`read_ca_stream`: the CA trace of every MODEL of a PDB or mmCIF file (plain or
+  gzipped; CA-only or all-atom, then reduced to CA), models as frames, through ``ldb_hpc.io.structure`` (gemmi).
+  Every residue needs a CA atom and every model the same residues; water and ligands are skipped and counted.
+- :func:`output_path`, :func:`write_rows`, :func:`pdb_text`: the all-atom rows of one input as a PDB file (one
+  MODEL per row, the input's chain IDs, residue numbers and insertion codes) or an MDTraj-HDF5 file
+  (``ldb_hpc.io.aa``), written under a temporary name and renamed when complete.
+
+Positions are Å. Nothing here knows about ranks or models; the runtime (``ldb_hpc.runtime.batch``) batches the
+frames and hands the rows back.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from ldb_hpc.chem.protein import Protein, Residues
+from ldb_hpc.chem.residues import SLOT_MASK
+from ldb_hpc.errors import InputError, OutputError
+from ldb_hpc.io.cg import check_coordinates
+from ldb_hpc.io.files import replaced_when_done
+from ldb_hpc.io.mdtraj_bridge import extension
+from ldb_hpc.io.structure import SKIP_NO_CA, STRUCTURE_EXTENSIONS, read_structure_with_report
+
+STDIN = "-"
+OUTPUT_FORMATS = ("pdb", "h5")  # --format of the many-files mode; h5 converts further with `ldb-hpc export`
+_GLOB_CHARS = "*?["
+
+
+@dataclass
+class InputFile:
+    """One input of the command line: ``path`` (a file, or ``-``); ``problem`` says why there is no file to read
+    (a failure), ``note`` why it is not read although nothing failed (a file named twice)."""
+
+    path: str
+    problem: str | None = None
+    note: str | None = None
+
+
+def _structure_files(folder: str) -> list[str]:
+    names = sorted(os.listdir(folder))
+    return [os.path.join(folder, n) for n in names
+            if not n.startswith(".") and extension(n) in STRUCTURE_EXTENSIONS
+            and os.path.isfile(os.path.join(folder, n))]
+
+
+def expand_inputs(args: list[str]) -> list[InputFile]:
+    """The files that ``args`` name, in command-line order.
+
+    A glob (``*``, ``?``, ``[``; ``**`` recurses) is expanded in sorted order to the files it matches (hidden
+    files only when the pattern says so, as the shell does); a folder stands for the PDB/mmCIF files directly
+    in it (by extension: .pdb .ent .cif .mmcif, optionally .gz); ``-`` is standard input. A glob or folder
+    that gives no file becomes an :class:`InputFile` with a ``problem``; a file named a second time (by its
+    real path) one with a ``note``. Files are not opened here.
+    """
+    import glob
+
+    out: list[InputFile] = []
+    seen: dict[str, str] = {}
+    for arg in args:
+        if arg == STDIN:
+            paths = [arg]
+        elif os.path.isdir(arg):
+            paths = _structure_files(arg)
+            if not paths:
+                out.append(InputFile(arg, f"no PDB/mmCIF file ({', '.join(STRUCTURE_EXTENSIONS)}) in folder {arg}"))
+        elif any(c in arg for c in _GLOB_CHARS) and not os.path.exists(arg):
+            paths = sorted(p for p in glob.glob(arg, recursive=True) if os.path.isfile(p))
+            if not paths:
+                out.append(InputFile(arg, f"no file matches {arg!r}"))
+        else:
+            paths = [arg]
+        for path in paths:
+            key = path if path == STDIN else os.path.realpath(path)
+            if key in seen:
+                out.append(InputFile(path, note=f"named twice (also as {seen[key]}); backmapped once"))
+                continue
+            seen[key] = path
+            out.append(InputFile(path))
+    return out
+
+
+def output_path(path: str, outdir: str, fmt: str) -> str:
+    """``outdir/STEM.aa.FMT`` for input ``path`` (``x.pdb``, ``x.cif.gz`` → STEM ``x``)."""
+    base = os.path.basename(path)
+    ext = extension(base)
+    stem = base[: len(base) - len(ext)] if ext and len(ext) < len(base) else base
+    return os.path.join(outdir, f"{stem}.aa.{fmt}")
+
+
+@dataclass
+class CAFrames:
+    """The CA trace of one structure file.
+
+    path: the file as named (``-`` for standard input); residues: the L residues (segments from model 1);
+    ca: [F, L, 3] float32 Å, one frame per MODEL in file order; note: what was skipped ("" when nothing).
+    """
+
+    path: str
+    residues: Residues
+    ca: np.ndarray
+    note: str = ""
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.ca.shape[0])
+
+
+def _same_residues(a: Residues, b: Residues) -> bool:
+    return (len(a) == len(b) and np.array_equal(a.restype, b.restype) and np.array_equal(a.resseq, b.resseq)
+            and list(a.chain_id) == list(b.chain_id) and list(a.icode) == list(b.icode))
+
+
+def read_ca_frames(path: str, residue_map: dict[str, str] | None = None, name: str | None = None) -> CAFrames:
+    """Read the CA trace of every model of the PDB/mmCIF file ``path`` (see the module docstring).
+
+    residue_map: {OLD: NEW} residue renames (``--map-residue``); name: how messages name the file (default
+    ``path``). Returns :class:`CAFrames`. Raises InputError naming the file when it cannot be read or parsed,
+    holds no protein, has a residue without CA, models with different residues, or absurd coordinates.
+    """
+    name = name or path
+    proteins, report = read_structure_with_report(path, models="all", residue_map=residue_map)
+    no_ca = report.residues_skipped.get(SKIP_NO_CA, 0)
+    if no_ca:
+        raise InputError(f"{name}: {no_ca} residue(s) without a CA atom; a CA trace needs one CA per residue")
+    if len(proteins) != report.models_read:
+        raise InputError(f"{name}: {report.models_read - len(proteins)} of its {report.models_read} models hold no "
+                         "protein residues")
+    first = proteins[0].residues
+    for k, p in enumerate(proteins[1:], start=2):
+        if not _same_residues(first, p.residues):
+            raise InputError(f"{name}: model {k} has other residues than model 1 ({len(p)} vs {len(first)}); "
+                             "every model of a file is a frame of the same protein")
+    ca = np.ascontiguousarray(np.stack([p.positions[:, 1] for p in proteins]), dtype=np.float32)
+    check_coordinates(ca, 0, name)
+    skipped = report.residues_ignored
+    note = ""
+    if skipped:
+        note = f"{sum(skipped.values())} non-protein residue(s) skipped (" + ", ".join(
+            f"{k}×{v}" for k, v in skipped.most_common()) + ")"
+    return CAFrames(path, first, ca, note)
+
+
+def read_ca_stream(data: bytes, residue_map: dict[str, str] | None = None, name: str = STDIN) -> CAFrames:
+    """:func:`read_ca_frames` of PDB or mmCIF text (e.g. standard input), named ``name`` in messages."""
+    if not data.strip():
+        raise InputError(f"{name}: no input (standard input is empty)")
+    with tempfile.TemporaryDirectory(prefix="ldb-hpc-stdin-") as tmp:
+        path = os.path.join(tmp, "stdin.cif" if data.lstrip()[:5].lower() == b"data_" else "stdin.pdb")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        try:
+            frames = read_ca_frames(path, residue_map, name=name)
+        except InputError as exc:
+            raise InputError(str(exc).replace(path, "standard input")) from None
+    frames.path = name
+    return frames
+
+
+class PDBLayout:
+    """The PDB text of rows of one topology, fast: ldb_hpc.io.pdb renders the layout once (records, names,
+    chain IDs, numbers, TER), then each row's coordinates fill it with one %-format (the same 8.3f fields).
+
+    residues: the L residues; every heavy atom of every residue is written, in atom14 slot order.
+    """
+
+    def __init__(self, residues: Residues):
+        from ldb_hpc.io.pdb import protein_to_pdb_string
+
+        mask = SLOT_MASK[residues.restype]
+        lines = protein_to_pdb_string(Protein(residues, np.zeros((*mask.shape, 3), np.float32), mask)).splitlines()
+        body = [line[:30].replace("%", "%%") + "%8.3f%8.3f%8.3f" + line[54:].replace("%", "%%")
+                if line.startswith("ATOM  ") else line.replace("%", "%%") for line in lines if line != "END"]
+        self.template = "\n".join(body) + "\n"
+        self.atoms = np.flatnonzero(mask.reshape(-1))  # flat atom14 index of each ATOM record, in order
+
+    def text(self, rows: np.ndarray) -> str:
+        """PDB text of ``rows`` [R, L, 14, 3] Å: the model alone when R == 1, else one MODEL per row."""
+        flat = rows.reshape(rows.shape[0], -1, 3)[:, self.atoms]
+        if len(flat) == 1:
+            return self.template % tuple(flat[0].ravel().tolist()) + "END\n"
+        parts = []
+        for r, xyz in enumerate(flat):
+            parts += [f"MODEL     {r + 1:4d}\n", self.template % tuple(xyz.ravel().tolist()), "ENDMDL\n"]
+        return "".join(parts) + "END\n"
+
+
+_LAYOUTS: OrderedDict = OrderedDict()  # recent topologies → their PDBLayout, or None when seen once
+_KEEP = 64
+
+
+def pdb_text(residues: Residues, positions: np.ndarray) -> str:
+    """PDB text of the rows ``positions`` [F, S, L, 14, 3] Å (row = frame·S + sample; one MODEL per row when
+    there are several), every heavy atom of every residue, the input's chain IDs and residue numbers: the text
+    of ldb_hpc.io.pdb.protein_to_pdb_string. A topology met again (the files of one protein), or written with
+    several rows, goes through a :class:`PDBLayout` (the most recent 64 are kept)."""
+    rows = positions.reshape(-1, *positions.shape[-3:])
+    key = (residues.restype.tobytes(), residues.segment.tobytes(), residues.resseq.tobytes(),
+           tuple(residues.chain_id), tuple(residues.icode))
+    seen = key in _LAYOUTS
+    layout = _LAYOUTS.pop(key, None)
+    if not seen and len(rows) == 1:
+        from ldb_hpc.io.pdb import protein_to_pdb_string
+
+        text = protein_to_pdb_string(Protein(residues, rows[0], SLOT_MASK[residues.restype]))
+    else:
+        layout = layout or PDBLayout(residues)
+        text = layout.text(rows)
+    _LAYOUTS[key] = layout
+    while len(_LAYOUTS) > _KEEP:
+        _LAYOUTS.popitem(last=False)
+    return text
+
+
+def write_rows(path: str, fmt: str, residues: Residues, positions: np.ndarray, provenance: dict | None = None,
+               overwrite: bool = False) -> None:
+    """Write the rows of one input, ``positions`` [F, S, L, 14, 3] Å, to ``path`` as ``fmt`` ("pdb" or "h5").
+
+    pdb: one MODEL per row (see :func:`pdb_text`); h5: an all-atom MDTraj-HDF5 file with ``/ldb`` provenance
+    (``provenance`` attributes, ``cg_frame``, ``sample``), time = frame index. Written under a temporary name
+    and renamed when complete. OutputError when ``path`` exists without ``overwrite`` or cannot be written;
+    InputError when a field does not fit the format (e.g. a chain ID of 3 characters in PDB).
+    """
+    if fmt not in OUTPUT_FORMATS:
+        raise InputError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
+    if os.path.exists(path) and not overwrite:
+        raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
+    if fmt == "pdb":
+        text = pdb_text(residues, positions)
+        with replaced_when_done(os.path.abspath(path)) as tmp:
+            with open(tmp, "w") as fh:
+                fh.write(text)
+        return
+    from ldb_hpc.io.aa import AllAtomWriter
+
+    n_frames, samples = positions.shape[:2]
+    with AllAtomWriter(path, residues, n_frames, samples, provenance, overwrite=overwrite) as writer:
+        writer.write(0, positions, np.arange(n_frames, dtype=np.float64))
+
+
+__all__ = ["CAFrames", "InputFile", "OUTPUT_FORMATS", "PDBLayout", "STDIN", "expand_inputs", "output_path",
+           "pdb_text", "read_ca_frames", "read_ca_stream", "write_rows"]

@@ -1,0 +1,373 @@
+"""``backmap`` of many structure files in one process: ``ldb-hpc backmap a.pdb b.cif 'snap/*.pdb' -o out/``.
+
+Start-up is paid once: the model is loaded once per process; files are read (ldb_hpc.io.structure_files) by the
+reader thread, computed on the calling thread and written by the writer thread of ldb_hpc.runtime.pipeline, so
+parsing and writing overlap the model. Consecutive files of the same protein (same residue types and chain
+breaks: the snapshots of one trajectory, the models of an ensemble) are batched, up to ``batch_frames`` frames of
+several files per model call. Every file's frames keep their own frame indices 0..F-1, so a file's result depends
+neither on its neighbours nor on the batch: it is what ``ldb-hpc backmap FILE -o X.h5`` writes with that seed.
+
+A file that fails (unreadable, no protein, a residue without CA, its output exists, ...) becomes one
+:class:`FileResult` with its error, handed to ``on_result`` as soon as it is known; the other files are still
+written, each complete (temporary name, then rename). With ``resume``, inputs whose output exists are skipped
+(an output exists only complete). Stream mode (``inputs == ["-"]``): one PDB/mmCIF text from standard input,
+the PDB text of the result on standard output (or ``output``).
+
+Under several MPI ranks the files are dealt to the ranks in contiguous blocks (each rank loads the model once and
+writes its own files); rank 0 writes the summary (``OUTDIR/backmap.summary.json``). Stream mode is one process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ldb_hpc.errors import InputError, OutputError
+from ldb_hpc.io import structure_files as sf
+from ldb_hpc.io.files import temp_name
+from ldb_hpc.runtime import contacts as close_contacts
+from ldb_hpc.runtime import devices
+from ldb_hpc.runtime.comm import get_comm, ranks_per_node
+from ldb_hpc.runtime.driver import RankExit, default_threads
+from ldb_hpc.runtime.pipeline import run_pipeline
+from ldb_hpc.runtime.run_setup import BackmapConfig, validate_options
+from ldb_hpc.runtime.sharding import shard_range
+
+SUMMARY_NAME = "backmap.summary.json"
+NAMED = close_contacts.NAMED  # files with close contacts named in the summary (all are counted)
+
+
+@dataclass
+class BatchConfig:
+    """Options of a many-files backmap (the CLI's arguments); see the module docstring."""
+
+    inputs: list[str]
+    outdir: str | None = None  # folder of the outputs; None in stream mode
+    output: str | None = None  # stream mode only: a file (.pdb or .h5) instead of standard output
+    fmt: str | None = None  # "pdb" (default) or "h5"
+    model: str | None = None
+    steps: int | None = None
+    temperature: float | None = None
+    batch_frames: int = 64
+    samples: int = 1
+    seed: int = 0
+    threads: int | None = None
+    device: str = "auto"
+    overwrite: bool = False
+    resume: bool = False
+    residue_map: dict = field(default_factory=dict)
+    stdin: object = None  # binary stream of stream mode (default sys.stdin.buffer)
+    stdout: object = None  # text stream of stream mode (default sys.stdout)
+
+    @property
+    def stream(self) -> bool:
+        return self.inputs == [sf.STDIN]
+
+
+@dataclass
+class FileResult:
+    """What became of one input: status "written", "failed" (``error``), "skipped" (``note``: named twice) or
+    "present" (its output exists and ``resume`` was asked)."""
+
+    index: int
+    input: str
+    output: str | None
+    status: str = "written"
+    frames: int = 0
+    residues: int = 0
+    rows: int = 0
+    error: str | None = None
+    note: str = ""
+    close_contact_rows: int = 0
+    closest: str | None = None
+
+
+@dataclass
+class _Parsed:
+    result: FileResult
+    frames: sf.CAFrames | None = None
+    positions: np.ndarray | None = None  # [F, S, L, 14, 3] Å once computed
+
+
+def _validate(cfg: BatchConfig) -> None:
+    """The checks of the trajectory path's options (ranges, --overwrite with --resume, the device), and --format."""
+    validate_options(BackmapConfig(input="", output="", batch_frames=cfg.batch_frames, samples=cfg.samples,
+                                   threads=cfg.threads, overwrite=cfg.overwrite, resume=cfg.resume, device=cfg.device))
+    if cfg.fmt is not None and cfg.fmt not in sf.OUTPUT_FORMATS:
+        raise InputError(f"--format must be one of {', '.join(sf.OUTPUT_FORMATS)}, got {cfg.fmt!r}")
+
+
+def _stream_output(cfg: BatchConfig) -> tuple[str | None, str]:
+    """(output file or None for standard output, its format) of stream mode."""
+    if cfg.output is None:
+        if cfg.fmt not in (None, "pdb"):
+            raise InputError(f"standard output takes PDB text; --format {cfg.fmt} needs -o FILE")
+        return None, "pdb"
+    ext = os.path.splitext(cfg.output)[1].lower().lstrip(".")
+    fmt = {"pdb": "pdb", "h5": "h5", "hdf5": "h5"}.get(ext)
+    if fmt is None:
+        raise InputError(f"-o {cfg.output}: from standard input ldb-hpc writes .pdb or .h5 (or PDB on standard "
+                         "output without -o)")
+    path = os.path.abspath(cfg.output)
+    if os.path.isdir(path):
+        raise OutputError(f"output is a directory: {cfg.output}")
+    if not os.path.isdir(os.path.dirname(path)):
+        raise OutputError(f"output directory does not exist: {os.path.dirname(path)}")
+    if os.path.exists(path) and not (cfg.overwrite or cfg.resume):
+        raise OutputError(f"output exists: {cfg.output} (pass --overwrite to replace it)")
+    return cfg.output, fmt
+
+
+def plan(cfg: BatchConfig) -> list[FileResult]:
+    """Validate options and the output folder; one :class:`FileResult` per input file, in order (status
+    "failed" already for inputs that name no file or share another input's output). InputError/OutputError for
+    what stops the whole command."""
+    _validate(cfg)
+    if cfg.stream:
+        output, _ = _stream_output(cfg)
+        return [FileResult(0, sf.STDIN, output)]
+    if sf.STDIN in cfg.inputs:
+        raise InputError("- (standard input) must be the only input: ldb-hpc backmap - < ca.pdb > aa.pdb")
+    if cfg.outdir is None:
+        raise InputError("several inputs: pass -o DIR/, an existing folder for one output per input")
+    if not os.path.isdir(cfg.outdir):
+        what = "is not a folder" if os.path.exists(cfg.outdir) else "does not exist"
+        raise OutputError(f"output folder {what}: {cfg.outdir} (create it first; -o DIR/ takes an existing folder)")
+    if not os.access(cfg.outdir, os.W_OK):
+        raise OutputError(f"output folder is not writable: {cfg.outdir}")
+    fmt = cfg.fmt or "pdb"
+    results: list[FileResult] = []
+    owner: dict[str, str] = {}
+    for k, item in enumerate(sf.expand_inputs(cfg.inputs)):
+        out = None if item.problem else sf.output_path(item.path, cfg.outdir, fmt)
+        r = FileResult(k, item.path, out)
+        if item.problem:
+            r.status, r.error = "failed", item.problem
+        elif item.note:
+            r.status, r.note, r.output = "skipped", item.note, None
+        elif os.path.abspath(out) in owner:
+            r.status, r.error = "failed", (f"its output {out} would also be the output of {owner[os.path.abspath(out)]}"
+                                           "; rename one of them or backmap them in separate calls")
+        else:
+            owner[os.path.abspath(out)] = item.path
+        results.append(r)
+    return results
+
+
+def _read(cfg: BatchConfig, r: FileResult, stdin) -> sf.CAFrames:
+    if r.input == sf.STDIN:
+        return sf.read_ca_stream(stdin.read(), cfg.residue_map)
+    return sf.read_ca_frames(r.input, cfg.residue_map)
+
+
+def _fail(r: FileResult, exc: BaseException) -> None:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, InputError):
+        text = f"internal error ({type(exc).__name__}: {text})"
+    r.status, r.error = "failed", text.removeprefix(f"{r.input}: ")
+
+
+def _groups(cfg: BatchConfig, results: list[FileResult], stdin, clock: dict):
+    """Parsed files in order, grouped: consecutive files of the same residue types and segments, at most
+    ``batch_frames`` frames per group (a longer file is a group of its own). Runs in the reader thread."""
+    pending: list[_Parsed] = []
+    key, n = None, 0
+    for r in results:
+        if r.status != "written":
+            yield from ([pending] if pending else [])
+            pending, key, n = [], None, 0
+            yield [_Parsed(r)]
+            continue
+        t0 = time.perf_counter()
+        parsed = _Parsed(r)
+        if r.output is not None and os.path.exists(r.output) and (cfg.resume or not cfg.overwrite):
+            if cfg.resume:
+                r.status, r.note = "present", f"output exists: {r.output} (--resume)"
+            else:
+                r.status, r.error = "failed", f"output exists: {r.output} (pass --overwrite to replace it)"
+        else:
+            try:
+                parsed.frames = _read(cfg, r, stdin)
+            except Exception as exc:  # noqa: BLE001 - one file's failure is that file's error line
+                _fail(r, exc)
+        clock["parse_s"] += time.perf_counter() - t0
+        if parsed.frames is None:
+            yield from ([pending] if pending else [])
+            pending, key, n = [], None, 0
+            yield [parsed]
+            continue
+        res = parsed.frames.residues
+        r.frames, r.residues, r.note = parsed.frames.n_frames, len(res), parsed.frames.note
+        this = (res.restype.tobytes(), res.segment.tobytes())
+        if pending and (this != key or n + r.frames > cfg.batch_frames):
+            yield pending
+            pending, n = [], 0
+        pending.append(parsed)
+        key, n = this, n + r.frames
+        if n >= cfg.batch_frames:
+            yield pending
+            pending, key, n = [], None, 0
+    if pending:
+        yield pending
+
+
+def _compute(cfg: BatchConfig, model, device, group: list[_Parsed]) -> None:
+    """Backmap the frames of ``group`` (files of one protein) in model calls of at most ``batch_frames``."""
+    import torch
+
+    todo = [p for p in group if p.frames is not None]
+    if not todo:
+        return
+    residues = todo[0].frames.residues
+    ca = np.concatenate([p.frames.ca for p in todo])
+    index = np.concatenate([np.arange(p.frames.n_frames, dtype=np.int64) for p in todo])
+    S, B = cfg.samples, cfg.batch_frames
+    try:
+        out = np.empty((len(ca), S, len(residues), 14, 3), dtype=np.float32)
+        for a in range(0, len(ca), B):
+            pos = model.backmap(torch.from_numpy(ca[a: a + B]).to(device), residues,
+                                torch.from_numpy(index[a: a + B]).to(device), S, cfg.seed)
+            out[a: a + B] = pos.detach().to("cpu", torch.float32).numpy()
+    except Exception as exc:  # noqa: BLE001 - the files of this group fail, the others go on
+        for p in todo:
+            _fail(p.result, exc)
+            p.frames = None
+        return
+    start = 0
+    for p in todo:
+        f = p.frames.n_frames
+        p.positions = out[start: start + f]
+        start += f
+        check = close_contacts.CloseContacts(p.frames.residues)
+        rows = check.check(0, p.positions)
+        if rows:
+            p.result.close_contact_rows = rows
+            first = check.named[0]
+            p.result.closest = f"frame {first['frame']} sample {first['sample']}: {first['closest']}"
+
+
+def _write(cfg: BatchConfig, fmt: str, provenance: dict, stdout, p: _Parsed) -> None:
+    r = p.result
+    if p.positions is None:
+        return
+    try:
+        if r.output is None:
+            text = sf.pdb_text(p.frames.residues, p.positions)
+            stdout.write(text)
+            stdout.flush()
+        else:
+            prov = dict(provenance, input=os.path.basename(r.input))
+            sf.write_rows(r.output, fmt, p.frames.residues, p.positions, prov, overwrite=cfg.overwrite)
+        r.rows = int(p.positions.shape[0] * p.positions.shape[1])
+    except Exception as exc:  # noqa: BLE001 - this file's error line; the others are still written
+        _fail(r, exc)
+        if isinstance(exc, InputError) and "do not fit a PDB file" in str(exc):
+            r.error += " (write HDF5 instead: --format h5)"
+    p.positions = None  # memory: the rows are written
+
+
+def _plan_everywhere(cfg: BatchConfig, comm) -> list[FileResult]:
+    """Rank 0 plans and broadcasts; an error stops every rank (rank 0 raises it, the others RankExit)."""
+    if cfg.stream and comm.size > 1:
+        raise InputError("reading standard input is one process: run it without mpiexec/srun")
+    message = None
+    if comm.rank == 0:
+        try:
+            message = ("ok", plan(cfg))
+        except InputError as exc:
+            message = ("input", exc)
+    message = comm.bcast(message)
+    if message[0] != "ok":
+        if comm.rank == 0:
+            raise message[1]
+        raise RankExit(2)
+    return message[1]
+
+
+def run_batch(cfg: BatchConfig, on_result=None, comm=None) -> dict:
+    """Backmap every input of ``cfg`` on this rank's share; returns the summary (on rank 0: of every rank,
+    with ``files`` and ``summary_path``; elsewhere this rank's counts only). ``on_result(FileResult)`` is called
+    for each of this rank's files, in order, once it is written, skipped or failed. Every rank's summary has
+    ``failed``: the failures over all ranks (the exit code). Files "present" (``resume``) are not announced."""
+    comm = comm or get_comm()
+    t0 = time.perf_counter()
+    results = _plan_everywhere(cfg, comm)
+    a, b = shard_range(len(results), comm.rank, comm.size)
+    mine = results[a:b]
+    threads = cfg.threads or default_threads()
+    fmt = _stream_output(cfg)[1] if cfg.stream else (cfg.fmt or "pdb")
+    stdin = cfg.stdin or sys.stdin.buffer
+    stdout = cfg.stdout or sys.stdout
+
+    import torch
+
+    from ldb_hpc import ops
+    from ldb_hpc.model.api import load_model
+
+    torch.set_num_threads(threads)
+    device = devices.select_device(cfg.device, comm.local_rank, ranks_per_node())
+    t_model = time.perf_counter()
+    model = load_model(cfg.model, steps=cfg.steps, temperature=cfg.temperature).to(device)
+    clock = {"parse_s": 0.0, "model_load_s": time.perf_counter() - t_model}
+    provenance = {"model": model.name, "model_hash": model.hash, "seed": cfg.seed, "steps": model.steps,
+                  "samples": cfg.samples}
+
+    def write(group, _data, _result):
+        for p in group:
+            _write(cfg, fmt, provenance, stdout, p)
+            if on_result is not None and p.result.status != "present":
+                on_result(p.result)
+
+    times = run_pipeline(_groups(cfg, mine, stdin, clock), lambda g: g,
+                         lambda g, _: _compute(cfg, model, device, g), write, depth=2,
+                         frames_of=lambda g: sum(p.result.frames for p in g))
+    stats = {"rank": comm.rank, "files": len(mine), "parse_s": round(clock["parse_s"], 4),
+             "model_load_s": round(clock["model_load_s"], 4), "compute_s": round(times.compute_s, 4),
+             "write_s": round(times.write_s, 4), "device": str(device), "kernels": ops.backend(device),
+             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    gathered = comm.gather(([asdict(r) for r in mine], stats))
+    failed = comm.allreduce(sum(r.status == "failed" for r in mine), "sum")
+    if comm.rank != 0:
+        return {"failed": failed}
+    return _summary(cfg, fmt, model, threads, comm.size, time.perf_counter() - t0, gathered, failed)
+
+
+def _summary(cfg: BatchConfig, fmt: str, model, threads: int, ranks: int, wall: float, gathered, failed: int) -> dict:
+    files = [f for recs, _ in gathered for f in recs]
+    per_rank = [s for _, s in gathered]
+    done = [f for f in files if f["status"] == "written"]
+    residue_rows = sum(f["residues"] * f["rows"] for f in done)
+    contacts = [f for f in done if f["close_contact_rows"]]
+    summary = {
+        "mode": "structures", "outdir": cfg.outdir, "format": fmt, "inputs": len(files), "written": len(done),
+        "failed": failed, "skipped": sum(f["status"] == "skipped" for f in files),
+        "present": sum(f["status"] == "present" for f in files),
+        "frames": sum(f["frames"] for f in done), "samples": cfg.samples, "rows": sum(f["rows"] for f in done),
+        "residues": sum(f["residues"] for f in done), "residue_rows": residue_rows,
+        "model": {"name": model.name, "hash": model.hash, "steps": model.steps}, "seed": cfg.seed,
+        "batch_frames": cfg.batch_frames, "ranks": ranks, "threads": threads,
+        "devices": sorted({s["device"] for s in per_rank}), "kernels": sorted({s["kernels"] for s in per_rank}),
+        "wall_s": round(wall, 3), "residue_rows_per_s": round(residue_rows / max(wall, 1e-9), 1),
+        "close_contacts": {"cutoff_A": close_contacts.CUTOFF, "files": len(contacts),
+                           "rows": sum(f["close_contact_rows"] for f in contacts),
+                           "named": [{"input": f["input"], "rows": f["close_contact_rows"], "closest": f["closest"]}
+                                     for f in contacts[:NAMED]]},
+        "per_rank": per_rank, "files": files,
+    }
+    if cfg.outdir is not None:
+        path = os.path.join(cfg.outdir, SUMMARY_NAME)
+        tmp = temp_name(os.path.abspath(path))
+        with open(tmp, "w") as fh:
+            json.dump(summary, fh, indent=1)
+        os.replace(tmp, path)
+        summary["summary_path"] = path
+    return summary
+
+
+__all__ = ["BatchConfig", "FileResult", "SUMMARY_NAME", "plan", "run_batch"]
