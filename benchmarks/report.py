@@ -298,7 +298,10 @@ class Report:
                "frames that rank had finished (its shard log): start = highest sample in the rank's first 10 % of "
                "frames, end = highest in its last 10 %; peak = the "
                "rank's getrusage figure in the run summary. Wall time and residue-frames/s are of the whole command "
-               f"(start-up included). Rows: {provenance([self.get(bench, c, 'wall_s') for c in runs])}.", "",
+               "(start-up included). Load before: the 1-minute load average as the run started (the benchmark's "
+               "previous step included); other work: the mean number of cores that processes outside the benchmark "
+               "used during the run (/proc/stat less the benchmark's own CPU time). "
+               f"Rows: {provenance([self.get(bench, c, 'wall_s') for c in runs])}.", "",
                "| model | frames | wall (s) | residue-frames/s (all ranks) | per core | RSS start → end per rank (MiB) "
                "| peak RSS per rank (MiB) | output (GB) | verify | load before | other work (cores) |",
                "|---|---:|---:|---:|---:|---|---|---:|---|---:|---:|"]
@@ -346,7 +349,8 @@ class Report:
         note = []
         if quiet is not None:
             note.append(f"waited {fmt(waited / 60, '{:.0f}')} min for a quiet machine (1-minute load < 1.0 for a "
-                        "minute): " + ("it was quiet" if quiet else "**it never was; run anyway**"))
+                        "minute) before the first step: " + ("it was quiet then (other work during each run: last "
+                                                            "column)" if quiet else "**it never was; run anyway**"))
         if total is not None:
             note.append(f"whole benchmark {total / 60:.1f} min")
         if note:
