@@ -230,6 +230,35 @@ class Report:
             out.append("")
         return out
 
+    def chi1_type_tables(self) -> list[str]:
+        """χ1 accuracy per residue type (rows accuracy_chi1_type, conf "set|method|TYPE"), one table per data set:
+        methods as rows, types as columns, weakest first by the default model (or the first method)."""
+        keys = [k for k in self.order if k[0] == "accuracy_chi1_type" and k[2] == "chi1_accuracy"]
+        if not keys:
+            return []
+        table: dict = {}  # set → method → type → (share, n)
+        for _, conf, _ in keys:
+            d, method, rtype = conf.rsplit("|", 2)
+            n = self.val("accuracy_chi1_type", conf, "n")
+            table.setdefault(d, {}).setdefault(method, {})[rtype] = (self.val("accuracy_chi1_type", conf,
+                                                                               "chi1_accuracy"), n)
+        out = ["## χ1 accuracy by residue type", "",
+               "χ1 within 40° per residue type, pooled over the structures (and frames, samples) of each set; "
+               "types ordered weakest first for the default model. Rows: "
+               f"{provenance([self.latest[k] for k in keys])}.", ""]
+        for d, methods in table.items():
+            ref = methods.get(DEFAULT_LABEL) or next(iter(methods.values()))
+            types = sorted(ref, key=lambda t: ref[t][0])
+            types += sorted(t for m in methods.values() for t in m if t not in types)
+            types = list(dict.fromkeys(types))
+            out += [f"### {d}", "", "| method | " + " | ".join(types) + " |", "|---" * (len(types) + 1) + "|"]
+            for method, vals in methods.items():
+                out.append(f"| {esc(method)} | " + " | ".join(fmt(vals.get(t, (None, None))[0], "{:.0f}")
+                                                             for t in types) + " |")
+            counts = [fmt(ref.get(t, (None, None))[1], "{:.0f}") for t in types]
+            out += ["| residues (n) | " + " | ".join(counts) + " |", ""]
+        return out
+
     def sweep_tables(self, plots: Path, rel: str) -> list[str]:
         out = []
         for bench, axis, also, title, xlabel, logx in SWEEPS:
@@ -523,7 +552,7 @@ class Report:
         ]
         if acc_png:
             lines += [f"![accuracy](plots/{acc_png.name})", ""]
-        lines += ["## Accuracy on every data set", ""] + self.accuracy_tables()
+        lines += ["## Accuracy on every data set", ""] + self.accuracy_tables() + self.chi1_type_tables()
         lines += ["## Throughput, memory and output", ""] + self.sweep_tables(plots, "plots") + self.write_table()
         if write_png:
             lines += [f"![write rate](plots/{write_png.name})", ""]
