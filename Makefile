@@ -29,6 +29,9 @@ help:
 	@echo "                      MILLION_ARGS=--smoke: a minute, into build/bench-million-smoke)"
 	@echo "make bench            all benchmarks + report (benchmarks/README.md, README table; <= 30 min);"
 	@echo "                      make bench BENCH_ARGS=--smoke: tiny size into build/bench-smoke (< 2 min)"
+	@echo "make bench-startup    start-up (one-frame backmap vs python -c 'import torch') and a folder of 1,000 CASP-sized"
+	@echo "                      CA PDBs in one backmap call vs PULCHRA one process per structure (~5 min;"
+	@echo "                      benchmarks/startup.py; STARTUP_ARGS=--smoke: a minute); rows to benchmarks/results.csv"
 	@echo "make gpu-check        on a GPU machine (< 8 min): Triton tests on the GPU, backmap --device cuda vs cpu,"
 	@echo "                      a --batch-frames sweep; rows to benchmarks/results.csv (docs/KERNELS.md);"
 	@echo "                      make gpu-check GPU_CHECK_ARGS='--device cpu': the small CPU variant CI tests"
@@ -89,6 +92,12 @@ bench-million: $(STAMP)
 bench: $(STAMP)
 	@$(PY) -c "import matplotlib, pypulchra" 2>/dev/null || $(PIP) install --quiet matplotlib pypulchra
 	$(PY) benchmarks/bench_all.py $(BENCH_ARGS)
+
+# Start-up and folder throughput (benchmarks/startup.py, issue 13): needs ../shared/data/test/casp12 and pypulchra.
+.PHONY: bench-startup
+bench-startup: $(STAMP)
+	@$(PY) -c "import pypulchra" 2>/dev/null || $(PIP) install --quiet pypulchra
+	$(PY) benchmarks/startup.py $(STARTUP_ARGS)
 
 # The GPU check (benchmarks/gpu_check.py): needs the CUDA build of torch in .venv (PyPI's Linux torch wheels are
 # CUDA builds) and a GPU; pytest runs the Triton tests on the device.
