@@ -6,6 +6,8 @@ Parts (``--parts`` picks some; each prints its wall time and records it as a ``b
 
 - throughput  benchmarks/throughput.py: residue-frames/s per core of `--model ideal` and the default model
               (`backmap --threads 1`, one rank, the 135-residue example), the figure of the README table.
+- startup     benchmarks/startup.py --parts startup: a one-frame backmap of the example as a CA PDB against
+              `python -c "import torch"` (median of 5); the folder-vs-PULCHRA part is `make bench-startup`.
 - sweeps      the default model on `ldb-hpc synth` trajectories, one thread per rank: batch size
               (--batch-frames), DDIM steps, samples per frame, 1 vs 2 MPI ranks, protein size (CASP12 T0922
               74 res., the example 135, T0912 599; the CASP12 PDBs are coarsened on the fly by synth), and
@@ -73,7 +75,7 @@ SMOKE = {
     "accuracy_limit": 1, "casp12_samples10": False, "md_frames": 3,
     "roofline_args": ["--smoke"],
 }
-PARTS = ["throughput", "sweeps", "write", "accuracy", "roofline", "runtime"]
+PARTS = ["throughput", "startup", "sweeps", "write", "accuracy", "roofline", "runtime"]
 
 
 class BenchError(RuntimeError):
@@ -348,6 +350,13 @@ class Bench:
             print(f"  {dataset} {label}: RMSD {summary['rmsd']:.3f} Å, clashes<2.0 {summary['clash_2.0']:.1f}, "
                   f"{times[label]:.1f} s", flush=True)
         self.rows(rows)
+
+    def part_startup(self) -> None:
+        """One-frame backmap against `import torch` (benchmarks/startup.py; its folder-vs-PULCHRA part is long:
+        `make bench-startup`)."""
+        _, out = run([sys.executable, HERE / "startup.py", "--parts", "startup", "--results", self.results]
+                     + (["--smoke"] if self.smoke else []))
+        print("  " + "\n  ".join(out.strip().splitlines()[-3:]), flush=True)
 
     def part_roofline(self) -> None:
         _, out = run([sys.executable, HERE / "roofline.py", "--results", self.results] + self.cfg["roofline_args"])

@@ -509,6 +509,13 @@ class Report:
                                           "(`make bench-runtime`, --model ideal; "
                                           "details in [runtime/README.md](runtime/README.md))"),
                              ("throughput", "Throughput per core (benchmarks/throughput.py)"),
+                             ("startup", "Start-up: one-frame backmap against `python -c 'import torch'` "
+                                         "(`make bench-startup`, benchmarks/startup.py)"),
+                             ("folder", "A folder of CA PDBs in one call against PULCHRA one process per "
+                                        "structure (`make bench-startup`)"),
+                             ("hydrogens", "`--hydrogens`: OpenMM amber14 on CASP12, throughput with and without "
+                                           "(benchmarks/hydrogens.py)"),
+                             ("gpu_check", "`make gpu-check` (a GPU against the CPU, batch sweep)"),
                              ("kernels_cpu_e2e", "End-to-end with the fused CPU kernels (benchmarks/kernels)")):
             keys = [k for k in self.order if k[0] == bench]
             if not keys:
