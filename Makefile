@@ -52,7 +52,7 @@ $(STAMP): pyproject.toml CMakeLists.txt $(KERNEL_SOURCES) | $(PY)
 
 install: $(STAMP)
 
-$(TEST_STAMP): $(STAMP)
+$(TEST_STAMP): $(STAMP) Makefile  # the test-install line below is part of what it stamps
 	$(PIP) install --quiet "pytest>=7" "pytest-xdist>=3" matplotlib pypulchra "import-linter>=2.1" "ruff>=0.6" \
 		"MDAnalysis>=2.7" "netCDF4>=1.6" "openmm>=8.1"
 	@# matplotlib, pypulchra: the bench smoke test; import-linter, ruff: tests/test_code_quality.py;
