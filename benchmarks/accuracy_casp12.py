@@ -113,7 +113,8 @@ def main(argv=None) -> int:
                 skipped.append(f"{stem} ({str(exc).split('failed: ', 1)[-1]})")
                 print(f"{stem}: skipped, no CA trace: {skipped[-1]}", file=sys.stderr)
                 continue
-            n_res_total += md.load(cg).n_residues
+            traj = md.load(cg)
+            n_res_total += traj.n_residues * traj.n_frames  # residue-frames: PED00151 is 60 frames
             for model in args.models:
                 out = os.path.join(tmp, f"{stem}.{Path(model).name}.aa.h5")
                 t0 = time.perf_counter()
