@@ -260,3 +260,14 @@ def test_host_tables_are_moved_where_used():
     assert "deltas.to(dev, pos.dtype)" in packing
     assert "_self_pairs().to(atoms.device)" in rescue
     assert np.all([name in packing + rescue for _, name in HOST_TABLES])
+
+
+def test_model_tables_follow_the_model():
+    """The peptide tables live with the weights: .to(device) moves them, so no batch copies them to the device."""
+    from ldb_hpc.model.api import load_model
+
+    model = load_model(None).model
+    assert all(v.device.type == "cpu" for v in model.tables.values())
+    model.to("meta")
+    assert all(v.device.type == "meta" for v in model.tables.values())
+    assert model.latent_mean.device.type == "meta"

@@ -120,9 +120,17 @@ class LDBModel(nn.Module):
 
     @property
     def tables(self) -> dict:
+        """The peptide template tables (model/ideal), on the model's device: moved with the model by ``.to``, so
+        building a batch copies nothing between host and device."""
         if self._tables is None:
-            self._tables = load_tables()
+            self._tables = {k: v.to(self.latent_mean.device) for k, v in load_tables().items()}
         return self._tables
+
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        if self._tables is not None:  # .to(device) and friends move the tables with the weights
+            self._tables = {k: fn(v) for k, v in self._tables.items()}
+        return self
 
     # -- pieces ---------------------------------------------------------------------------------------
     def condition(self, ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor):
