@@ -335,7 +335,8 @@ def test_unwritable_output_location_even_for_root(cg, run_cli):
 
 def test_unwritable_output_location(cg, run_cli):
     """A folder without write permission. Root writes anywhere, so as root (CI) the command runs as `nobody`
-    (setpriv) on a world-readable copy of the input; otherwise in-process."""
+    (setpriv, allowed to read and traverse but not to write) on a world-readable copy of the input; otherwise
+    in-process."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
@@ -348,8 +349,11 @@ def test_unwritable_output_location(cg, run_cli):
         ro.chmod(0o555)
         if os.geteuid() == 0:
             ldb = Path(sys.executable).parent / "ldb-hpc"
-            proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(ldb), "backmap",
-                                   str(src), "-o", str(ro / "out.h5"), "--no-progress", "--model", "ideal"],
+            # nobody keeps CAP_DAC_READ_SEARCH (read and traverse anything, write nothing more): the checkout and
+            # its .venv may sit below a folder only root may enter (e.g. mktemp -d).
+            proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                   "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search", str(ldb),
+                                   "backmap", str(src), "-o", str(ro / "out.h5"), "--no-progress", "--model", "ideal"],
                                   capture_output=True, text=True, timeout=300, env={**os.environ, "HOME": d})
             code, err = proc.returncode, proc.stderr
         else:
