@@ -21,6 +21,7 @@ import pytest
 from conftest import REPO, assert_one_line_error
 
 from ldb_hpc.errors import InputError
+from ldb_hpc.runtime.comm import wait_until_read
 from ldb_hpc.runtime.pipeline import run_pipeline
 from ldb_hpc.runtime.sharding import ChunkPlan, parse_shard_spec, shard_range
 
@@ -131,6 +132,33 @@ def test_pipeline_reraises_the_first_error_of_any_stage(stage):
 
 # ----------------------------------------------------------------------------------------------
 # output, verify, resume, merge (serial, in-process)
+
+
+def test_abort_waits_until_the_launcher_has_read_the_error_line():
+    # MPIComm.abort waits for its stdout/stderr pipes to be drained before MPI_Abort, or a launcher
+    # that acts on the abort first drops the rank's last words ("error: rank R: ..." was lost that way).
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(write_fd, "w") as stream, os.fdopen(read_fd, "rb", buffering=0) as reader:
+        stream.write("error: rank 1: something broke\n")
+        stream.flush()
+        returned = threading.Event()
+        seen = []
+
+        def late_reader():
+            time.sleep(0.3)
+            seen.append(returned.is_set())  # had the wait already given up on the unread line?
+            seen.append(reader.read(64))
+
+        thread = threading.Thread(target=late_reader)
+        thread.start()
+        wait_until_read([stream], limit_s=60)
+        returned.set()
+        thread.join()
+        assert seen == [False, b"error: rank 1: something broke\n"]
+        stream.write("x")
+        stream.flush()
+        wait_until_read([stream], limit_s=0.05)  # nobody reads: gives up at the limit instead of hanging
+    wait_until_read([sys.stdin, object()])  # not pipes or not streams: returns at once
 
 
 def test_master_of_virtual_datasets_loads_in_order_with_summary(cg, tmp_path, run_cli):

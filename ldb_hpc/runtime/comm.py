@@ -15,8 +15,13 @@ communicator, or None) for h5py's collective ``driver="mpio"``.
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
+import stat
 import sys
+import termios
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -192,8 +197,36 @@ class MPIComm:
     def abort(self, code: int = 1) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
+        # The launcher's I/O forwarder may act on the abort before it has read what this rank just wrote
+        # (the error line was lost that way under load); let it read our pipes first.
+        wait_until_read((sys.stdout, sys.stderr))
         self.mpi.Abort(code)
         os._exit(code)  # some MPI libraries return from Abort before the launcher kills the job
+
+
+def wait_until_read(streams, limit_s: float = 10.0) -> None:
+    """Wait (at most ``limit_s``) until the reader of each pipe in ``streams`` has taken all we wrote.
+
+    Linux reports the unread bytes of a pipe on either end (FIONREAD). Streams that are not pipes
+    (files, terminals, closed or replaced streams) are skipped: nothing upstream can lose them.
+    """
+    fds = []
+    for stream in streams:
+        try:
+            fd = stream.fileno()
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                fds.append(fd)
+        except (AttributeError, OSError, ValueError):
+            continue
+    deadline = time.monotonic() + limit_s
+    unread = array.array("i", [0])
+    while fds and time.monotonic() < deadline:
+        try:
+            fds = [fd for fd in fds if fcntl.ioctl(fd, termios.FIONREAD, unread, True) == 0 and unread[0] > 0]
+        except OSError:
+            return
+        if fds:
+            time.sleep(0.01)
 
 
 _COMM = None
