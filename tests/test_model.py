@@ -187,6 +187,61 @@ def test_train_cli_runs_and_resumes(tmp_path, run_cli):
     assert not {k for k in before if not torch.equal(before[k], after[k])}
     assert any(not torch.equal(after["sample_" + k], before[k]) for k in before if k.startswith("decoder."))
     assert refined.cfg.sample_decoder and not diffusion_model.cfg.sample_decoder
+    # A trained stage 3 deepened (gated layers that start as the identity) and trained on noisy CA traces.
+    code, _, err = run_cli("train", "refine", "--data", data, "--init", tmp_path / "r" / "model", "--out",
+                           tmp_path / "deep", "--steps", 2, "--windows", 2, "--crop", 16, "--lr", 0.05,
+                           "--sample-extra-layers", 2, "--context-extra-layers", 1, "--ca-noise", 0.2,
+                           "--chi-modes", "--chi-mode-p", 0.6, "--log-every", 1)
+    assert code == 0, err
+    deep = load_model(tmp_path / "deep" / "model")
+    assert deep.cfg.chi_modes and deep.cfg.chi_mode_p == 0.6 and deep.sample_chi_head.weight.abs().sum() > 0
+    assert "chi1_ce" in err
+    assert (deep.cfg.sample_extra_layers, deep.cfg.context_extra_layers) == (2, 1)
+    assert len(deep.sample_encoder.layers) == refined.cfg.layers + 2 and len(deep.sample_context.layers) == 3
+    gates = [layer.gate for layer in [*deep.sample_encoder.layers[-2:], deep.sample_context.layers[-1]]]
+    assert all(float(g.detach()) != 0 for g in gates)  # they learned
+    code, _, err = run_cli("train", "tokenizer", "--data", data, "--out", tmp_path / "t2", "--ca-noise", 0.1)
+    assert code == 2 and "train refine" in err
+
+
+def test_chi_mode_head_moves_chi1_only_where_sure_and_in_another_well():
+    from ldb_hpc.model.ldb import chi1_well, chi_from_modes
+
+    deg = torch.deg2rad
+    chi = deg(torch.tensor([[70.0, 10, 0, 0], [170.0, 20, 0, 0], [-50.0, 30, 0, 0], [100.0, 40, 0, 0]]))
+    assert chi1_well(chi[:, 0]).tolist() == [0, 1, 2, 0]
+    sure_t = torch.tensor([0.0, 5.0, 0.0])  # p(t) ≈ 0.987
+    logits = torch.stack([sure_t, sure_t, torch.zeros(3), sure_t])
+    got = torch.rad2deg(chi_from_modes(chi, logits, 0.9))
+    # row 0: sure of t, χ1 in g+ → 180°; row 1: already in t → kept; row 2: unsure → kept; row 3 → 180°
+    torch.testing.assert_close(got[:, 0].abs(), torch.tensor([180.0, 170.0, 50.0, 180.0]))
+    torch.testing.assert_close(got[:, 1:], torch.rad2deg(chi[:, 1:]))
+    assert torch.equal(chi_from_modes(chi, logits, 0.999), chi)  # never sure enough: nothing moves
+
+
+def test_deepening_stage_3_starts_from_the_same_function():
+    """add_sample_decoder(extra) on a model that has stage 3 appends gated layers: the same samples as before,
+    bit for bit, and a checkpoint of the deeper model loads with its architecture."""
+    torch.manual_seed(0)
+    model = LDBModel(LDBConfig(**(SMALL.to_dict() | {"latent_dim": 3})))
+    model.add_sample_decoder()
+    with torch.no_grad():  # a stage 3 that is not at its initial values
+        for p in [*model.sample_encoder.parameters(), *model.sample_context.parameters()]:
+            p.add_(0.1 * torch.randn_like(p))
+    pos, mask, restype, segment = _helix_protein(20)
+    frames = torch.zeros(1, dtype=torch.long)
+    # --ca-noise: the networks see (and the atoms are built on) a perturbed trace; the targets stay the true ones.
+    clean, noisy = (model.refine_loss(pos, mask, restype, segment, generator=torch.Generator().manual_seed(5),
+                                      ca_noise=a)["rmsd"] for a in (0.0, 1.0))
+    assert float(noisy) > float(clean)
+    before = model.sample(pos[..., 1, :], restype, segment, frames)
+    model.add_sample_decoder(extra_layers=2, context_extra_layers=1)
+    assert torch.equal(model.sample(pos[..., 1, :], restype, segment, frames), before)
+    model.add_sample_decoder(extra_layers=1)  # never shrinks
+    assert model.cfg.sample_extra_layers == 2
+    with torch.no_grad():
+        model.sample_encoder.layers[-1].gate.fill_(0.5)
+    assert not torch.equal(model.sample(pos[..., 1, :], restype, segment, frames), before)
 
 
 def test_message_passing_layer_equals_the_concatenated_form():

@@ -49,6 +49,19 @@ def add_parser(sub) -> None:
     p.add_argument("--ensemble-temperature", type=float, default=None,
                    help="store this sampling temperature in the model as the default for --samples > 1 "
                         "(default: keep the initial model's, 1.0 for a new one)")
+    p.add_argument("--sample-extra-layers", type=int, default=0, metavar="N",
+                   help="refine: message-passing layers of the sampling encoder beyond the tokenizer's 3 (default 0); "
+                        "added layers start as the identity, so a trained --init model can be deepened")
+    p.add_argument("--context-extra-layers", type=int, default=0, metavar="N",
+                   help="refine: message-passing layers over the sampled codes beyond 2 (default 0)")
+    p.add_argument("--ca-noise", type=float, default=0.0, metavar="A",
+                   help="refine: Gaussian noise on the input CA trace, its σ drawn per batch from U(0, A) Å, so that "
+                        "thermal MD traces are in distribution (default 0)")
+    p.add_argument("--chi-modes", action="store_true",
+                   help="refine: add a head that classifies each residue's χ1 well (g+, t, g−) and train it")
+    p.add_argument("--chi-mode-p", type=float, default=None, metavar="P",
+                   help="store in the model: build χ1 in the head's well wherever the head is at least P sure "
+                        "(1 = never; default: keep the initial model's)")
     p.set_defaults(run=run)
 
 
@@ -66,11 +79,23 @@ def run(args) -> int:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
     if args.seed < 0:
         raise InputError("--seed must be 0 or more")
+    if args.sample_extra_layers < 0 or args.context_extra_layers < 0:
+        raise InputError("--sample-extra-layers and --context-extra-layers must be 0 or more")
+    if not (0.0 <= args.ca_noise <= 2.0):
+        raise InputError(f"--ca-noise must be between 0 and 2 Å, got {args.ca_noise}")
+    if args.chi_mode_p is not None and not (0.0 < args.chi_mode_p <= 1.0):
+        raise InputError(f"--chi-mode-p must be in (0, 1], got {args.chi_mode_p}")
+    if args.stage != "refine" and (args.sample_extra_layers or args.context_extra_layers or args.ca_noise
+                                   or args.chi_modes or args.chi_mode_p is not None):
+        raise InputError("--sample-extra-layers, --context-extra-layers, --ca-noise, --chi-modes and --chi-mode-p "
+                         "apply to `train refine` only")
     cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, init=args.init, steps=args.steps,
                       windows=args.windows, crop=args.crop, lr=args.lr, seed=args.seed, valid=args.valid,
                       valid_every=args.valid_every, save_every=args.save_every, log_every=args.log_every,
                       threads=args.threads, clash_weight=args.clash_weight, latent_dim=args.latent_dim,
-                      ensemble_temperature=args.ensemble_temperature, split_batch=args.split_batch)
+                      ensemble_temperature=args.ensemble_temperature, split_batch=args.split_batch,
+                      sample_extra_layers=args.sample_extra_layers, context_extra_layers=args.context_extra_layers,
+                      ca_noise=args.ca_noise, chi_modes=args.chi_modes, chi_mode_p=args.chi_mode_p)
     result = run_training(cfg, device=args.device)
     if result.rank == 0:
         print(f"trained {args.stage}: {result.metrics} -> {args.out}/model")

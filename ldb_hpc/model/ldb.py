@@ -28,6 +28,8 @@ from ldb_hpc.model.networks import ConditionEncoder, Decoder, Denoiser, LatentCo
 
 _PI_PERIODIC = torch.as_tensor(rc.CHI_PI_PERIODIC_MASK)  # [21, 4]
 _PRO_CHI1_MAX = 0.7  # rad (40°)
+# χ1 rotamer wells (g+, t, g−), rad: the classes of the χ1 mode head; a χ1 belongs to the nearest.
+CHI1_WELLS = torch.deg2rad(torch.tensor([60.0, 180.0, -60.0]))
 
 
 @dataclass
@@ -45,6 +47,10 @@ class LDBConfig:
     eta: float = 0.0
     null_latent_p: float = 0.15  # training: share of residues decoded from a learned 'no latent' vector
     sample_decoder: bool = False  # stage 3: a second conditioning encoder + decoder, fine-tuned on sampled latents
+    sample_extra_layers: int = 0  # stage 3: gated message-passing layers of the sampling encoder beyond `layers`
+    context_extra_layers: int = 0  # stage 3: gated message-passing layers over the sampled codes beyond 2
+    chi_modes: bool = False  # stage 3: a head that classifies each residue's χ1 well (g+, t, g−)
+    chi_mode_p: float = 1.0  # build χ1 in the head's well where it is at least this sure and χ1 is in another
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,9 +114,11 @@ class LDBModel(nn.Module):
         # Stage 3 (refine) copies the tokenizer's decoder and fine-tunes the copy on the latents the sampler
         # produces; sampling decodes with it, the tokenizer round trip keeps the stage-1 decoder.
         self.sample_decoder = Decoder(cfg.dim, cfg.latent_dim, cfg.hidden) if cfg.sample_decoder else None
-        self.sample_encoder = (ConditionEncoder(cfg.dim, cfg.edge_dim, cfg.layers) if cfg.sample_decoder
-                               else None)
-        self.sample_context = LatentContext(cfg.dim, cfg.edge_dim, cfg.latent_dim) if cfg.sample_decoder else None
+        self.sample_encoder = (ConditionEncoder(cfg.dim, cfg.edge_dim, cfg.layers, cfg.sample_extra_layers)
+                               if cfg.sample_decoder else None)
+        self.sample_context = (LatentContext(cfg.dim, cfg.edge_dim, cfg.latent_dim, 2, cfg.context_extra_layers)
+                               if cfg.sample_decoder else None)
+        self.sample_chi_head = nn.Linear(cfg.hidden, 3) if cfg.chi_modes else None
         self.null_latent = nn.Parameter(torch.zeros(cfg.latent_dim))
         self.denoiser = Denoiser(cfg.dim, cfg.latent_dim, cfg.denoiser_hidden)
         self.register_buffer("latent_mean", torch.zeros(cfg.latent_dim))
@@ -149,6 +157,8 @@ class LDBModel(nn.Module):
             n, c, o, o_t = backbone_from_angles(ca, lf, _angle(out["alpha"]), _angle(out["psi"][:, :-1]),
                                                 _angle(out["phi"][:, 1:]), peptide_template(tables))
         chi = _angle(out["chi"])
+        if "chi1_logits" in out and self.cfg.chi_mode_p < 1.0:
+            chi = chi_from_modes(chi, out["chi1_logits"], self.cfg.chi_mode_p)
         # Proline χ1 lies within ±40° (ring puckers ≈ ±30°); a wild prediction would leave the ring closure
         # (a search ±40° around it) no closed ring to find.
         is_pro = (restype == rc.RESTYPE_INDEX["PRO"])[:, None] & (torch.arange(4, device=chi.device) == 0)
@@ -222,15 +232,35 @@ class LDBModel(nn.Module):
         return {"loss": loss, "eps": loss.detach()}
 
     # -- stage 3 ----------------------------------------------------------------------------------------
-    def add_sample_decoder(self) -> None:
-        """Start stage 3: the sampling decoder begins as a copy of the tokenizer's decoder."""
+    def add_chi_modes(self) -> None:
+        """Give stage 3 a χ1 mode head (zero-initialised: uniform until trained; off until chi_mode_p < 1)."""
+        if self.sample_chi_head is None:
+            self.cfg.chi_modes = True
+            self.sample_chi_head = nn.Linear(self.cfg.hidden, 3).to(self.latent_mean.device)
+            nn.init.zeros_(self.sample_chi_head.weight)
+            nn.init.zeros_(self.sample_chi_head.bias)
+
+    def add_sample_decoder(self, extra_layers: int = 0, context_extra_layers: int = 0) -> None:
+        """Start (or deepen) stage 3. The sampling decoder and encoder begin as copies of the tokenizer's; then the
+        encoder gets ``extra_layers`` and the code context ``context_extra_layers`` gated message-passing layers
+        beyond their first 3 and 2 (never fewer than it has). A gated layer starts as the identity, so a deeper
+        model starts as exactly the function of the shallower one: a trained stage 3 can be deepened and trained
+        on."""
         import copy
 
+        from ldb_hpc.model.networks import GatedMPLayer
+
+        cfg, dev = self.cfg, self.latent_mean.device
         if self.sample_decoder is None:
-            self.cfg.sample_decoder = True
+            cfg.sample_decoder, cfg.sample_extra_layers, cfg.context_extra_layers = True, 0, 0
             self.sample_decoder = copy.deepcopy(self.decoder)
             self.sample_encoder = copy.deepcopy(self.cond_encoder)
-            self.sample_context = LatentContext(self.cfg.dim, self.cfg.edge_dim, self.cfg.latent_dim)
+            self.sample_context = LatentContext(cfg.dim, cfg.edge_dim, cfg.latent_dim).to(dev)
+        for layers, field, n in ((self.sample_encoder.layers, "sample_extra_layers", extra_layers),
+                                 (self.sample_context.layers, "context_extra_layers", context_extra_layers)):
+            while getattr(cfg, field) < n:
+                layers.append(GatedMPLayer(cfg.dim, cfg.edge_dim).to(dev))
+                setattr(cfg, field, getattr(cfg, field) + 1)
 
     def _decode_sampled(self, g, h: torch.Tensor, zq: torch.Tensor, repeat: int = 1) -> dict:
         """Decode sampled codes zq [B·repeat, L, d]: with the stage-3 networks when the model has them (their own
@@ -240,10 +270,14 @@ class LDBModel(nn.Module):
         if self.sample_decoder is None:
             return self.decoder(rep(h), zq, rep(g.nbr))
         h2 = self.sample_context(rep(self.sample_encoder(g)), zq, g, repeat)
-        return self.sample_decoder(h2, zq, rep(g.nbr))
+        out = self.sample_decoder(h2, zq, rep(g.nbr))
+        if self.sample_chi_head is not None:
+            out["chi1_logits"] = self.sample_chi_head(out["features"])
+        return out
 
     def refine_loss(self, pos, mask, restype, segment, true_share: float = 0.0, steps: int | None = None,
-                    generator: torch.Generator | None = None, mse_weight: float = 1.0) -> dict:
+                    generator: torch.Generator | None = None, mse_weight: float = 1.0, ca_noise: float = 0.0,
+                    chi_mode_weight: float = 0.2) -> dict:
         """Decoder fine-tuning on the latents the sampler actually produces (stage 3; only the decoder learns).
 
         For each batch the frozen conditioning encoder and denoiser sample latents with DDIM (``steps``) at a
@@ -253,12 +287,20 @@ class LDBModel(nn.Module):
         tokenizer's decoder and its round trip, and the denoiser's conditioning, stay as they are) then learn
         the structure most consistent with what the sampler hands it, with the stage-1 losses (coordinates,
         torsions, clashes) plus ``mse_weight`` × the mean squared atom error: the RMSD-optimal structure under
-        the remaining uncertainty is a mean, which the absolute-distance loss alone does not reward."""
-        ca = pos[..., 1, :]
+        the remaining uncertainty is a mean, which the absolute-distance loss alone does not reward.
+
+        ``ca_noise`` > 0: the CA trace the networks see (and the atoms are built on) is the true one plus Gaussian
+        noise of a standard deviation drawn per batch from U(0, ca_noise) Å, so that thermal (MD) traces are in
+        distribution; targets stay the true atoms and angles."""
+        ca_true = pos[..., 1, :]
         with torch.no_grad():
+            ca = ca_true
+            if ca_noise > 0:
+                sigma = ca_noise * float(torch.rand((), generator=generator))
+                ca = ca_true + sigma * torch.randn(ca_true.shape, generator=generator).to(ca_true)
             g, h = self.condition(ca, restype, segment)
             lf = link_geometry(ca, segment)
-            t = true_angles(pos, mask, restype, segment, lf)
+            t = true_angles(pos, mask, restype, segment, None if ca_noise > 0 else lf)
             z_true = self.latent_encoder(h, target_features(t))
             zq_true = self.vq.decode(self.vq.nearest(z_true))
             B, L = ca.shape[:2]
@@ -279,6 +321,12 @@ class LDBModel(nn.Module):
         m = (mask & exists).to(x.dtype)
         msd = (((x - pos) ** 2).sum(-1) * m).sum() / m.sum().clamp_min(1)
         losses["loss"] = losses["loss"] + mse_weight * msd
+        if "chi1_logits" in out:
+            well = chi1_well(t["chi"][..., 0])
+            ok = t["chi_ok"][..., 0]
+            ce = nn.functional.cross_entropy(out["chi1_logits"][ok], well[ok]) if bool(ok.any()) else zero
+            losses["loss"] = losses["loss"] + chi_mode_weight * ce
+            losses["chi1_ce"] = ce.detach()
         return losses
 
     # -- inference --------------------------------------------------------------------------------------
@@ -312,6 +360,22 @@ class LDBModel(nn.Module):
         z = self.latent_encoder(h, target_features(t))
         out = self.decoder(h, self.vq.decode(self.vq.nearest(z)), g.nbr)
         return self.build(ca, restype, segment, out)
+
+
+def chi1_well(chi1: torch.Tensor) -> torch.Tensor:
+    """Index (0 g+, 1 t, 2 g−) of the χ1 well nearest to each angle chi1 [...] rad."""
+    wells = CHI1_WELLS.to(chi1.device, chi1.dtype)
+    return (1 - torch.cos(chi1[..., None] - wells)).argmin(-1)
+
+
+def chi_from_modes(chi: torch.Tensor, logits: torch.Tensor, p_min: float) -> torch.Tensor:
+    """χ [..., 4] rad with χ1 moved to the centre of the mode head's well wherever the head gives that well a
+    probability ≥ p_min and the regressed χ1 lies in another well (the regression, trained toward the mean,
+    falls between wells when unsure; the mode wins χ accuracy where the head is sure)."""
+    prob, well = logits.softmax(-1).max(-1)
+    move = (prob >= p_min) & (well != chi1_well(chi[..., 0]))
+    chi1 = torch.where(move, CHI1_WELLS.to(chi.device, chi.dtype)[well], chi[..., 0])
+    return torch.cat([chi1[..., None], chi[..., 1:]], dim=-1)
 
 
 def clash_loss(x: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor, nbr: torch.Tensor,

@@ -58,12 +58,32 @@ class MPLayer(nn.Module):
         return self.norm(h + self.upd(torch.cat([h, m], dim=-1)))
 
 
+class GatedMPLayer(MPLayer):
+    """An MPLayer added to a trained network: h + g·(MPLayer(h) − h) with a learned scalar g that starts at 0,
+    so the deeper network starts as exactly the function of the shallower one."""
+
+    def __init__(self, dim: int, edge_dim: int):
+        super().__init__(dim, edge_dim)
+        self.gate = nn.Parameter(torch.zeros(()))
+
+    def forward(self, h: torch.Tensor, e: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+        return h + self.gate * (super().forward(h, e, nbr) - h)
+
+
+def mp_layers(dim: int, edge_dim: int, layers: int, gated: int = 0) -> nn.ModuleList:
+    """``layers`` MPLayers followed by ``gated`` GatedMPLayers."""
+    return nn.ModuleList([MPLayer(dim, edge_dim) for _ in range(layers)]
+                         + [GatedMPLayer(dim, edge_dim) for _ in range(gated)])
+
+
 class ConditionEncoder(nn.Module):
-    def __init__(self, dim: int = 64, edge_dim: int = 32, layers: int = 3):
+    """Message passing on the CA graph: ``layers`` MPLayers, then ``gated`` GatedMPLayers (grown in stage 3)."""
+
+    def __init__(self, dim: int = 64, edge_dim: int = 32, layers: int = 3, gated: int = 0):
         super().__init__()
         self.node_in = mlp(NODE_DIM, dim, dim)
         self.edge_in = mlp(EDGE_DIM, edge_dim, edge_dim)
-        self.layers = nn.ModuleList(MPLayer(dim, edge_dim) for _ in range(layers))
+        self.layers = mp_layers(dim, edge_dim, layers, gated)
 
     def forward(self, g: Graph) -> torch.Tensor:
         h = self.node_in(g.node)
@@ -78,11 +98,11 @@ class LatentContext(nn.Module):
     that a residue's decoding sees its neighbours' codes, not only their mean; the result is added to h through
     a zero-initialised projection, so it starts as the identity on h. h [B, L, D], zq [B, L, d] → [B, L, D]."""
 
-    def __init__(self, dim: int, edge_dim: int, latent_dim: int, layers: int = 2):
+    def __init__(self, dim: int, edge_dim: int, latent_dim: int, layers: int = 2, gated: int = 0):
         super().__init__()
         self.code_in = nn.Linear(latent_dim, dim)
         self.edge_in = mlp(EDGE_DIM, edge_dim, edge_dim)
-        self.layers = nn.ModuleList(MPLayer(dim, edge_dim) for _ in range(layers))
+        self.layers = mp_layers(dim, edge_dim, layers, gated)
         self.out = nn.Linear(dim, dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -180,7 +200,8 @@ class VectorQuantizer(nn.Module):
 
 class Decoder(nn.Module):
     """h, quantized latents → angles as unit 2-vectors: per residue χ1..χ4 [4, 2], chain-start ψ and chain-end φ
-    [2 each]; per link α [2]. Returns a dict of tensors."""
+    [2 each]; per link α [2]; and the per-residue features they come from ("features" [B, L, hidden]). Returns a
+    dict of tensors."""
 
     def __init__(self, dim: int, latent_dim: int, hidden: int = 128):
         super().__init__()
@@ -195,7 +216,7 @@ class Decoder(nn.Module):
         out = self.res_head(f)
         link = self.link(torch.cat([f[:, :-1], f[:, 1:]], dim=-1))
         return {"chi": out[..., :8].unflatten(-1, (4, 2)), "psi": out[..., 8:10], "phi": out[..., 10:12],
-                "alpha": link}
+                "alpha": link, "features": f}
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:

@@ -58,6 +58,11 @@ class TrainConfig:
     ensemble_temperature: float | None = None  # stored in the model: the default temperature of --samples > 1
     split_batch: bool = False  # `windows` is the global batch, shared out over the ranks (see WindowSampler)
     architecture: dict | None = None  # tokenizer: LDBConfig fields of the new model (e.g. a small one)
+    sample_extra_layers: int = 0  # refine: message-passing layers of the sampling encoder beyond the tokenizer's
+    context_extra_layers: int = 0  # refine: gated message-passing layers over the sampled codes beyond 2
+    ca_noise: float = 0.0  # refine: Gaussian noise on the input CA trace, σ ~ U(0, ca_noise) Å per batch
+    chi_modes: bool = False  # refine: add (and train) the χ1 mode head
+    chi_mode_p: float | None = None  # stored in the model: build χ1 in the head's well where it is this sure
 
 
 @dataclass
@@ -189,9 +194,11 @@ def _build_model(cfg: TrainConfig):
             raise InputError(f"train {cfg.stage} needs --init {what} checkpoint)")
         model = load_model(cfg.init)
         if cfg.stage == "refine":
-            model.add_sample_decoder()
+            model.add_sample_decoder(cfg.sample_extra_layers, cfg.context_extra_layers)
+            if cfg.chi_modes:
+                model.add_chi_modes()
         learn = (("denoiser.",) if cfg.stage == "diffusion"
-                 else ("sample_decoder.", "sample_encoder.", "sample_context."))
+                 else ("sample_decoder.", "sample_encoder.", "sample_context.", "sample_chi_head."))
     else:
         arch = dict(cfg.architecture or {}) | ({"latent_dim": cfg.latent_dim} if cfg.latent_dim else {})
         model = LDBModel(LDBConfig(**arch))
@@ -201,6 +208,8 @@ def _build_model(cfg: TrainConfig):
         p.requires_grad_(name.startswith(learn) if learn else not name.startswith("denoiser."))
     if cfg.ensemble_temperature is not None:
         model.cfg.temperature = float(cfg.ensemble_temperature)
+    if cfg.chi_mode_p is not None:
+        model.cfg.chi_mode_p = float(cfg.chi_mode_p)
     return model
 
 
@@ -276,7 +285,7 @@ def train(cfg: TrainConfig, collectives=None, device: str | torch.device = "cpu"
         if cfg.stage == "tokenizer":
             losses = model.tokenizer_loss(pos, mask, rt, seg, clash_weight=cfg.clash_weight)
         elif cfg.stage == "refine":
-            losses = model.refine_loss(pos, mask, rt, seg)
+            losses = model.refine_loss(pos, mask, rt, seg, ca_noise=cfg.ca_noise)
         else:
             losses = model.diffusion_loss(pos, mask, rt, seg)
         opt.zero_grad(set_to_none=True)
