@@ -79,14 +79,14 @@ def casp12_runs(shared_data):
 @pytest.mark.slow
 def test_casp12_accuracy_regression(casp12_runs):
     """Where the shipped model stood when it was trained (docs/MODEL.md), with the default settings on the CASP12
-    CA traces: single-sample mean heavy-atom RMSD ≤ 1.30 Å and χ1 ≥ 65 %, bond outliers < 0.5 %; ensemble mean RMSD
-    over samples ≤ 1.50 Å and samples that differ."""
+    CA traces: single-sample mean heavy-atom RMSD ≤ 1.29 Å and χ1 ≥ 65 %, bond outliers < 0.5 %; ensemble mean RMSD
+    over samples ≤ 1.35 Å (1.29 when shipped) and samples that differ."""
     single = [v for (t, k), v in casp12_runs.items() if k == "single"]
     ens = [v for (t, k), v in casp12_runs.items() if k == "ensemble"]
     assert np.mean([v["rmsd"][0] for v in single]) <= RMSD_SINGLE
     assert np.nanmean([v["chi1"][0] for v in single]) >= 0.65  # χ1 within 40°
     assert np.mean([v["bond_outliers"].mean() for v in single + ens]) < 0.005
-    assert np.mean([v["rmsd"].mean() for v in ens]) <= 1.50
+    assert np.mean([v["rmsd"].mean() for v in ens]) <= 1.35
     assert all(np.ptp(v["rmsd"]) > 0 for v in ens)  # ensemble members differ
 
 
@@ -100,7 +100,7 @@ def test_casp12_no_heavy_atom_pair_below_1_2_in_any_sample(casp12_runs):
     assert np.mean([v["clash_2.0"].mean() for v in casp12_runs.values()]) < 5.0
 
 
-RMSD_SINGLE = 1.30  # issue 3's bar; the shipped model measures 1.296 Å (docs/MODEL.md)
+RMSD_SINGLE = 1.29  # the shipped model measures 1.281 Å (docs/MODEL.md), the one before it 1.296 Å
 
 
 def _ideal_bonds():
@@ -128,3 +128,46 @@ def test_casp12_tokenizer_round_trip(shared_data):
         m = mask[0] & torch.as_tensor(rc.SLOT_MASK)[rt]
         rmsd.append(float(((x - pos[0]) ** 2).sum(-1)[m].mean().sqrt()))
     assert np.mean(rmsd) <= 0.5
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_pfam40_single_sample_rmsd(shared_data):
+    """The model-selection set (valid/pfam40): mean single-sample heavy-atom RMSD ≤ 1.275 Å (issue 12's bar is
+    1.27 Å; the shipped model measures 1.264 Å, the one before it 1.323 Å)."""
+    from ldb_hpc.model.checkpoint import load_model as load_checkpoint
+    from ldb_hpc.runtime.training import load_validation
+
+    model = load_checkpoint(default_model_path()).eval()
+    assert (model.cfg.sample_extra_layers, model.cfg.context_extra_layers) == (3, 1)  # the deepened stage 3
+    rmsd = []
+    for pos, mask, rt, seg in load_validation(str(shared_data / "valid" / "pfam40")):
+        x = model.sample(pos[..., 1, :], rt, seg, torch.zeros(1, dtype=torch.long))[0, 0]
+        m = mask[0] & torch.as_tensor(rc.SLOT_MASK)[rt]
+        rmsd.append(float(((x - pos[0]) ** 2).sum(-1)[m].mean().sqrt()))
+    assert len(rmsd) == 40
+    assert np.mean(rmsd) <= 1.275
+
+
+@pytest.mark.data
+def test_chain_start_n_is_turned_off_a_proline_ring(shared_data, monkeypatch):
+    """T0892 starts with Ser–cis-Pro: in two of ten seed-0 samples the predicted chain-start ψ put Ser1 N 1.16 Å
+    from Pro2 CG, which no side-chain move can fix. The rescue turns that N about CA–C: no pair < 1.2 Å remains,
+    and without the turn the pair is there (so this case exercises it)."""
+    from ldb_hpc.geometry import metrics
+    from ldb_hpc.io.structure import read_structure
+    from ldb_hpc.model import rescue as rescue_mod
+
+    prot = read_structure(str(shared_data / "test" / "casp12" / "T0892.pdb"))[0]
+    res = prot.residues
+    ca = torch.from_numpy(prot.positions[:, 1])[None]
+    topo = metrics.build_topology(res.restype, res.segment, rc.SLOT_MASK[res.restype], *_ideal_bonds())
+    model = load_model(None)
+
+    def close_pairs() -> float:
+        x = model.backmap(ca, res, torch.zeros(1, dtype=torch.long), samples=10, seed=0)[0].numpy()
+        return float(metrics.pair_metrics(x, topo)["clash_1.2"].sum())
+
+    assert close_pairs() == 0
+    monkeypatch.setattr(rescue_mod, "_turn_chain_start_n", lambda *args, **kwargs: None)
+    assert close_pairs() > 0

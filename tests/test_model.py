@@ -263,3 +263,4 @@ def test_message_passing_layer_equals_the_concatenated_form():
     g1, = torch.autograd.grad(got.square().sum(), h)
     g2, = torch.autograd.grad(expected.square().sum(), h)
     torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-10)
+

@@ -53,8 +53,11 @@ class MPLayer(nn.Module):
         w, d = first.weight, self.dim  # [D, 2D + E]
         node_i = nn.functional.linear(h, w[:, :d], first.bias)  # [B, L, D]
         node_j = nn.functional.linear(h, w[:, d:2 * d])  # [B, L, D], gathered per edge below
-        pre = node_i.unsqueeze(2) + gather_nodes(node_j, nbr) + nn.functional.linear(e, w[:, 2 * d:])
-        m = second(act(pre).mean(2))
+        # In place on the fresh gather (x + y == y + x exactly): one [B, L, k, D] tensor per layer, not three.
+        pre = gather_nodes(node_j, nbr).add_(node_i.unsqueeze(2))
+        pre.add_(nn.functional.linear(e, w[:, 2 * d:]))
+        hidden = act(pre) if torch.is_grad_enabled() else nn.functional.silu(pre, inplace=True)
+        m = second(hidden.mean(2))
         return self.norm(h + self.upd(torch.cat([h, m], dim=-1)))
 
 

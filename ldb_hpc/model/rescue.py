@@ -31,6 +31,8 @@ _PLANAR = (-90.0, 0.0, 90.0)
 _CONTACT = 3.0  # Å, as the local repair
 _SEVERE_CONTACT, _STEEP = 2.0, 25.0  # Å, weight: overlaps below 2 Å dominate the score
 _SELF_CONTACT = 2.6  # Å: a residue's own 1–5+ pairs (≥ 2.7 Å in real rotamers)
+_HARD_CONTACT, _HARD = 1.3, 1000.0  # Å, weight: a pair below the 1.2 Å clash bar (with a margin) outweighs any
+# number of softer contacts, so a rotamer without one wins wherever one exists
 
 
 def _grids(dev, dtype) -> dict:
@@ -109,6 +111,7 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
             # than touching many atoms at 2.5–3 Å (a tightly packed pocket must not keep a 0.7 Å overlap).
             s = s + ops.clash_score(atoms, flat, sel, nbr_flat, adj_flat, restype_flat, _CONTACT)
             s = s + _STEEP * ops.clash_score(atoms, flat, sel, nbr_flat, adj_flat, restype_flat, _SEVERE_CONTACT)
+            s = s + _HARD * ops.clash_score(atoms, flat, sel, nbr_flat, adj_flat, restype_flat, _HARD_CONTACT)
         return s
 
     grids = _grids(dev, dt)
@@ -143,4 +146,50 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
                 best = score(atoms, sel).argmin(0)  # ties: the current side chain wins
                 pick = torch.arange(len(sel), device=dev)
                 flat[sel, 5:] = atoms[best, pick][:, 5:]
+    if graph is not None:
+        _turn_chain_start_n(flat, restype_flat, segment, B, nbr_flat, severe, score)
     return flat.reshape(pos.shape)
+
+
+def _turn_chain_start_n(flat, restype_flat, segment, B: int, nbr_flat, severe: float, score) -> None:
+    """The N of a segment's first residue hangs on the predicted chain-start ψ, which no side-chain move can
+    fix: where it lies within ``severe`` Å of a neighbour's atom (e.g. on the ring of a following proline), turn
+    it about the CA–C axis (15° grid; its side chain, built on N, is rebuilt with the same χ) to the position that
+    scores best: the residue's side-chain score plus the steep and hard terms on N's own contacts; the current
+    position first, so ties keep it. In place on flat [B·L, 14, 3]."""
+    L = segment.shape[0]
+    dev, dt = flat.device, flat.dtype
+    start = torch.zeros(L, dtype=torch.bool, device=dev)
+    start[:-1] = segment[1:] == segment[:-1]  # a first residue with a linked successor
+    start[1:] &= segment[1:] != segment[:-1]
+    rows = torch.arange(B * L, device=dev)[start.repeat(B)]
+    if rows.numel() == 0:
+        return
+    exists = torch.as_tensor(rc.SLOT_MASK, device=dev)
+
+    def n_contacts(n_pos: torch.Tensor, sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d = (n_pos[..., None, None, :] - flat[nbr_flat[sel]]).norm(dim=-1)  # [..., M, k, 14]
+        d = torch.where(exists[restype_flat[nbr_flat[sel]]], d, torch.full_like(d, 99.0))
+        return d.flatten(-2).amin(-1), (_STEEP * torch.relu(_SEVERE_CONTACT - d) ** 2
+                                        + _HARD * torch.relu(_HARD_CONTACT - d) ** 2).flatten(-2).sum(-1)
+
+    rows = rows[n_contacts(flat[rows, 0], rows)[0] < severe]
+    if rows.numel() == 0:
+        return
+    theta = torch.deg2rad(torch.arange(0.0, 360.0, 15.0, dtype=dt, device=dev))[:, None, None]  # [T, 1, 1]
+    ca, c, n = flat[rows, 1], flat[rows, 2], flat[rows, 0]
+    axis = (c - ca) / (c - ca).norm(dim=-1, keepdim=True)
+    v = n - ca
+    # Rodrigues: v turned by θ about the unit axis (θ = 0 first: the current N).
+    turned = (v * torch.cos(theta) + torch.cross(axis.expand_as(v), v, dim=-1) * torch.sin(theta)
+              + axis * (axis * v).sum(-1, keepdim=True) * (1 - torch.cos(theta)))
+    n_new = ca + turned  # [T, M, 3]
+    T = n_new.shape[0]
+    chi = measure_torsions(flat[rows], restype_flat[rows])[0][:, 1:]
+    o_t = torch.zeros(T, len(rows), dtype=dt, device=dev)  # O is restored below: the unit does not move
+    atoms = ops.atoms_from_backbone(ca.expand(T, -1, -1), n_new, c.expand(T, -1, -1), o_t, chi.expand(T, -1, -1),
+                                    restype_flat[rows])
+    atoms[:, :, 1:4] = flat[rows][None, :, 1:4]
+    total = score(atoms, rows) + n_contacts(n_new, rows)[1]
+    best = total.argmin(0)
+    flat[rows] = atoms[best, torch.arange(len(rows), device=dev)]
