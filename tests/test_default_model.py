@@ -171,3 +171,18 @@ def test_chain_start_n_is_turned_off_a_proline_ring(shared_data, monkeypatch):
     assert close_pairs() == 0
     monkeypatch.setattr(rescue_mod, "_turn_chain_start_n", lambda *args, **kwargs: None)
     assert close_pairs() > 0
+
+
+@pytest.mark.data
+def test_settling_keeps_carbonyls_two_units_apart(shared_data):
+    """PED00151 model 26 (frame 25), seed-0 ensemble: a tight turn of the disordered trace put O(41) and O(43)
+    1.13 Å apart in two of ten samples until backbone settling learned to flag and turn O(i)–O(i+2) pairs."""
+    from ldb_hpc.geometry import metrics
+    from ldb_hpc.io.structure import read_structure
+
+    prot = read_structure(str(shared_data / "test" / "ped" / "PED00151.pdb"), models=25)[0]
+    res = prot.residues
+    topo = metrics.build_topology(res.restype, res.segment, rc.SLOT_MASK[res.restype], *_ideal_bonds())
+    x = load_model(None).backmap(torch.from_numpy(prot.positions[:, 1])[None], res, torch.tensor([25]),
+                                 samples=10, seed=0)[0].numpy()
+    assert float(metrics.pair_metrics(x, topo)["clash_1.2"].sum()) == 0

@@ -204,7 +204,7 @@ def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: to
     """Turn the ``flagged`` peptide units [..., L-1] to the rotation (a 5° grid around the given α; any rotation
     for cis units, within ±90° for trans ones) that gives the two residues each joins the most nearly ideal N–CA–C
     angles with their other units, keeps the 1–4 pairs N–O ≥ 2.6 Å, the carbonyl O ≥ 2.7 Å from the
-    neighbouring units' O and ≥ 2.6 Å from their N (O(i)–N(i+2)). A cis unit's α is poorly predicted (rare in
+    neighbouring units' O and ≥ 2.6 Å from their N (O(i)–N(i+2)), and ≥ 2.7 Å from the O two units away. A cis unit's α is poorly predicted (rare in
     training) and a wrong one folds N onto C; two sampled trans units can put consecutive O atoms on top of each
     other. Ties go to the given α.
     unit: [..., L-1, 3, 3] the template of each link. Returns the new units."""
@@ -255,6 +255,10 @@ def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: to
         o_o = (o_c - o_u[idx[:-1] + (k,)][:, None]).norm(dim=-1)  # carbonyl O of the neighbouring unit
         cost = cost + ok[:, None] * ((ang - a_ncac) ** 2 + torch.relu(2.6 - near) ** 2 + torch.relu(2.7 - o_o) ** 2
                                      + torch.relu(2.6 - o_n) ** 2)
+    for side in (-2, 2):  # O(i)–O(i+2): a tight turn can put the carbonyls two units apart on top of each other
+        k, mid = (j + side).clamp(0, L1 - 1), (j + side // 2).clamp(0, L1 - 1)
+        ok = (j + side >= 0) & (j + side < L1) & linked[k] & linked[mid]
+        cost = cost + ok[:, None] * torch.relu(2.7 - (o_c - o_u[idx[:-1] + (k,)][:, None]).norm(dim=-1)) ** 2
     best = cost.argmin(-1)
     a_best = a.gather(-1, best[:, None])[:, 0]
     U = unit_frame(links.R[idx], a_best)
@@ -291,8 +295,8 @@ def backbone_from_angles(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Ten
                          n=ca_j + torch.einsum("...ij,...j->...i", U, unit[..., 2, :]))
     # Units to settle (twice, as a settled unit changes its neighbours' angles): cis ones; both units of a residue
     # whose N–CA–C angle is more than 20° from ideal (two units that disagree, e.g. a proline folded onto the
-    # carbonyl before it); both units of consecutive carbonyls closer than 2.3 Å, or of an O(i)–N(i+2) pair closer
-    # than 2.3 Å.
+    # carbonyl before it); both units of consecutive carbonyls closer than 2.3 Å, or of an O(i)–N(i+2) or an
+    # O(i)–O(i+2) pair closer than 2.3 Å.
     linked = links.linked
     both = linked[1:] & linked[:-1]  # [L-2]: residues 1..L-2 have a unit on each side
     for _ in range(2):
@@ -303,6 +307,10 @@ def backbone_from_angles(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Ten
         bad = cis
         bad = torch.cat([bad[..., :1], bad[..., 1:] | pair], -1)
         bad = torch.cat([bad[..., :-1] | pair, bad[..., -1:]], -1)
+        if L > 3:  # and both units of an O(i)–O(i+2) pair closer than 2.3 Å
+            pair2 = both[1:] & both[:-1] & ((units.o[..., 2:, :] - units.o[..., :-2, :]).norm(dim=-1) < 2.3)
+            bad = torch.cat([bad[..., :2], bad[..., 2:] | pair2], -1)
+            bad = torch.cat([bad[..., :-2] | pair2, bad[..., -2:]], -1)
         if not bool(bad.any()):
             break
         units = _settle(ca, links, alpha, unit, bad, cis, units)
