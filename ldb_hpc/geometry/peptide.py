@@ -204,9 +204,9 @@ def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: to
     """Turn the ``flagged`` peptide units [..., L-1] to the rotation (a 5° grid around the given α; any rotation
     for cis units, within ±90° for trans ones) that gives the two residues each joins the most nearly ideal N–CA–C
     angles with their other units, keeps the 1–4 pairs N–O ≥ 2.6 Å, the carbonyl O ≥ 2.7 Å from the
-    neighbouring units' O and ≥ 2.6 Å from their N (O(i)–N(i+2)), and ≥ 2.7 Å from the O two units away. A cis unit's α is poorly predicted (rare in
-    training) and a wrong one folds N onto C; two sampled trans units can put consecutive O atoms on top of each
-    other. Ties go to the given α.
+    neighbouring units' O and ≥ 2.6 Å from their N (O(i)–N(i+2)), and ≥ 2.7 Å from the O two units away. A
+    cis unit's α is poorly predicted (rare in training) and a wrong one folds N onto C; two sampled trans units
+    can put consecutive O atoms on top of each other. Ties go to the given α.
     unit: [..., L-1, 3, 3] the template of each link. Returns the new units."""
     c_u, o_u, n_u = units
     a_ncac = _ideal_backbone()[2]
