@@ -228,6 +228,45 @@ def test_pair_rules_are_the_reference_rules():
     assert cases == [False, True, False, True, False]
 
 
+# -------------------------------------------------------------------------------------------------- message_mean
+
+def _message_inputs(B, L, k, D, seed):
+    g = torch.Generator().manual_seed(seed)
+    nj, ni = torch.randn(B, L, D, generator=g) * 3, torch.randn(B, L, D, generator=g) * 3
+    edge = torch.randn(B, L, k, D, generator=g) * 3
+    return nj, ni, edge, torch.randint(0, L, (B, L, k), generator=g)
+
+
+@pytest.mark.parametrize("B,L,k,D", [(1, 1, 1, 1), (2, 7, 3, 5), (3, 41, 16, 64), (2, 30, 16, 13), (1, 9, 9, 67)])
+def test_message_mean_matches_reference(B, L, k, D):
+    """Every width (the vector loops' tails: D = 1, 5, 13, 67), frames offset their neighbour indices, SiLU over
+    both signs: agrees with the torch reference to float32 rounding."""
+    args = _message_inputs(B, L, k, D, seed=B * 100 + L)
+    a, b = ref.message_mean(*args), cpu.message_mean(*args)
+    assert b.shape == (B, L, D) and b.dtype == torch.float32
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=lambda m: m + "\n" + _worst(b, a))
+    if B > 1:  # a frame reads its own rows: the same indices on another frame give another result
+        swapped = cpu.message_mean(args[0].flip(0), *args[1:])
+        assert not torch.allclose(swapped, b)
+
+
+def test_message_mean_is_the_layer_it_replaces():
+    """An MPLayer without autograd (the fused op) computes what it computes with autograd (gather, SiLU, mean in
+    torch), to float rounding; empty neighbour lists give torch's mean of nothing (NaN)."""
+    from ldb_hpc.model.networks import MPLayer
+
+    torch.manual_seed(0)
+    layer = MPLayer(64, 32)
+    h, e = torch.randn(3, 25, 64), torch.randn(3, 25, 16, 32)
+    nbr = torch.randint(0, 25, (3, 25, 16))
+    with torch.no_grad():
+        fused = layer(h, e, nbr)
+    plain = layer(h, e, nbr).detach()
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+    nj, ni, edge, _ = _message_inputs(2, 4, 0, 8, seed=1)
+    assert torch.isnan(cpu.message_mean(nj, ni, edge, torch.zeros(2, 4, 0, dtype=torch.long))).all()
+
+
 # -------------------------------------------------------------------------------------------- poisoned outputs
 
 def test_every_output_element_is_written():
@@ -258,6 +297,9 @@ def test_every_output_element_is_written():
     got = cpu.clash_score(cand, pos, rows, nbr, adjacent, restype, 3.0, out=nan(3, len(rows)))
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, ref.clash_score(cand, pos, rows, nbr, adjacent, restype, 3.0), rtol=2e-5, atol=1e-5)
+    args = _message_inputs(2, 19, 5, 11, seed=3)
+    got = cpu.message_mean(*args, out=nan(2, 19, 11))
+    assert torch.isfinite(got).all() and torch.equal(got, cpu.message_mean(*args))
 
 
 def test_bad_indices_raise_instead_of_reading_out_of_bounds():
@@ -269,6 +311,12 @@ def test_bad_indices_raise_instead_of_reading_out_of_bounds():
     n, ca, c, o_t, chi, _ = _backbones(3, 0)
     with pytest.raises(IndexError, match="restype"):
         cpu.build_atoms(n, ca, c, o_t, chi, torch.tensor([0, 21, 1]))
+    nj, ni, edge, nbr = _message_inputs(2, 6, 3, 4, seed=0)
+    for bad in (6, -1):
+        with pytest.raises(IndexError, match="nbr"):
+            cpu.message_mean(nj, ni, edge, nbr.clone().index_fill_(2, torch.tensor([1]), bad))
+    with pytest.raises(ValueError, match="edge"):
+        cpu.message_mean(nj, ni, edge[:, :, :2], nbr)
     with pytest.raises(ValueError, match="out must be"):
         cpu.build_atoms(n, ca, c, o_t, chi, torch.tensor([0, 2, 1]), out=torch.empty(3, 14, 3, dtype=torch.float64))
 
@@ -327,12 +375,14 @@ def test_backmap_default_kernels_equal_reference(example_frames, monkeypatch, sp
     model = load_model(spec)
     idx = torch.arange(ca.shape[0])
     used = set()
-    for name in ("vq_nearest", "gaussian_noise", "diffusion_step", "build_atoms", "clash_flags", "clash_score"):
+    for name in ("vq_nearest", "gaussian_noise", "diffusion_step", "build_atoms", "clash_flags", "clash_score",
+                 "message_mean"):
         real = getattr(cpu, name)
         monkeypatch.setattr(cpu, name, lambda *a, _r=real, _n=name, **k: used.add(_n) or _r(*a, **k))
     fast = model.backmap(ca, residues, idx, samples=samples, seed=3)
     if spec is None:
-        assert used >= {"vq_nearest", "gaussian_noise", "diffusion_step", "build_atoms", "clash_flags"}, used
+        assert used >= {"vq_nearest", "gaussian_noise", "diffusion_step", "build_atoms", "clash_flags",
+                        "message_mean"}, used
     else:
         assert "build_atoms" in used
     monkeypatch.setenv(ops.ENV_VAR, "reference")

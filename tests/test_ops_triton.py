@@ -44,11 +44,11 @@ if _kernels.INTERPRET != INTERPRET:  # imported earlier in this process in the o
     _kernels = importlib.reload(_kernels)
 
 
-OPS = ("vq_nearest", "gaussian_noise", "diffusion_step", "build_atoms", "clash_flags", "clash_score")
+OPS = ("vq_nearest", "gaussian_noise", "diffusion_step", "build_atoms", "clash_flags", "clash_score", "message_mean")
 
 
 class _OnDevice:
-    """The kernel module as the tests call it on a GPU: the six ops take their tensor arguments to DEV and bring
+    """The kernel module as the tests call it on a GPU: the ops take their tensor arguments to DEV and bring
     their tensor results back to the CPU; every other name (block sizes, ...) is the module's."""
 
     def __getattr__(self, name):
@@ -352,6 +352,29 @@ def test_clash_empty_rows():
 
 
 
+@pytest.mark.parametrize("B,L,k,D", [(1, 1, 1, 1), (2, 7, 3, 5), (1, 2 * tops.MESSAGE_BLOCK_R + 3, 16, 64),
+                                     (3, 11, 2, 48)])
+def test_message_mean_matches_reference(B, L, k, D, poisoned):
+    """Rows not a multiple of the block, widths not a power of two, k = 1 (a constexpr on the GPU), several
+    frames (neighbour indices are per frame)."""
+    g = torch.Generator().manual_seed(L + D)
+    nj, ni = torch.randn(B, L, D, generator=g) * 3, torch.randn(B, L, D, generator=g) * 3
+    edge = torch.randn(B, L, k, D, generator=g) * 3
+    nbr = torch.randint(0, L, (B, L, k), generator=g)
+    out = tops.message_mean(nj, ni, edge, nbr)
+    assert_all_written(poisoned)
+    # float32 sums of k terms in the reference's order; on the GPU exp is tl.exp (a few ulps)
+    assert_close_report(out, ref.message_mean(nj, ni, edge, nbr), atol=1e-5, rtol=1e-5)
+
+
+def test_message_mean_empty():
+    assert tops.message_mean(torch.zeros(0, 5, 8), torch.zeros(0, 5, 8), torch.zeros(0, 5, 3, 8),
+                             torch.zeros(0, 5, 3, dtype=torch.long)).shape == (0, 5, 8)
+    nan = tops.message_mean(torch.zeros(1, 2, 4), torch.zeros(1, 2, 4), torch.zeros(1, 2, 0, 4),
+                            torch.zeros(1, 2, 0, dtype=torch.long))
+    assert torch.isnan(nan).all()  # torch's mean over no neighbours
+
+
 # ----------------------------------------------------------------------------------------------------
 # The compiled path (no GPU needed to compile)
 
@@ -370,7 +393,7 @@ def test_kernels_compile_for_h100_with_contract_numerics(tmp_path):
                           text=True, env=env, timeout=300)
     results = {r["kernel"]: r for r in map(json.loads, proc.stdout.splitlines())}
     assert set(results) >= {"_vq_kernel", "_noise_kernel", "_diffusion_kernel", "_build_kernel", "_proline_kernel",
-                            "_flags_kernel", "_score_kernel"}, proc.stderr[-2000:]
+                            "_flags_kernel", "_score_kernel", "_message_kernel"}, proc.stderr[-2000:]
     for name, r in results.items():
         assert r["ok"], f"{name}: {r.get('error')}"
         assert r["div_full"] == 0, name

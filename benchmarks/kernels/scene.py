@@ -7,6 +7,7 @@ import math
 import torch
 
 D_LATENT, K_CODES, K_CLASH, N_CAND = 8, 4096, 28, 9  # latent dim, codebook size, clash neighbours, candidates
+D_NET, K_GRAPH = 64, 16  # network width and neighbours of the CA graph (message passing)
 
 
 def scene(B: int, L: int, flagged_share: float, dev: torch.device) -> dict:
@@ -42,6 +43,9 @@ def scene(B: int, L: int, flagged_share: float, dev: torch.device) -> dict:
     z, codebook = torch.randn(M, D_LATENT, generator=g), torch.randn(K_CODES, D_LATENT, generator=g)
     to = lambda *ts: tuple(t.to(dev) if torch.is_tensor(t) else t for t in ts)  # noqa: E731
     frames = torch.arange(B)
+    k_net = min(K_GRAPH, L - 1)
+    node_j, node_i = torch.randn(B, L, D_NET, generator=g), torch.randn(B, L, D_NET, generator=g)
+    edge = torch.randn(B, L, k_net, D_NET, generator=g)
     return {
         "vq_nearest": (to(z, codebook), f"N={M} K={K_CODES} d={D_LATENT}"),
         "gaussian_noise": (to(7, frames, 1, 3, L, D_LATENT), f"B={B} S=1 L={L} D={D_LATENT}"),
@@ -51,4 +55,5 @@ def scene(B: int, L: int, flagged_share: float, dev: torch.device) -> dict:
         "clash_flags": (to(pos, rows, nbr_flat, adjacent, rt_flat, 2.2), f"R={M} M={M} k={k}"),
         "clash_score": (to(cand, pos, flagged, nbr_flat, adjacent, rt_flat, 3.0),
                         f"C={N_CAND} M={len(flagged)} k={k}"),
+        "message_mean": (to(node_j, node_i, edge, knn(ca, k_net)), f"B={B} L={L} k={k_net} D={D_NET}"),
     }

@@ -6,7 +6,7 @@ the compiler (not numpy) sees them, and that the generated PTX keeps the numeric
 fused multiply-adds in our own arithmetic, IEEE divisions). Must run in a process without
 ``TRITON_INTERPRET``. Signatures are those the launchers in ops.py produce (int64 indices, float32
 coordinates, int32 tables); the launchers' int arguments equal to 1 arrive as constexpr, which is exercised
-for ``step`` / ``seed`` / ``S`` / ``k``.
+for ``step`` / ``seed`` / ``S`` / ``k`` (and both ways for message_mean's ``k``).
 
     python -m ldb_hpc._triton.aot [--arch 90]    # prints one JSON object per kernel
 """
@@ -50,6 +50,12 @@ def _jobs(ops) -> dict:
         "_score_kernel": (dict(cand_ptr=P32, pos_ptr=P32, rows_ptr=PI64, nbr_ptr=PI64, adj_ptr=PU8, rt_ptr=PI64,
                                exists_ptr=PI32, out_ptr=P32, M="i32", k=c, contact="fp32", **{k: c for k in clash}),
                           dict(k=1, **clash)),
+        "_message_kernel": (dict(nj_ptr=P32, ni_ptr=P32, e_ptr=P32, nbr_ptr=PI64, out_ptr=P32, R="i32", L="i32",
+                                 k=c, kf="fp32", D=c, BLOCK_D=c, BLOCK_R=c),
+                            dict(k=1, D=64, BLOCK_D=64, BLOCK_R=ops.MESSAGE_BLOCK_R)),
+        "_message_kernel[k > 1, D not a power of 2]": (
+            dict(nj_ptr=P32, ni_ptr=P32, e_ptr=P32, nbr_ptr=PI64, out_ptr=P32, R="i32", L="i32", k="i32", kf="fp32",
+                 D=c, BLOCK_D=c, BLOCK_R=c), dict(D=48, BLOCK_D=64, BLOCK_R=ops.MESSAGE_BLOCK_R)),
     }
 
 

@@ -11,12 +11,14 @@ Numerics, chosen so that the three implementations agree:
   FMA would change the last bit of a distance (and could flip a VQ index);
 * divisions and square roots of float32 values use the IEEE round-to-nearest forms (``div_rn``, ``sqrt_rn``)
   and, on the GPU, sin / cos / log come from libdevice (Triton's default ``tl.sin`` / ``tl.cos`` / ``tl.log``
-  lower to fast approximations on NVIDIA); in the interpreter they are numpy's;
+  lower to fast approximations on NVIDIA); in the interpreter they are numpy's. The one exception is the exp of
+  message_mean's SiLU, which is ``tl.exp`` (ex2.approx on NVIDIA, a few ulps): it shapes network activations,
+  not coordinates or indices, and keeps the kernel free of libdevice's fused multiply-adds;
 * the noise hash is uint32 arithmetic (wrapping multiply, logical shifts) and Box–Muller runs in float64;
   2π is loaded from a float64 tensor because a Python float literal inside a kernel is a float32 constant.
 
 Layout of every launch: one program per block of rows (vq_nearest, gaussian_noise, diffusion_step,
-build_atoms), one program per residue row for the proline ring search, one program per (row, candidate)
+build_atoms, message_mean), one program per residue row for the proline ring search, one program per (row, candidate)
 for clash_score and per row for clash_flags, with the neighbours walked in blocks of ``CLASH_NB``.
 Tables (Z-matrix, ideal geometry, slot masks) are tensors built once per device from
 :mod:`ldb_hpc.chem.residues` and :func:`ldb_hpc.chem.ideal.ideal_geometry`; no geometry number is typed here.
@@ -49,6 +51,7 @@ VQ_BLOCK_K = 64
 NOISE_BLOCK = 1024
 BUILD_BLOCK_M = 32
 CLASH_NB = 8  # neighbours per inner step of the clash kernels (8 × 16 atom columns)
+MESSAGE_BLOCK_R = 16  # residue rows per program of message_mean
 
 _NUM_SLOTS = rc.NUM_SLOTS
 _PRO = rc.RESTYPE_INDEX["PRO"]
@@ -472,6 +475,28 @@ def _score_kernel(cand_ptr, pos_ptr, rows_ptr, nbr_ptr, adj_ptr, rt_ptr, exists_
 
 
 # ----------------------------------------------------------------------------------------------------
+# message_mean: mean over the k neighbours of silu(node_j[nbr] + node_i + edge), a block of rows per program
+
+
+@triton.jit
+def _message_kernel(nj_ptr, ni_ptr, e_ptr, nbr_ptr, out_ptr, R, L, k, kf, D: tl.constexpr, BLOCK_D: tl.constexpr,
+                    BLOCK_R: tl.constexpr):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R).to(tl.int64)
+    cols = tl.arange(0, BLOCK_D)
+    rmask = rows < R
+    m2 = rmask[:, None] & (cols < D)[None, :]
+    frame = (rows // L) * L
+    own = tl.load(ni_ptr + rows[:, None] * D + cols[None, :], mask=m2, other=0.0)
+    acc = tl.zeros([BLOCK_R, BLOCK_D], tl.float32)
+    for j in range(0, k):
+        src = frame + tl.load(nbr_ptr + rows * k + j, mask=rmask, other=0)
+        x = tl.load(nj_ptr + src[:, None] * D + cols[None, :], mask=m2, other=0.0) + own
+        x = x + tl.load(e_ptr + (rows[:, None] * k + j) * D + cols[None, :], mask=m2, other=0.0)
+        acc = acc + tl.div_rn(x, 1.0 + tl.exp(-x))  # tl.exp: see the module notes
+    tl.store(out_ptr + rows[:, None] * D + cols[None, :], tl.div_rn(acc, kf), mask=m2)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Host side: tables, allocation, launchers
 
 
@@ -658,4 +683,26 @@ def clash_score(cand: torch.Tensor, pos: torch.Tensor, rows: torch.Tensor, nbr: 
         return out.zero_()
     _score_kernel[(M, C)](cand, pos, rows, nbr, adj, rt, _tables(dev)["exists"], out, M, k, float(contact), PRO=_PRO,
                           CYS=_CYS, NSLOT=_NUM_SLOTS, NB=CLASH_NB, BLOCK_S=16, **_LAUNCH)
+    return out
+
+
+def message_mean(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+    """node_j, node_i [B, L, D]; edge [B, L, k, D] float32; nbr [B, L, k] int64 within the frame (not checked on
+    the device: the CA graph makes them) → [B, L, D] float32, mean over k of silu(node_j[b, nbr] + node_i + edge)."""
+    dev = _check_device(node_j, node_i, edge, nbr)
+    nj, ni, e, nb = _f32(node_j), _f32(node_i), _f32(edge), _i64(nbr)
+    if nj.dim() != 3 or ni.shape != nj.shape or nb.dim() != 3 or nb.shape[:2] != nj.shape[:2] \
+            or e.shape != (*nb.shape, nj.shape[2]):
+        raise ValueError(f"message_mean: shapes node_j {tuple(nj.shape)}, node_i {tuple(ni.shape)}, "
+                         f"edge {tuple(e.shape)}, nbr {tuple(nb.shape)}")
+    B, L, D = nj.shape
+    k = nb.shape[2]
+    out = _alloc((B, L, D), torch.float32, dev)
+    if B * L * D == 0:
+        return out
+    if k == 0:  # the mean of nothing, as torch has it
+        return out.fill_(float("nan"))
+    _message_kernel[(triton.cdiv(B * L, MESSAGE_BLOCK_R),)](nj, ni, e, nb, out, B * L, L, k, float(k), D=D,
+                                                            BLOCK_D=triton.next_power_of_2(D),
+                                                            BLOCK_R=MESSAGE_BLOCK_R, **_LAUNCH)
     return out

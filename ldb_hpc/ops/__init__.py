@@ -26,7 +26,7 @@ from ldb_hpc.ops import reference
 from ldb_hpc.ops.reference import step_coefficients
 
 __all__ = ["atoms_from_backbone", "available_backends", "backend", "build_atoms", "clash_flags", "clash_score",
-           "diffusion_step", "gaussian_noise", "step_coefficients", "vq_nearest", "BACKENDS", "ENV_VAR"]
+           "diffusion_step", "gaussian_noise", "message_mean", "step_coefficients", "vq_nearest", "BACKENDS", "ENV_VAR"]
 
 ENV_VAR = "LDB_HPC_KERNELS"
 BACKENDS = ("reference", "cpu", "triton")
@@ -159,3 +159,10 @@ def clash_score(cand: torch.Tensor, pos: torch.Tensor, rows: torch.Tensor, nbr: 
     """cand [C, M, 14, 3] Å candidate atoms of rows [M]; pos [R, 14, 3] Å → [C, M] float32
     Σ relu(contact − d)² over the counted pairs with the current atoms of each row's neighbours."""
     return _impl(pos.device, cand, pos).clash_score(cand, pos, rows, nbr, adjacent, restype, contact)
+
+
+def message_mean(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+    """node_j, node_i [B, L, D]; edge [B, L, k, D] float32; nbr [B, L, k] int64 (within the frame) → [B, L, D]:
+    mean over k of silu(node_j[b, nbr] + node_i + edge), the per-edge work of a message-passing layer in one pass
+    (no [B, L, k, D] temporaries). Inference only: the kernels do not take gradients."""
+    return _impl(node_j.device, node_j, node_i, edge).message_mean(node_j, node_i, edge, nbr)

@@ -144,3 +144,11 @@ def clash_score(cand: torch.Tensor, pos: torch.Tensor, rows: torch.Tensor, nbr: 
     module().clash_score(_f32(cand), _f32(pos), _i64(rows), _i64(nbr), _u8(adjacent), _i64(restype),
                          float(contact), _slot_mask(), _PRO, _CYS, res, _threads())
     return res
+
+
+def message_mean(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Tensor, nbr: torch.Tensor,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """node_j, node_i [B, L, D]; edge [B, L, k, D] float32; nbr [B, L, k] → [B, L, D] float32."""
+    res = _check_out(out, tuple(node_j.shape), torch.float32)
+    module().message_mean(_f32(node_j), _f32(node_i), _f32(edge), _i64(nbr), res, _threads())
+    return res

@@ -22,6 +22,10 @@ All tensors are contiguous, on one device; float32 unless stated; Å and radians
 - ``clash_score(cand [C, M, 14, 3], pos [R, 14, 3], rows [M], nbr, adjacent, restype, contact) → [C, M]``:
   Σ relu(contact − d)² over the counted pairs between candidate side chain ``cand[c, m]`` (standing in for row
   ``rows[m]``) and the current atoms of that row's neighbours.
+- ``message_mean(node_j [B, L, D], node_i [B, L, D], edge [B, L, k, D], nbr [B, L, k] int64) → [B, L, D]``: the
+  per-edge part of a message-passing layer (:class:`ldb_hpc.model.networks.MPLayer`),
+  mean_j silu(node_j[b, nbr[b, i, j]] + node_i[b, i] + edge[b, i, j]) with silu(x) = x / (1 + exp(−x)), summed
+  over j in order and divided by k; neighbour indices are within the frame (0 ≤ nbr < L).
 """
 
 from __future__ import annotations
@@ -121,3 +125,12 @@ def clash_score(cand: torch.Tensor, pos: torch.Tensor, rows: torch.Tensor, nbr: 
     nb = pos[nbr[rows]]  # [M, k, 14, 3]
     d = (cand[:, :, None, :, None, :] - nb[None, :, :, None, :, :]).norm(dim=-1)  # [C, M, k, 14, 14]
     return (torch.relu(contact - d) ** 2 * ok).sum((-3, -2, -1))
+
+
+def message_mean(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
+    """node_j, node_i [B, L, D]; edge [B, L, k, D]; nbr [B, L, k] → [B, L, D] float32."""
+    B, L, D = node_j.shape
+    k = nbr.shape[-1]
+    flat = (nbr + torch.arange(B, device=nbr.device).view(B, 1, 1) * L).reshape(-1)
+    pre = node_j.reshape(B * L, D).index_select(0, flat).reshape(B, L, k, D) + node_i.unsqueeze(2)
+    return torch.nn.functional.silu(pre + edge).mean(2)
