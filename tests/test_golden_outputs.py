@@ -91,11 +91,15 @@ def test_backmap_output_is_bitwise_unchanged(case, tmp_path, repo_root, request)
         f"{case}: backmap output differs from the recorded digest"
 
 
-if __name__ == "__main__":  # regenerate: python tests/test_golden_outputs.py
+if __name__ == "__main__":  # regenerate: python tests/test_golden_outputs.py  (prints the GOLDEN lines only)
+    import contextlib
+    import io
     import tempfile
 
     repo = Path(__file__).resolve().parents[1]
     shared = repo.parent / "shared" / "data"
     with tempfile.TemporaryDirectory() as d:
         for name in sorted(CASES):
-            print(f'    "{name}": "{_run(name, Path(d), shared, repo)}",', file=sys.stdout, flush=True)
+            with contextlib.redirect_stdout(io.StringIO()):  # the CLI's own report lines
+                digest = _run(name, Path(d), shared, repo)
+            print(f'    "{name}": "{digest}",', file=sys.stdout, flush=True)
