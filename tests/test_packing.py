@@ -8,7 +8,7 @@ import torch
 
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.model.ideal import backbone_from_trace
-from ldb_hpc.model.packing import residue_centres
+from ldb_hpc.model.packing import repack, residue_centres
 from ldb_hpc.model.rescue import rescue, self_overlap
 from ldb_hpc.ops import atoms_from_backbone
 from ldb_hpc.ops.reference import pair_counts
@@ -90,3 +90,26 @@ def test_rescue_fixes_a_side_chain_on_its_own_carbonyl():
     out = rescue(pos[None], ca[None], n[None], c[None], o_t[None], restype, segment)[0]
     assert float(self_overlap(out[2:3], restype[2:3], 1.6)) == 0
     assert torch.equal(out[[0, 1, 3, 4]], pos[[0, 1, 3, 4]])
+
+
+def test_repack_clears_a_mild_contact_with_a_small_turn():
+    """Two Leu two residues apart on a strand, χ1 set so that their side chains touch at 1.9–2.1 Å (the common case
+    after decoding): the repair clears the contact (no pair < 2.2 Å) by turning χ within the rotamer well — no atom
+    moves more than 1.5 Å — instead of flipping a side chain into another well (≥ 4 Å with the coarse-first order
+    the repair had before; it cost 0.04 Å of CASP12 RMSD)."""
+    L = 8
+    restype = torch.full((L,), rc.RESTYPE_INDEX["ALA"])
+    restype[2] = restype[4] = rc.RESTYPE_INDEX["LEU"]
+    ca, n, c, o_t, chi, segment, _ = _strand(L, restype)
+    cases = 0
+    for a, b in [(-180, -40), (-180, 0), (-170, 0), (-150, -40)]:
+        chi_ab = chi.clone()
+        chi_ab[2, 0], chi_ab[4, 0] = math.radians(a), math.radians(b)
+        pos = atoms_from_backbone(ca, n, c, o_t, chi_ab, restype)
+        assert 1.85 < _min_counted_pair(pos, restype, segment) < 2.05
+        out = repack(pos[None], ca[None], n[None], c[None], o_t[None], chi_ab[None], restype, segment)[0]
+        assert _min_counted_pair(out, restype, segment) >= 2.2
+        assert float((out - pos).norm(dim=-1).max()) < 1.5
+        assert torch.equal(out[:, :5], pos[:, :5])
+        cases += 1
+    assert cases == 4

@@ -4,8 +4,8 @@ The decoder places each side chain from its own latent and the CA context; neigh
 independently can still overlap. For every residue with an atom pair closer than ``trigger`` Å to another
 residue, 9 rotations of two χ angles are rebuilt (ideal geometry) and scored against the current atoms of its k
 nearest residues with Σ relu(3 Å − d)²; the lowest score wins (the decoded rotamer is kept unless another is
-clearly better). Checks, scores and rebuilds run as the fused ops ldb_hpc.ops.clash_flags / clash_score /
-build_atoms. Four rounds (see ``_ROUNDS``) of two halves each, vectorised over the flagged residues only, so clash-free
+clearly better). Small turns come first, other rotamer wells only for what they leave clashing. Checks, scores and rebuilds run as the fused ops ldb_hpc.ops.clash_flags / clash_score /
+build_atoms. Six rounds (see ``_ROUNDS``) of two halves each, vectorised over the flagged residues only, so clash-free
 frames cost one full check.
 """
 
@@ -26,9 +26,14 @@ def _grid(step: float) -> torch.Tensor:
     return torch.tensor([(a, b) for a in (0.0, step, -step) for b in (0.0, step, -step)]) * math.pi / 180.0
 
 
-# Rounds: which two χ channels move and by how much. Coarse χ1/χ2 first (other rotamer wells), then the tips of
-# long side chains (χ3/χ4), then a fine χ1/χ2 adjustment for what still touches.
-_ROUNDS = ((0, 1, _grid(120.0)), (0, 1, _grid(120.0)), (2, 3, _grid(120.0)), (0, 1, _grid(30.0)))
+# Rounds: which two χ channels move and by how much. Small χ1/χ2 turns first (±15°, then ±30°): most contacts
+# of a decoded side chain go away within its own rotamer well, and a turn that small keeps what the decoder
+# predicted. Only what still touches then tries the other wells (±120°), the tips of long side chains (χ3/χ4),
+# the other wells again, and a last ±30° adjustment. (Coarse rounds first, as before issue 12's repair change,
+# moved side chains with a mild 2.1 Å contact into another well: CASP12 RMSD 1.281 against 1.241 Å, clashes
+# < 2.0 Å 1.07 against 0.43 per 1000 atoms.)
+_ROUNDS = ((0, 1, _grid(15.0)), (0, 1, _grid(30.0)), (0, 1, _grid(120.0)), (2, 3, _grid(120.0)), (0, 1, _grid(120.0)),
+           (0, 1, _grid(30.0)))
 _CONTACT = 3.0  # Å, soft-repulsion radius of the score
 _KEEP_BONUS = 0.05  # the decoded rotamer wins ties
 
