@@ -105,7 +105,7 @@ def test_casp12_no_heavy_atom_pair_below_1_2_in_any_sample(casp12_runs):
     assert np.mean([v["clash_2.0"].mean() for v in casp12_runs.values()]) <= 1.0
 
 
-RMSD_SINGLE = 1.24  # the shipped model measures 1.226 Å (docs/MODEL.md); with the repair's old coarse-first order 1.296 Å
+RMSD_SINGLE = 1.24  # the shipped model measures 1.226 Å (docs/MODEL.md); with the repair's old order 1.296 Å
 
 
 def _ideal_bonds():

@@ -4,9 +4,10 @@ The decoder places each side chain from its own latent and the CA context; neigh
 independently can still overlap. For every residue with an atom pair closer than ``trigger`` Å to another
 residue, 9 rotations of two χ angles are rebuilt (ideal geometry) and scored against the current atoms of its k
 nearest residues with Σ relu(3 Å − d)²; the lowest score wins (the decoded rotamer is kept unless another is
-clearly better). Small turns come first, other rotamer wells only for what they leave clashing. Checks, scores and rebuilds run as the fused ops ldb_hpc.ops.clash_flags / clash_score /
-build_atoms. Six rounds (see ``_ROUNDS``) of two halves each, vectorised over the flagged residues only, so clash-free
-frames cost one full check.
+clearly better). Small turns come first, other rotamer wells only for what they leave clashing. Checks, scores
+and rebuilds run as the fused ops ldb_hpc.ops.clash_flags / clash_score / build_atoms. Six rounds (see
+``_ROUNDS``) of two halves each, vectorised over the flagged residues only, so clash-free frames cost one full
+check.
 """
 
 from __future__ import annotations
