@@ -413,3 +413,27 @@ def test_rebuild_every_casp12_residue(shared_data):
     assert len(own) == 24
     assert max(own) <= 0.05
     assert np.mean(torsion_only) < 0.2
+
+
+def test_far_carbonyl_contacts_flag_both_units_and_only_non_local_ones():
+    """Backbone settling's non-local rule: units whose O lies within 2.3 Å of the O or N of a unit ≥ 3 links away
+    (or of another segment) are flagged, both of them; closer units are the local rules' business; unlinked
+    positions (segment breaks) are never flagged."""
+    from ldb_hpc.geometry.peptide import PeptideUnits, _far_contacts
+
+    L1 = 8
+    spread = torch.arange(L1, dtype=torch.float32)[:, None] * torch.tensor([10.0, 0.0, 0.0])
+    o, n = spread.clone(), spread + torch.tensor([0.0, 5.0, 0.0])
+    c = spread + torch.tensor([0.0, 0.0, 5.0])
+    o[5] = o[0] + torch.tensor([1.0, 0.0, 0.0])  # O(0)–O(5): non-local, 1 Å
+    n[3] = o[2] + torch.tensor([0.0, 1.0, 0.0])  # O(2)–N(3): local (one link apart), not this rule's
+    linked = torch.ones(L1, dtype=torch.bool)
+    flags = _far_contacts(PeptideUnits(c, o, n), linked)
+    assert flags.tolist() == [True, False, False, False, False, True, False, False]
+    batch = _far_contacts(PeptideUnits(c.expand(3, -1, -1), o.expand(3, -1, -1), n.expand(3, -1, -1)), linked)
+    assert batch.shape == (3, L1) and torch.equal(batch, flags.expand(3, -1))
+    n2 = n.clone()
+    n2[7] = o[1] + torch.tensor([0.0, 0.0, 2.0])  # O(1)–N(7), 2 Å: both flagged
+    assert _far_contacts(PeptideUnits(c, o, n2), linked).nonzero().flatten().tolist() == [0, 1, 5, 7]
+    linked[5] = False  # a segment break at link 5: no unit there
+    assert _far_contacts(PeptideUnits(c, o, n), linked).nonzero().flatten().tolist() == []

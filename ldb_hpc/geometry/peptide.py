@@ -204,7 +204,8 @@ def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: to
     """Turn the ``flagged`` peptide units [..., L-1] to the rotation (a 5° grid around the given α; any rotation
     for cis units, within ±90° for trans ones) that gives the two residues each joins the most nearly ideal N–CA–C
     angles with their other units, keeps the 1–4 pairs N–O ≥ 2.6 Å, the carbonyl O ≥ 2.7 Å from the
-    neighbouring units' O and ≥ 2.6 Å from their N (O(i)–N(i+2)), and ≥ 2.7 Å from the O two units away. A
+    neighbouring units' O and ≥ 2.6 Å from their N (O(i)–N(i+2)), ≥ 2.7 Å from the O two units away, and O / N
+    clear of the O and N of the non-local units with the nearest CAs (:func:`_far_cost`). A
     cis unit's α is poorly predicted (rare in training) and a wrong one folds N onto C; two sampled trans units
     can put consecutive O atoms on top of each other. Ties go to the given α.
     unit: [..., L-1, 3, 3] the template of each link. Returns the new units."""
@@ -259,6 +260,7 @@ def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: to
         k, mid = (j + side).clamp(0, L1 - 1), (j + side // 2).clamp(0, L1 - 1)
         ok = (j + side >= 0) & (j + side < L1) & linked[k] & linked[mid]
         cost = cost + ok[:, None] * torch.relu(2.7 - (o_c - o_u[idx[:-1] + (k,)][:, None]).norm(dim=-1)) ** 2
+    cost = cost + _far_cost(ca, idx, linked, units, o_c, n_c)
     best = cost.argmin(-1)
     a_best = a.gather(-1, best[:, None])[:, 0]
     U = unit_frame(links.R[idx], a_best)
@@ -267,6 +269,50 @@ def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: to
     o_u[idx] = ca_i + torch.einsum("pij,pj->pi", U, unit[idx][:, 1])
     n_u[idx] = ca_j + torch.einsum("pij,pj->pi", U, unit[idx][:, 2])
     return PeptideUnits(c_u, o_u, n_u)
+
+
+FAR_LINKS = 3  # units at least this many links apart (or in other segments) are "non-local" to each other
+_FAR_NEAREST = 24  # the non-local units a settling candidate is scored against: those with the nearest CAs
+
+
+def _far_contacts(units: PeptideUnits, linked: torch.Tensor, cutoff: float = 2.3, block: int = 512) -> torch.Tensor:
+    """[..., L-1] bool: the unit's O lies closer than ``cutoff`` Å to the O or N of a non-local unit of the same
+    frame (:data:`FAR_LINKS`), or its N to such a unit's O. Two carbonyls of distant strands or chains can be
+    placed on top of each other by their sampled rotations; no local rule sees them. Row blocks bound memory."""
+    o, n = units.o, units.n
+    L1 = o.shape[-2]
+    idx = torch.arange(L1, device=o.device)
+    out = torch.zeros(o.shape[:-1], dtype=torch.bool, device=o.device)
+    for s in range(0, L1, block):
+        e = min(s + block, L1)
+        far = ((idx[s:e, None] - idx[None, :]).abs() >= FAR_LINKS) & linked[s:e, None] & linked[None, :]
+        hit = (torch.cdist(o[..., s:e, :], o) < cutoff) | (torch.cdist(o[..., s:e, :], n) < cutoff) \
+            | (torch.cdist(n[..., s:e, :], o) < cutoff)
+        out[..., s:e] = (hit & far).any(-1)
+    return out
+
+
+def _far_cost(ca: torch.Tensor, idx: tuple, linked: torch.Tensor, units: PeptideUnits, o_c: torch.Tensor,
+              n_c: torch.Tensor) -> torch.Tensor:
+    """[P, G] settling cost of candidate O and N positions o_c, n_c [P, G, 3] of the units idx (batch indices...,
+    link j) against the non-local units with the nearest CAs: O–O ≥ 2.7 Å, O–N and N–O ≥ 2.6 Å."""
+    j = idx[-1]
+    L1 = units.o.shape[-2]
+    if L1 <= FAR_LINKS:
+        return torch.zeros(o_c.shape[:2], dtype=o_c.dtype, device=o_c.device)
+    take = lambda x: x[idx[:-1]] if len(idx) > 1 else x.expand(len(j), *x.shape)  # noqa: E731  [P, L1, 3]
+    ca_u = take(ca[..., :-1, :])
+    d_ca = (ca_u - ca_u[torch.arange(len(j), device=j.device), j][:, None]).norm(dim=-1)  # [P, L1]
+    k_idx = torch.arange(L1, device=j.device)
+    far = ((k_idx[None] - j[:, None]).abs() >= FAR_LINKS) & linked[None] & linked[j][:, None]
+    d_ca = torch.where(far, d_ca, torch.full_like(d_ca, float("inf")))
+    near = d_ca.topk(min(_FAR_NEAREST, L1), dim=-1, largest=False).indices  # [P, K]
+    ok = far.gather(1, near)[:, None]  # [P, 1, K]
+    o_k = take(units.o).gather(1, near[..., None].expand(-1, -1, 3))  # [P, K, 3]
+    n_k = take(units.n).gather(1, near[..., None].expand(-1, -1, 3))
+    cost = torch.relu(2.7 - torch.cdist(o_c, o_k)) ** 2 + torch.relu(2.6 - torch.cdist(o_c, n_k)) ** 2 \
+        + torch.relu(2.6 - torch.cdist(n_c, o_k)) ** 2
+    return (cost * ok).sum(-1)
 
 
 def backbone_from_angles(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, psi_start: torch.Tensor,
@@ -296,7 +342,7 @@ def backbone_from_angles(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Ten
     # Units to settle (twice, as a settled unit changes its neighbours' angles): cis ones; both units of a residue
     # whose N–CA–C angle is more than 20° from ideal (two units that disagree, e.g. a proline folded onto the
     # carbonyl before it); both units of consecutive carbonyls closer than 2.3 Å, or of an O(i)–N(i+2) or an
-    # O(i)–O(i+2) pair closer than 2.3 Å.
+    # O(i)–O(i+2) pair closer than 2.3 Å; both units of a non-local O–O or O–N pair closer than 2.3 Å.
     linked = links.linked
     both = linked[1:] & linked[:-1]  # [L-2]: residues 1..L-2 have a unit on each side
     for _ in range(2):
@@ -311,6 +357,7 @@ def backbone_from_angles(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Ten
             pair2 = both[1:] & both[:-1] & ((units.o[..., 2:, :] - units.o[..., :-2, :]).norm(dim=-1) < 2.3)
             bad = torch.cat([bad[..., :2], bad[..., 2:] | pair2], -1)
             bad = torch.cat([bad[..., :-2] | pair2, bad[..., -2:]], -1)
+        bad = bad | _far_contacts(units, linked)  # and every unit of a non-local carbonyl contact
         if not bool(bad.any()):
             break
         units = _settle(ca, links, alpha, unit, bad, cis, units)
