@@ -272,7 +272,7 @@ def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: to
 
 
 FAR_LINKS = 3  # units at least this many links apart (or in other segments) are "non-local" to each other
-_FAR_NEAREST = 24  # the non-local units a settling candidate is scored against: those with the nearest CAs
+_FAR_NEAREST = 8  # the non-local units a settling candidate is scored against: those with the nearest CAs
 
 
 def _far_contacts(units: PeptideUnits, linked: torch.Tensor, cutoff: float = 2.3, block: int = 512) -> torch.Tensor:
