@@ -264,3 +264,45 @@ def test_message_passing_layer_equals_the_concatenated_form():
     g2, = torch.autograd.grad(expected.square().sum(), h)
     torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-10)
 
+
+
+def test_staggered_chi1_moves_short_side_chains_to_their_nearest_well():
+    """Ser, Cys, Thr and Val get the centre of the χ1 well (60°, 180°, −60°) nearest to the regressed χ1; other
+    types and the other χ keep their values exactly."""
+    import math
+
+    from ldb_hpc.model.ldb import STAGGERED_CHI1, staggered_chi1
+
+    names = ["SER", "CYS", "THR", "VAL", "LEU", "LYS", "ALA", "SER"]
+    restype = torch.tensor([rc.RESTYPE_INDEX[n] for n in names])
+    chi = torch.deg2rad(torch.tensor([[119.0, 10, 20, 30], [121.0, 0, 0, 0], [-100.0, 5, 0, 0], [-170.0, 0, 0, 0],
+                                      [119.0, 40, 0, 0], [0.0, 0, 0, 0], [90.0, 0, 0, 0], [10.0, 0, 0, 0]]))
+    out = staggered_chi1(chi[None].repeat(2, 1, 1), restype)  # batched [B, L, 4]
+    expected = torch.deg2rad(torch.tensor([60.0, 180.0, -60.0, 180.0]))
+    assert torch.allclose(out[:, :4, 0], expected.expand(2, -1), atol=1e-6)
+    assert torch.allclose(out[:, 7, 0], torch.full((2,), math.radians(60.0)), atol=1e-6)
+    assert torch.equal(out[:, 4:7], chi[None, 4:7].expand(2, -1, -1))  # other types untouched
+    assert torch.equal(out[..., 1:], chi[None, :, 1:].expand(2, -1, -1))
+    assert set(STAGGERED_CHI1) == {"SER", "CYS", "THR", "VAL"}
+
+
+def test_sampling_builds_short_side_chains_at_staggered_chi1(repo_root):
+    """The default model's samples (before clash repair) have the χ1 of every Ser, Cys, Thr and Val at a well
+    centre; the other types keep their regressed χ1."""
+    from ldb_hpc.geometry.builder import measure_torsions
+    from ldb_hpc.io.cg import CGTrajectory
+    from ldb_hpc.model.api import default_model_path
+    from ldb_hpc.model.ldb import STAGGERED_CHI1
+
+    with CGTrajectory(str(repo_root / "examples" / "example.cg.h5")) as cg:
+        res, ca = cg.residues, torch.from_numpy(cg.read(0, 2).ca)
+    model = load_model(default_model_path()).eval()
+    rt = torch.as_tensor(res.restype)
+    x = model.sample(ca, rt, torch.as_tensor(res.segment), torch.arange(2), pack=False)[:, 0]
+    chi1 = measure_torsions(x.double(), rt.expand(2, -1))[0][..., 1]
+    sel = torch.isin(rt, torch.tensor([rc.RESTYPE_INDEX[t] for t in STAGGERED_CHI1]))
+    assert int(sel.sum()) >= 5
+    off = torch.remainder(torch.rad2deg(chi1), 120.0) - 60.0  # signed distance to the nearest well (60, 180, −60)
+    assert float(off[:, sel].abs().max()) < 0.1, off[:, sel]
+    has_chi1 = (rt != rc.RESTYPE_INDEX["GLY"]) & (rt != rc.RESTYPE_INDEX["ALA"])
+    assert float(off[:, ~sel & has_chi1].abs().max()) > 5.0
