@@ -520,12 +520,10 @@ void clash_score(In<float> cand, In<float> pos, In<int64_t> rows, In<int64_t> nb
 // of torch's gather, two adds, SiLU and mean over [B, L, k, D] temporaries, each edge row is read once.
 
 #ifdef LDB_HAVE_LIBMVEC
-extern "C" {
-__m128 _ZGVbN4v_expf(__m128);
-__m256 _ZGVdN8v_expf(__m256);
-}
+extern "C" __m256 _ZGVdN8v_expf(__m256);
 
-// acc[c] += x[c] / (1 + exp(−x[c])) for the first multiple-of-8 (AVX2) or -4 (SSE) channels; returns how many.
+// acc[c] += x[c] / (1 + exp(−x[c])) for the first multiple-of-8 channels, 8 lanes wide (AVX2, libmvec's expf);
+// returns how many. CPUs without AVX2 take the scalar loop of silu_accumulate (same function, slower).
 __attribute__((target("avx2"))) int64_t silu_accumulate_avx2(const float* x, float* acc, int64_t n) {
   int64_t i = 0;
   const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
@@ -536,23 +534,12 @@ __attribute__((target("avx2"))) int64_t silu_accumulate_avx2(const float* x, flo
   }
   return i;
 }
-
-int64_t silu_accumulate_sse(const float* x, float* acc, int64_t n) {
-  int64_t i = 0;
-  const __m128 one = _mm_set1_ps(1.0f), zero = _mm_setzero_ps();
-  for (; i + 4 <= n; i += 4) {
-    const __m128 v = _mm_loadu_ps(x + i);
-    const __m128 s = _mm_div_ps(v, _mm_add_ps(one, _ZGVbN4v_expf(_mm_sub_ps(zero, v))));
-    _mm_storeu_ps(acc + i, _mm_add_ps(_mm_loadu_ps(acc + i), s));
-  }
-  return i;
-}
 #endif
 
 inline void silu_accumulate(const float* x, float* acc, int64_t n) {
   int64_t i = 0;
 #ifdef LDB_HAVE_LIBMVEC
-  i = kHaveAvx2 ? silu_accumulate_avx2(x, acc, n) : silu_accumulate_sse(x, acc, n);
+  if (kHaveAvx2) i = silu_accumulate_avx2(x, acc, n);
 #endif
   for (; i < n; ++i) acc[i] += x[i] / (1.0f + std::exp(-x[i]));
 }

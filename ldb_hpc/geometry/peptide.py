@@ -279,16 +279,17 @@ def _far_contacts(units: PeptideUnits, linked: torch.Tensor, cutoff: float = 2.3
     """[..., L-1] bool: the unit's O lies closer than ``cutoff`` Å to the O or N of a non-local unit of the same
     frame (:data:`FAR_LINKS`), or its N to such a unit's O. Two carbonyls of distant strands or chains can be
     placed on top of each other by their sampled rotations; no local rule sees them. Row blocks bound memory."""
-    o, n = units.o, units.n
+    o = units.o
     L1 = o.shape[-2]
     idx = torch.arange(L1, device=o.device)
+    on = torch.cat([o, units.n], dim=-2)  # [..., 2·(L-1), 3]: every O, then every N
     out = torch.zeros(o.shape[:-1], dtype=torch.bool, device=o.device)
     for s in range(0, L1, block):
         e = min(s + block, L1)
         far = ((idx[s:e, None] - idx[None, :]).abs() >= FAR_LINKS) & linked[s:e, None] & linked[None, :]
-        hit = (torch.cdist(o[..., s:e, :], o) < cutoff) | (torch.cdist(o[..., s:e, :], n) < cutoff) \
-            | (torch.cdist(n[..., s:e, :], o) < cutoff)
-        out[..., s:e] = (hit & far).any(-1)
+        hit = (torch.cdist(o[..., s:e, :], on) < cutoff) & far.repeat(1, 2)  # the block's O against all O and N
+        out[..., s:e] |= hit.any(-1)  # O–O pairs (symmetric: the partner's own row flags it) and O–N: the O side
+        out |= hit[..., L1:].any(-2)  # O–N: the N side
     return out
 
 
