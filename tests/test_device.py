@@ -138,6 +138,7 @@ def _covered_path(model, residues, ca_real):
     from ldb_hpc.geometry import builder, frames, peptide
     from ldb_hpc.model import diffusion as diff
     from ldb_hpc.model.ideal import load_tables, peptide_template, trace_angles
+    from ldb_hpc.model.rotamers import staggered_chi1
     from ldb_hpc.ops.noise import latent_noise
 
     dev = torch.device("cuda", 0)
@@ -175,6 +176,7 @@ def _covered_path(model, residues, ca_real):
     R, t = frames.frames_from_backbone(n, ca, c)
     tors = torch.zeros(B, L, 5, device=dev)
     out["build_atoms"] = builder.build_atoms(R, t, tors, restype).device
+    out["staggered chi1"] = staggered_chi1(torch.randn(B, L, 4, device=dev), restype).device
     out["ca frames"] = frames.ca_trace_frames(ca, segment)[0].device
     out["nerf"] = builder.nerf(n, ca, c, 1.5, 2.0, psi[..., :1]).device
     return out
@@ -218,9 +220,11 @@ def test_fake_cuda_catches_a_tensor_made_on_the_cpu(example, monkeypatch, factor
 FACTORIES = {"zeros", "ones", "full", "empty", "arange", "tensor", "as_tensor", "randn", "rand", "randint",
              "linspace", "eye", "from_numpy"}
 # Host tables built once and moved with .to(device) where they are used.
-HOST_TABLES = {("ldb_hpc/model/packing.py", "_grid"), ("ldb_hpc/model/rescue.py", "_self_pairs")}
+HOST_TABLES = {("ldb_hpc/model/packing.py", "_grid"), ("ldb_hpc/model/rescue.py", "_self_pairs"),
+               ("ldb_hpc/model/rotamers.py", "_half_widths")}
 DATA_DEPENDENT = ["ldb_hpc/geometry/peptide.py", "ldb_hpc/geometry/atoms.py", "ldb_hpc/model/packing.py",
-                  "ldb_hpc/model/rescue.py", "ldb_hpc/ops/reference.py", "ldb_hpc/ops/__init__.py"]
+                  "ldb_hpc/model/rescue.py", "ldb_hpc/model/rotamers.py", "ldb_hpc/ops/reference.py",
+                  "ldb_hpc/ops/__init__.py"]
 
 
 def _factories_without_device(path: str) -> list[str]:
@@ -257,9 +261,11 @@ def test_host_tables_are_moved_where_used():
     """The exempted host tables reach the computation only through .to(device)."""
     packing = (REPO / "ldb_hpc/model/packing.py").read_text()
     rescue = (REPO / "ldb_hpc/model/rescue.py").read_text()
+    rotamers = (REPO / "ldb_hpc/model/rotamers.py").read_text()
     assert "deltas.to(dev, pos.dtype)" in packing
     assert "_self_pairs().to(atoms.device)" in rescue
-    assert np.all([name in packing + rescue for _, name in HOST_TABLES])
+    assert "table.to(restype.device)[restype]" in rotamers
+    assert np.all([name in packing + rescue + rotamers for _, name in HOST_TABLES])
 
 
 def test_model_tables_follow_the_model():

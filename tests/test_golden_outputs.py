@@ -32,11 +32,11 @@ import pytest
 
 # (case, input: "example" or a CASP12 target, extra backmap options) → sha256 of the output (see _digest).
 GOLDEN = {
-    "T0862-ensemble": "12ba2f9685ee4f67c1e12ad4c776c21d532c8e8feb4291d703df04fc42085d1c",
-    "T0872-default": "546eaf3557f0cece77f370b1912ac433da194de9698e038bd32b64a8b6b69fc4",
-    "T0922-default": "51eb80a90fd23c121011b8bea74b8af15b83e0960251d040306b292495770248",
-    "example-default": "1972fc6fcf55e51182a13b4edf1d5f005f7d1fe896ce6cf33e126f6539f10682",
-    "example-ensemble": "e4ac1baba2e5d03b23c08f2acd7481da12813708d781ae4aebcabeba62b01264",
+    "T0862-ensemble": "625b614662a96a2829c8dc772b97a612161da232e51734d750bdafe391434ac1",
+    "T0872-default": "efa5037fbe7d27cde6bf8123de2be0a46a786142811f0aaed21940f8e39aea57",
+    "T0922-default": "4b05321e8f246949569c045a37b317c7b4055aefed56fe0103dc19dff574aadd",
+    "example-default": "237fd309635449e0c946168e7664be6869c3fb2800f8a33f4915aff79bb0e6ed",
+    "example-ensemble": "9303bb7954c55990dea9d825a5242a4f471972c7e1028ee2198c583f48a9e3b9",
     "example-ideal": "6e2cb06e0beb11a87fc1dd9bb33db392cd55f053933641b6e31a107918c1aa70",
 }
 

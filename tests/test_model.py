@@ -205,7 +205,7 @@ def test_train_cli_runs_and_resumes(tmp_path, run_cli):
 
 
 def test_chi_mode_head_moves_chi1_only_where_sure_and_in_another_well():
-    from ldb_hpc.model.ldb import chi1_well, chi_from_modes
+    from ldb_hpc.model.rotamers import chi1_well, chi_from_modes
 
     deg = torch.deg2rad
     chi = deg(torch.tensor([[70.0, 10, 0, 0], [170.0, 20, 0, 0], [-50.0, 30, 0, 0], [100.0, 40, 0, 0]]))
@@ -266,33 +266,76 @@ def test_message_passing_layer_equals_the_concatenated_form():
 
 
 
-def test_staggered_chi1_moves_short_side_chains_to_their_nearest_well():
-    """Ser, Cys, Thr and Val get the centre of the χ1 well (60°, 180°, −60°) nearest to the regressed χ1; other
-    types and the other χ keep their values exactly."""
+def test_staggered_chi1_moves_chi1_into_its_nearest_well():
+    """Ser, Cys, Thr and Val get the centre of the χ1 well (60°, 180°, −60°) nearest to the regressed χ1; Arg, Asp,
+    Gln, Glu, Leu and Lys get χ1 clamped to within 25° of that centre; other types and the other χ keep their
+    values exactly."""
     import math
 
-    from ldb_hpc.model.ldb import STAGGERED_CHI1, staggered_chi1
+    from ldb_hpc.model.rotamers import NEAR_WELL_CHI1, NEAR_WELL_DEG, STAGGERED_CHI1, staggered_chi1
 
-    names = ["SER", "CYS", "THR", "VAL", "LEU", "LYS", "ALA", "SER"]
+    names = ["SER", "CYS", "THR", "VAL", "LEU", "LYS", "ALA", "SER", "GLU", "PHE", "ARG"]
     restype = torch.tensor([rc.RESTYPE_INDEX[n] for n in names])
     chi = torch.deg2rad(torch.tensor([[119.0, 10, 20, 30], [121.0, 0, 0, 0], [-100.0, 5, 0, 0], [-170.0, 0, 0, 0],
-                                      [119.0, 40, 0, 0], [0.0, 0, 0, 0], [90.0, 0, 0, 0], [10.0, 0, 0, 0]]))
+                                      [119.0, 40, 0, 0], [0.0, 0, 0, 0], [90.0, 0, 0, 0], [10.0, 0, 0, 0],
+                                      [-75.0, 1, 2, 0], [119.0, 0, 0, 0], [-150.0, 1, 2, 3]]))
     out = staggered_chi1(chi[None].repeat(2, 1, 1), restype)  # batched [B, L, 4]
-    expected = torch.deg2rad(torch.tensor([60.0, 180.0, -60.0, 180.0]))
-    assert torch.allclose(out[:, :4, 0], expected.expand(2, -1), atol=1e-6)
+    expected = torch.deg2rad(torch.tensor([60.0, 180.0, -60.0, 180.0, 85.0, 35.0]))
+    assert torch.allclose(out[:, :6, 0], expected.expand(2, -1), atol=1e-6)  # Leu 119° → 85°, Lys 0° → 35°
     assert torch.allclose(out[:, 7, 0], torch.full((2,), math.radians(60.0)), atol=1e-6)
-    assert torch.equal(out[:, 4:7], chi[None, 4:7].expand(2, -1, -1))  # other types untouched
+    assert torch.allclose(torch.remainder(out[:, 10, 0], 2 * math.pi), torch.full((2,), math.radians(205.0)))
+    for i in (6, 8, 9):  # Ala, a Glu already within 25° of −60°, Phe: untouched
+        assert torch.equal(out[:, i], chi[None, i].expand(2, -1))
     assert torch.equal(out[..., 1:], chi[None, :, 1:].expand(2, -1, -1))
     assert set(STAGGERED_CHI1) == {"SER", "CYS", "THR", "VAL"}
+    assert set(NEAR_WELL_CHI1) == {"ARG", "ASP", "GLN", "GLU", "LEU", "LYS"} and NEAR_WELL_DEG == 25.0
+
+
+def test_settle_chi1_refits_the_distal_chi_behind_a_moved_chi1():
+    """After χ1 moves into its well, χ2..χ4 are re-fitted so that each χ's fourth atom sits as near to where the
+    regression's own build put it as the new upstream atoms allow (no other χ value does better), the output's
+    measured χ are the returned ones, and residues whose χ1 did not move keep their atoms bit for bit."""
+    import math
+
+    from ldb_hpc import ops
+    from ldb_hpc.geometry.builder import measure_torsions
+    from ldb_hpc.model.rotamers import settle_chi1
+
+    torch.manual_seed(0)
+    names = ["LYS", "ARG", "GLU", "LEU", "PHE", "LYS"]
+    restype = torch.tensor([rc.RESTYPE_INDEX[n] for n in names])
+    L = len(names)
+    ca = torch.arange(L, dtype=torch.float32)[:, None] * torch.tensor([3.8, 0.0, 0.0])
+    n = ca + torch.tensor([-0.5, 1.35, 0.0])
+    c = ca + torch.tensor([1.2, 0.6, 0.4])
+    o_t = torch.full((L,), 2.5)
+    chi = torch.deg2rad(torch.tensor([[10.0, 170, 160, 175], [-120.0, 80, -170, 100], [150.0, -70, 30, 0],
+                                      [0.0, 150, 0, 0], [0.0, 90, 0, 0], [-65.0, 170, 180, 170]]))
+    backbone = (ca[None], n[None], c[None], o_t[None])
+    pos = ops.atoms_from_backbone(*backbone, chi[None], restype)
+    got, chi_new = settle_chi1(pos, backbone, chi[None], restype)
+    moved = torch.tensor([True, True, True, True, False, False])  # Phe is not clamped; the last Lys is within 25°
+    assert torch.equal(got[0, ~moved], pos[0, ~moved]) and torch.equal(chi_new[0, ~moved], chi[~moved])
+    assert bool((chi_new[0, moved, 0] != chi[moved, 0]).all())
+    measured, ok = measure_torsions(got.double(), restype[None])
+    d = torch.remainder(measured[0, :, 1:] - chi_new[0].double() + math.pi, 2 * math.pi) - math.pi
+    assert float(d[ok[0, :, 1:]].abs().max()) < 1e-3
+    # χ2 of the moved Lys (row 0): its CD is nearer to the original CD than with any other χ2 on a 5° grid.
+    cd = rc.SLOT_INDEX[("LYS", "CD")]
+    best = (got[0, 0, cd] - pos[0, 0, cd]).norm()
+    grid = chi_new[0].repeat(72, 1, 1)
+    grid[:, 0, 1] = torch.deg2rad(torch.arange(72.0) * 5)
+    others = ops.atoms_from_backbone(ca, n, c, o_t, grid, restype)[:, 0, cd]
+    assert float(best) <= float((others - pos[0, 0, cd]).norm(dim=-1).min()) + 1e-4
 
 
 def test_sampling_builds_short_side_chains_at_staggered_chi1(repo_root):
     """The default model's samples (before clash repair) have the χ1 of every Ser, Cys, Thr and Val at a well
-    centre; the other types keep their regressed χ1."""
+    centre, those of Arg, Asp, Gln, Glu, Leu and Lys within 25° of one; the other types keep their regressed χ1."""
     from ldb_hpc.geometry.builder import measure_torsions
     from ldb_hpc.io.cg import CGTrajectory
     from ldb_hpc.model.api import default_model_path
-    from ldb_hpc.model.ldb import STAGGERED_CHI1
+    from ldb_hpc.model.rotamers import NEAR_WELL_CHI1, NEAR_WELL_DEG, STAGGERED_CHI1
 
     with CGTrajectory(str(repo_root / "examples" / "example.cg.h5")) as cg:
         res, ca = cg.residues, torch.from_numpy(cg.read(0, 2).ca)
@@ -304,5 +347,7 @@ def test_sampling_builds_short_side_chains_at_staggered_chi1(repo_root):
     assert int(sel.sum()) >= 5
     off = torch.remainder(torch.rad2deg(chi1), 120.0) - 60.0  # signed distance to the nearest well (60, 180, −60)
     assert float(off[:, sel].abs().max()) < 0.1, off[:, sel]
+    near = torch.isin(rt, torch.tensor([rc.RESTYPE_INDEX[t] for t in NEAR_WELL_CHI1]))
+    assert int(near.sum()) >= 5 and float(off[:, near].abs().max()) <= NEAR_WELL_DEG + 1e-3
     has_chi1 = (rt != rc.RESTYPE_INDEX["GLY"]) & (rt != rc.RESTYPE_INDEX["ALA"])
-    assert float(off[:, ~sel & has_chi1].abs().max()) > 5.0
+    assert float(off[:, ~sel & ~near & has_chi1].abs().max()) > 30.0

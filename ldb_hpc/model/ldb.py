@@ -25,13 +25,10 @@ from ldb_hpc.model import diffusion as diff
 from ldb_hpc.model.features import featurize, gather_nodes
 from ldb_hpc.model.ideal import load_tables, peptide_template
 from ldb_hpc.model.networks import ConditionEncoder, Decoder, Denoiser, LatentContext, LatentEncoder, VectorQuantizer
+from ldb_hpc.model.rotamers import chi1_well, chi_from_modes, settle_chi1
 
 _PI_PERIODIC = torch.as_tensor(rc.CHI_PI_PERIODIC_MASK)  # [21, 4]
 _PRO_CHI1_MAX = 0.7  # rad (40°)
-# χ1 rotamer wells (g+, t, g−), rad: the classes of the χ1 mode head; a χ1 belongs to the nearest.
-CHI1_WELLS = torch.deg2rad(torch.tensor([60.0, 180.0, -60.0]))
-# Residue types whose χ1 is built at the centre of its nearest well at inference (:func:`staggered_chi1`).
-STAGGERED_CHI1 = ("SER", "CYS", "THR", "VAL")
 
 
 @dataclass
@@ -150,7 +147,8 @@ class LDBModel(nn.Module):
     def build(self, ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor, out: dict,
               lf: LinkGeometry | None = None, pack: bool = False, staggered: bool = False) -> torch.Tensor:
         """Decoder output (unit 2-vectors) → atom14 [B, L, 14, 3] Å; ``pack``: repair side-chain clashes;
-        ``staggered``: :func:`staggered_chi1` (inference only: it has no gradient)."""
+        ``staggered``: χ1 into its rotamer well, the distal χ re-fitted (:mod:`ldb_hpc.model.rotamers`; inference
+        only: it has no gradient)."""
         tables = self.tables
         if ca.shape[-2] == 1:
             n, c, o = singleton_backbone(ca)
@@ -162,13 +160,13 @@ class LDBModel(nn.Module):
         chi = _angle(out["chi"])
         if "chi1_logits" in out and self.cfg.chi_mode_p < 1.0:
             chi = chi_from_modes(chi, out["chi1_logits"], self.cfg.chi_mode_p)
-        if staggered:
-            chi = staggered_chi1(chi, restype)
         # Proline χ1 lies within ±40° (ring puckers ≈ ±30°); a wild prediction would leave the ring closure
         # (a search ±40° around it) no closed ring to find.
         is_pro = (restype == rc.RESTYPE_INDEX["PRO"])[:, None] & (torch.arange(4, device=chi.device) == 0)
         chi = torch.where(is_pro, chi.clamp(-_PRO_CHI1_MAX, _PRO_CHI1_MAX), chi)
         pos = ops.atoms_from_backbone(ca, n, c, o_t, chi, restype)
+        if staggered:
+            pos, chi = settle_chi1(pos, (ca, n, c, o_t), chi, restype)
         if pack:
             from ldb_hpc.model.packing import repack
             from ldb_hpc.model.rescue import rescue
@@ -365,33 +363,6 @@ class LDBModel(nn.Module):
         z = self.latent_encoder(h, target_features(t))
         out = self.decoder(h, self.vq.decode(self.vq.nearest(z)), g.nbr)
         return self.build(ca, restype, segment, out)
-
-
-def chi1_well(chi1: torch.Tensor) -> torch.Tensor:
-    """Index (0 g+, 1 t, 2 g−) of the χ1 well nearest to each angle chi1 [...] rad."""
-    wells = CHI1_WELLS.to(chi1.device, chi1.dtype)
-    return (1 - torch.cos(chi1[..., None] - wells)).argmin(-1)
-
-
-def staggered_chi1(chi: torch.Tensor, restype: torch.Tensor) -> torch.Tensor:
-    """χ [..., L, 4] rad with the χ1 of :data:`STAGGERED_CHI1` residues (restype [L]) moved to the centre of its
-    nearest well (g+, t, g−). The regression, trained toward the mean, falls between two wells where it is unsure,
-    which is never within 40° of either; beyond CB these side chains have one or two atoms, so a well centre costs
-    next to no RMSD (CASP12: χ1 +0.5 points, RMSD +0.001 Å; for every type: +1.8 points, +0.044 Å)."""
-    types = torch.tensor([rc.RESTYPE_INDEX[t] for t in STAGGERED_CHI1], device=restype.device)
-    chi1 = torch.where(torch.isin(restype, types), CHI1_WELLS.to(chi.device, chi.dtype)[chi1_well(chi[..., 0])],
-                       chi[..., 0])
-    return torch.cat([chi1[..., None], chi[..., 1:]], dim=-1)
-
-
-def chi_from_modes(chi: torch.Tensor, logits: torch.Tensor, p_min: float) -> torch.Tensor:
-    """χ [..., 4] rad with χ1 moved to the centre of the mode head's well wherever the head gives that well a
-    probability ≥ p_min and the regressed χ1 lies in another well (the regression, trained toward the mean,
-    falls between wells when unsure; the mode wins χ accuracy where the head is sure)."""
-    prob, well = logits.softmax(-1).max(-1)
-    move = (prob >= p_min) & (well != chi1_well(chi[..., 0]))
-    chi1 = torch.where(move, CHI1_WELLS.to(chi.device, chi.dtype)[well], chi[..., 0])
-    return torch.cat([chi1[..., None], chi[..., 1:]], dim=-1)
 
 
 def clash_loss(x: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor, nbr: torch.Tensor,
