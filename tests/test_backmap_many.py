@@ -203,8 +203,6 @@ def test_usage_errors_are_one_line(inputs, tmp_path, run_cli):
     assert_one_line_error(code, err, "pass -o DIR/")
     code, _, err = run_cli("backmap", inputs / "one.pdb", inputs / "three.pdb", "-o", tmp_path, "--top", "x.pdb")
     assert_one_line_error(code, err, "--top is for one trajectory input")
-    code, _, err = run_cli("backmap", inputs / "one.pdb", "-o", f"{tmp_path}/", "--hydrogens")
-    assert_one_line_error(code, err, "--hydrogens is for one trajectory input")
     code, _, err = run_cli("backmap", inputs / "one.pdb", "-", "-o", tmp_path)
     assert_one_line_error(code, err, "must be the only input")
     code, _, err = run_cli("backmap", inputs / "one.pdb", "-o", f"{tmp_path}/", "--format", "xyz")

@@ -293,6 +293,95 @@ def test_disulfide_reaches_openmm(shared_data, tmp_path):
     assert r["disulfides"] == 1 and r["renamed"] == 0 and r["system_ok"] and r["minimised"], r
 
 
+def _ca_pdbs(folder, frames_per_file):
+    """CA-only PDB files of example frames (one MODEL per frame), named f0.pdb, f1.pdb, ..."""
+    import mdtraj as md
+
+    t = md.load(str(EXAMPLE))
+    folder.mkdir()
+    for k, frames in enumerate(frames_per_file):
+        t[list(frames)].save_pdb(str(folder / f"f{k}.pdb"))
+    return folder
+
+
+def test_many_files_with_hydrogens(tmp_path, run_cli):
+    """``backmap DIR -o OUT/ --hydrogens``: each PDB and HDF5 output has the heavy atoms of the run without
+    hydrogens (bitwise in HDF5), the atoms and order of the trajectory path's hydrogen topology, TER at the chain
+    break, one MODEL per row, and amber14 takes the PDB as written; a file with an unknown residue fails alone."""
+    import mdtraj as md
+    from hydrogens import openmm_check
+
+    src = _ca_pdbs(tmp_path / "in", [(5,), (0, 1)])
+    (src / "f2.pdb").write_text((src / "f0.pdb").read_text().replace("ILE A  60", "UNK A  60"))
+    outs = {}
+    for name, extra in (("pdb", ["--hydrogens"]), ("h5", ["--hydrogens", "--format", "h5"]),
+                        ("heavy", ["--format", "h5"])):
+        outs[name] = tmp_path / name
+        outs[name].mkdir()
+        code, out, err = run_cli("backmap", src, "-o", f"{outs[name]}/", "--threads", 1, *extra)
+        if name == "heavy":
+            assert code == 0, err
+        else:  # f2 fails with one error line; f0 and f1 are written
+            assert code == 2 and "backmapped 2 of 3" in out, err
+            assert_one_line_error(code, err, "f2.pdb: --hydrogens needs standard residues")
+            assert not (outs[name] / f"f2.aa.{'pdb' if name == 'pdb' else 'h5'}").exists()
+    traj = md.load(str(EXAMPLE))
+    for k, rows in ((0, 1), (1, 2)):
+        heavy = md.load(str(outs["heavy"] / f"f{k}.aa.h5"))
+        h5 = md.load(str(outs["h5"] / f"f{k}.aa.h5"))
+        pdb = md.load_pdb(str(outs["pdb"] / f"f{k}.aa.pdb"))
+        assert h5.n_frames == pdb.n_frames == rows and h5.n_chains == pdb.n_chains == 2  # the chain break
+        keep = [a.index for a in h5.topology.atoms if a.element.symbol != "H" and a.name != "OXT"]
+        assert np.array_equal(h5.xyz[:, keep], heavy.xyz)
+        assert sum(a.element.symbol == "H" for a in h5.topology.atoms) > 0.9 * heavy.n_atoms
+        assert [(a.residue.name, a.name) for a in pdb.topology.atoms] == \
+            [(a.residue.name, a.name) for a in h5.topology.atoms]
+        np.testing.assert_allclose(pdb.xyz, h5.xyz, atol=1e-4)
+        np.testing.assert_allclose(h5.xyz[:, h5.topology.select("name CA")], traj.xyz[[5] if k == 0 else [0, 1]],
+                                   atol=2e-4)
+    with h5py.File(outs["h5"] / "f0.aa.h5", "r") as f:
+        assert "HIE" in f["ldb"].attrs["hydrogens"]
+    r = openmm_check(outs["pdb"] / "f0.aa.pdb", iterations=30)
+    assert r["renamed"] == 0 and r["system_ok"] and r["minimised"], r
+
+
+def test_many_files_disulfide_reaches_openmm(shared_data, tmp_path, run_cli):
+    """A structure file given among others gets its disulfide found on its own first row: CONECT records once,
+    after the models, and amber14 takes the pair as CYX."""
+    import shutil
+
+    from hydrogens import openmm_check
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    shutil.copy(shared_data / "test" / "casp12" / "T0898.pdb", src / "T0898.pdb")
+    _ca_pdbs(tmp_path / "ex", [(3,)])
+    shutil.copy(tmp_path / "ex" / "f0.pdb", src / "example.pdb")
+    code, _, err = run_cli("backmap", src, "-o", f"{out}/", "--hydrogens", "--threads", 1)
+    assert code == 0, err
+    lines = (out / "T0898.aa.pdb").read_text().splitlines()
+    assert sum(line.startswith("CONECT") for line in lines) == 2 and lines[-1] == "END"
+    assert not any(line.startswith("CONECT") for line in (out / "example.aa.pdb").read_text().splitlines())
+    r = openmm_check(out / "T0898.aa.pdb", iterations=30)
+    assert r["disulfides"] == 1 and r["renamed"] == 0 and r["system_ok"] and r["minimised"], r
+
+
+def test_stdin_to_stdout_with_hydrogens(tmp_path):
+    import subprocess
+
+    import mdtraj as md
+
+    src = _ca_pdbs(tmp_path / "in", [(3,)]) / "f0.pdb"
+    p = subprocess.run([sys.executable, "-m", "ldb_hpc", "backmap", "-", "--hydrogens", "--threads", "1"],
+                       input=src.read_bytes(), capture_output=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    (tmp_path / "aa.pdb").write_bytes(p.stdout)
+    t = md.load_pdb(str(tmp_path / "aa.pdb"))
+    assert t.n_residues == 135 and sum(a.element.symbol == "H" for a in t.topology.atoms) > 900
+    assert sum(a.name == "OXT" for a in t.topology.atoms) == 2  # one per segment end
+
+
 # ----------------------------------------------------------------------------------------------------------
 # errors
 

@@ -156,8 +156,7 @@ def run_many(args) -> int:
     from ldb_hpc.runtime.batch import BatchConfig, run_batch
     from ldb_hpc.runtime.driver import RankExit
 
-    for flag, used in (("--top", args.top), ("--shard", args.shard), ("--io mpio", args.io == "mpio"),
-                       ("--hydrogens", args.hydrogens)):
+    for flag, used in (("--top", args.top), ("--shard", args.shard), ("--io mpio", args.io == "mpio")):
         if used:
             raise InputError(f"{flag} is for one trajectory input, not (yet) for several structure files or -")
     stream = args.input == ["-"]
@@ -166,7 +165,7 @@ def run_many(args) -> int:
         fmt=args.format, model=args.model, steps=args.steps, temperature=args.temperature,
         batch_frames=args.batch_frames, samples=args.samples, seed=args.seed, threads=args.threads,
         device=args.device, overwrite=args.overwrite, resume=args.resume,
-        residue_map=common.parse_residue_map(args.map_residue),
+        residue_map=common.parse_residue_map(args.map_residue), hydrogens=args.hydrogens,
     )
 
     def report(result) -> None:

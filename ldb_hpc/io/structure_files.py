@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ldb_hpc.chem.hydrogens import Protonation, extra_mask
 from ldb_hpc.chem.protein import Protein, Residues
 from ldb_hpc.chem.residues import SLOT_MASK
 from ldb_hpc.errors import InputError, OutputError
@@ -170,45 +171,62 @@ class PDBLayout:
     """The PDB text of rows of one topology, fast: ldb_hpc.io.pdb renders the layout once (records, names,
     chain IDs, numbers, TER), then each row's coordinates fill it with one %-format (the same 8.3f fields).
 
-    residues: the L residues; every heavy atom of every residue is written, in atom14 slot order.
+    residues: the L residues; every heavy atom of every residue is written, in atom14 slot order; with a
+    ``protonation`` (``--hydrogens``) also OXT and the hydrogens (rows then have 14 + NUM_EXTRA slots per residue).
     """
 
-    def __init__(self, residues: Residues):
-        from ldb_hpc.io.pdb import protein_to_pdb_string
+    def __init__(self, residues: Residues, protonation: Protonation | None = None):
+        from ldb_hpc.io.pdb import hydrogen_pdb_string, protein_to_pdb_string
 
         mask = SLOT_MASK[residues.restype]
-        lines = protein_to_pdb_string(Protein(residues, np.zeros((*mask.shape, 3), np.float32), mask)).splitlines()
+        if protonation is None:
+            text = protein_to_pdb_string(Protein(residues, np.zeros((*mask.shape, 3), np.float32), mask))
+        else:
+            mask = np.concatenate([mask, extra_mask(residues.restype, residues.segment, protonation)], axis=1)
+            text = hydrogen_pdb_string(residues, np.zeros((*mask.shape, 3), np.float32), mask,
+                                       protonation.disulfides)
+        lines = text.splitlines()
         body = [line[:30].replace("%", "%%") + "%8.3f%8.3f%8.3f" + line[54:].replace("%", "%%")
-                if line.startswith("ATOM  ") else line.replace("%", "%%") for line in lines if line != "END"]
+                if line.startswith("ATOM  ") else line.replace("%", "%%")
+                for line in lines if line != "END" and not line.startswith("CONECT")]
         self.template = "\n".join(body) + "\n"
+        # CONECT records (disulfides) once, after the last model
+        self.end = "".join(line + "\n" for line in lines if line.startswith("CONECT")) + "END\n"
         self.atoms = np.flatnonzero(mask.reshape(-1))  # flat atom14 index of each ATOM record, in order
 
     def text(self, rows: np.ndarray) -> str:
-        """PDB text of ``rows`` [R, L, 14, 3] Å: the model alone when R == 1, else one MODEL per row."""
+        """PDB text of ``rows`` [R, L, K, 3] Å (K slots per residue, as the layout's): the model alone when R == 1,
+        else one MODEL per row."""
         flat = rows.reshape(rows.shape[0], -1, 3)[:, self.atoms]
         if len(flat) == 1:
-            return self.template % tuple(flat[0].ravel().tolist()) + "END\n"
+            return self.template % tuple(flat[0].ravel().tolist()) + self.end
         parts = []
         for r, xyz in enumerate(flat):
             parts += [f"MODEL     {r + 1:4d}\n", self.template % tuple(xyz.ravel().tolist()), "ENDMDL\n"]
-        return "".join(parts) + "END\n"
+        return "".join(parts) + self.end
 
 
 _LAYOUTS: OrderedDict = OrderedDict()  # recent topologies → their PDBLayout, or None when seen once
 _KEEP = 64
 
 
-def pdb_text(residues: Residues, positions: np.ndarray) -> str:
+def pdb_text(residues: Residues, positions: np.ndarray, protonation: Protonation | None = None) -> str:
     """PDB text of the rows ``positions`` [F, S, L, 14, 3] Å (row = frame·S + sample; one MODEL per row when
     there are several), every heavy atom of every residue, the input's chain IDs and residue numbers: the text
-    of ldb_hpc.io.pdb.protein_to_pdb_string. A topology met again (the files of one protein), or written with
-    several rows, goes through a :class:`PDBLayout` (the most recent 64 are kept)."""
+    of ldb_hpc.io.pdb.protein_to_pdb_string. With a ``protonation``, positions have 14 + NUM_EXTRA slots and
+    OXT and the hydrogens are written too (ldb_hpc.io.pdb.hydrogen_pdb_string). A topology met again (the files
+    of one protein), or written with several rows or hydrogens, goes through a :class:`PDBLayout` (the most recent
+    64 are kept)."""
     rows = positions.reshape(-1, *positions.shape[-3:])
     key = (residues.restype.tobytes(), residues.segment.tobytes(), residues.resseq.tobytes(),
-           tuple(residues.chain_id), tuple(residues.icode))
+           tuple(residues.chain_id), tuple(residues.icode),
+           protonation)
     seen = key in _LAYOUTS
     layout = _LAYOUTS.pop(key, None)
-    if not seen and len(rows) == 1:
+    if protonation is not None:
+        layout = layout or PDBLayout(residues, protonation)
+        text = layout.text(rows)
+    elif not seen and len(rows) == 1:
         from ldb_hpc.io.pdb import protein_to_pdb_string
 
         text = protein_to_pdb_string(Protein(residues, rows[0], SLOT_MASK[residues.restype]))
@@ -222,8 +240,9 @@ def pdb_text(residues: Residues, positions: np.ndarray) -> str:
 
 
 def write_rows(path: str, fmt: str, residues: Residues, positions: np.ndarray, provenance: dict | None = None,
-               overwrite: bool = False) -> None:
-    """Write the rows of one input, ``positions`` [F, S, L, 14, 3] Å, to ``path`` as ``fmt`` ("pdb" or "h5").
+               overwrite: bool = False, protonation: Protonation | None = None) -> None:
+    """Write the rows of one input, ``positions`` [F, S, L, 14, 3] Å, to ``path`` as ``fmt`` ("pdb" or "h5");
+    with a ``protonation`` (``--hydrogens``) positions have 14 + NUM_EXTRA slots and OXT and hydrogens are written.
 
     pdb: one MODEL per row (see :func:`pdb_text`); h5: an all-atom MDTraj-HDF5 file with ``/ldb`` provenance
     (``provenance`` attributes, ``cg_frame``, ``sample``), time = frame index. Written under a temporary name
@@ -235,7 +254,7 @@ def write_rows(path: str, fmt: str, residues: Residues, positions: np.ndarray, p
     if os.path.exists(path) and not overwrite:
         raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
     if fmt == "pdb":
-        text = pdb_text(residues, positions)
+        text = pdb_text(residues, positions, protonation)
         with replaced_when_done(os.path.abspath(path)) as tmp:
             with open(tmp, "w") as fh:
                 fh.write(text)
@@ -243,7 +262,8 @@ def write_rows(path: str, fmt: str, residues: Residues, positions: np.ndarray, p
     from ldb_hpc.io.aa import AllAtomWriter
 
     n_frames, samples = positions.shape[:2]
-    with AllAtomWriter(path, residues, n_frames, samples, provenance, overwrite=overwrite) as writer:
+    with AllAtomWriter(path, residues, n_frames, samples, provenance, overwrite=overwrite,
+                       protonation=protonation) as writer:
         writer.write(0, positions, np.arange(n_frames, dtype=np.float64))
 
 

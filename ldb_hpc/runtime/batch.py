@@ -62,6 +62,7 @@ class BatchConfig:
     overwrite: bool = False
     resume: bool = False
     residue_map: dict = field(default_factory=dict)
+    hydrogens: bool = False  # also OXT and every hydrogen (docs/HYDROGENS.md); disulfides found per file
     stdin: object = None  # binary stream of stream mode (default sys.stdin.buffer)
     stdout: object = None  # text stream of stream mode (default sys.stdout)
 
@@ -92,7 +93,8 @@ class FileResult:
 class _Parsed:
     result: FileResult
     frames: sf.CAFrames | None = None
-    positions: np.ndarray | None = None  # [F, S, L, 14, 3] Å once computed
+    positions: np.ndarray | None = None  # [F, S, L, 14, 3] Å once computed ([F, S, L, 14 + NUM_EXTRA, 3]: hydrogens)
+    protonation: object = None  # --hydrogens: this file's ldb_hpc.chem.hydrogens.Protonation
 
 
 def _validate(cfg: BatchConfig) -> None:
@@ -222,6 +224,17 @@ def _compute(cfg: BatchConfig, model, device, group: list[_Parsed]) -> None:
     import torch
 
     todo = [p for p in group if p.frames is not None]
+    if cfg.hydrogens:  # a residue without a standard protonation fails its file before any work
+        from ldb_hpc.chem.hydrogens import check_protonatable
+        from ldb_hpc.io.topology import residue_labels
+
+        for p in todo:
+            res = p.frames.residues
+            problem = check_protonatable(res.restype, residue_labels(res.chain_id, res.resseq))
+            if problem:
+                _fail(p.result, InputError(problem))
+                p.frames = None
+        todo = [p for p in todo if p.frames is not None]
     if not todo:
         return
     residues = todo[0].frames.residues
@@ -250,6 +263,27 @@ def _compute(cfg: BatchConfig, model, device, group: list[_Parsed]) -> None:
             p.result.close_contact_rows = rows
             first = check.named[0]
             p.result.closest = f"frame {first['frame']} sample {first['sample']}: {first['closest']}"
+        if cfg.hydrogens:
+            try:
+                _add_hydrogens(p)
+            except Exception as exc:  # noqa: BLE001 - this file fails, the others go on
+                _fail(p.result, exc)
+                p.positions = None
+
+
+def _add_hydrogens(p: _Parsed) -> None:
+    """OXT and every hydrogen on the rows of one file (ldb_hpc.geometry.hydrogens.place_extra), with the
+    disulfides found on its first row (CYS whose SG atoms are at most 2.5 Å apart), as ``backmap --hydrogens``
+    finds them on a trajectory's first frame."""
+    import torch
+
+    from ldb_hpc.chem.hydrogens import Protonation
+    from ldb_hpc.geometry.hydrogens import disulfide_pairs, place_extra
+
+    res = p.frames.residues
+    pos = torch.from_numpy(p.positions)
+    p.protonation = Protonation.from_pairs(disulfide_pairs(pos[0, 0], res.restype))
+    p.positions = place_extra(pos, res.restype, res.segment, p.protonation).numpy()
 
 
 def _write(cfg: BatchConfig, fmt: str, provenance: dict, stdout, p: _Parsed) -> None:
@@ -258,12 +292,13 @@ def _write(cfg: BatchConfig, fmt: str, provenance: dict, stdout, p: _Parsed) -> 
         return
     try:
         if r.output is None:
-            text = sf.pdb_text(p.frames.residues, p.positions)
+            text = sf.pdb_text(p.frames.residues, p.positions, p.protonation)
             stdout.write(text)
             stdout.flush()
         else:
             prov = dict(provenance, input=os.path.basename(r.input))
-            sf.write_rows(r.output, fmt, p.frames.residues, p.positions, prov, overwrite=cfg.overwrite)
+            sf.write_rows(r.output, fmt, p.frames.residues, p.positions, prov, overwrite=cfg.overwrite,
+                          protonation=p.protonation)
         r.rows = int(p.positions.shape[0] * p.positions.shape[1])
     except Exception as exc:  # noqa: BLE001 - this file's error line; the others are still written
         _fail(r, exc)
@@ -308,6 +343,7 @@ def run_batch(cfg: BatchConfig, on_result=None, comm=None) -> dict:
     import torch
 
     from ldb_hpc import ops
+    from ldb_hpc.geometry.hydrogens import DISULFIDE_MAX
     from ldb_hpc.model.api import load_model
 
     torch.set_num_threads(threads)
@@ -317,6 +353,9 @@ def run_batch(cfg: BatchConfig, on_result=None, comm=None) -> dict:
     clock = {"parse_s": 0.0, "model_load_s": time.perf_counter() - t_model}
     provenance = {"model": model.name, "model_hash": model.hash, "seed": cfg.seed, "steps": model.steps,
                   "samples": cfg.samples}
+    if cfg.hydrogens:
+        provenance["hydrogens"] = ("standard protonation (HIS as HIE), OXT at segment ends; disulfides (SG-SG <= "
+                                   f"{DISULFIDE_MAX} A) found on each file's first row")
 
     def write(group, _data, _result):
         for p in group:
