@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-CLOSE_CONTACT = 1.2  # Å: rows keeping a non-bonded heavy-atom pair closer than this are reported (as the CLI does)
-
 
 class CloseContactWarning(UserWarning):
     """Some returned rows keep a heavy-atom pair closer than 1.2 Å that the model's repair did not remove (the
-    CLI's ``warning:`` line; the rows are returned all the same). ``rows``: those row indices; ``closest``: the
-    closest pair of the first, named."""
+    CLI's ``warning:`` line; the rows are returned all the same). ``rows``: how many; ``named``: the first 20 as
+    the CLI's run summary names them ({"frame", "sample", "pairs", "closest"})."""
 
-    def __init__(self, message: str, rows: list[int], closest: str):
+    def __init__(self, message: str, rows: int, named: list[dict]):
         super().__init__(message)
-        self.rows, self.closest = rows, closest
+        self.rows, self.named = rows, named
 
 
 def backmap(traj, samples: int = 1, seed: int = 0, model=None, steps: int | None = None,
@@ -32,9 +30,9 @@ def backmap(traj, samples: int = 1, seed: int = 0, model=None, steps: int | None
     import numpy as np
     import torch
 
-    from ldb_hpc.chem.residues import NUM_SLOTS, SLOT_MASK
+    from ldb_hpc.chem.residues import NUM_SLOTS
     from ldb_hpc.errors import InputError
-    from ldb_hpc.geometry.metrics import build_topology, clashing_pairs
+    from ldb_hpc.geometry.contacts import CUTOFF, CloseContacts
     from ldb_hpc.io.mdtraj_bridge import traj_to_atom14
     from ldb_hpc.io.topology import aa_topology
     from ldb_hpc.model.api import load_model
@@ -53,36 +51,24 @@ def backmap(traj, samples: int = 1, seed: int = 0, model=None, steps: int | None
     out = np.zeros((traj.n_frames * samples, n_atoms, 3), dtype=np.float32)
     flat = atom_index.reshape(-1)
     have = flat >= 0
-    check = build_topology(residues.restype, residues.segment, SLOT_MASK[residues.restype])
-    close_rows, first = [], ""
+    contacts = CloseContacts(residues)
     for s0 in range(0, traj.n_frames, batch_frames):
         s1 = min(s0 + batch_frames, traj.n_frames)
         xyz = bm.backmap(torch.from_numpy(np.ascontiguousarray(ca[s0:s1])), residues,
                          torch.arange(s0, s1, dtype=torch.int64), samples, seed)  # [n, S, L, 14, 3]
+        contacts.check(s0, xyz.numpy())
         rows = xyz.reshape(-1, len(residues) * NUM_SLOTS, 3).numpy()
-        row, a, b, d = clashing_pairs(xyz.reshape(-1, len(residues), NUM_SLOTS, 3).numpy(), check, CLOSE_CONTACT)
-        if row.size and not close_rows:
-            k = int(np.argmin(np.where(row == row.min(), d, np.inf)))
-            first = f"{_atom_label(residues, a[k])} – {_atom_label(residues, b[k])} {float(d[k]):.2f} Å"
-        close_rows += [s0 * samples + int(r) for r in np.unique(row)]
         out[s0 * samples:s1 * samples, flat[have]] = rows[:, have] / 10.0
     time = np.repeat(traj.time, samples)
     cell_l = None if traj.unitcell_lengths is None else np.repeat(traj.unitcell_lengths, samples, axis=0)
     cell_a = None if traj.unitcell_angles is None else np.repeat(traj.unitcell_angles, samples, axis=0)
-    if close_rows:
+    if contacts.rows:
+        first = contacts.named[0]
         warnings.warn(CloseContactWarning(
-            f"{len(close_rows)} row(s) keep a heavy-atom pair closer than {CLOSE_CONTACT} Å that the model's repair "
-            f"did not remove (returned all the same), first: row {close_rows[0]} ({first})", close_rows, first),
-            stacklevel=2)
+            f"{contacts.rows} row(s) keep a heavy-atom pair closer than {CUTOFF} Å that the model's repair did not "
+            f"remove (returned all the same), first: frame {first['frame']} sample {first['sample']} "
+            f"({first['closest']})", contacts.rows, contacts.named), stacklevel=2)
     return md.Trajectory(out, topology, time=time, unitcell_lengths=cell_l, unitcell_angles=cell_a)
-
-
-def _atom_label(residues, flat: int) -> str:
-    from ldb_hpc.chem.residues import ATOM14, NUM_SLOTS, RESTYPES_3
-
-    r, slot = divmod(int(flat), NUM_SLOTS)
-    return (f"{residues.chain_id[r]}:{residues.resname[r]}{residues.resseq[r]}{residues.icode[r]} "
-            f"{ATOM14[RESTYPES_3[residues.restype[r]]][slot]}")
 
 
 def _md_topology(topo_json: dict):

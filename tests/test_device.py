@@ -220,8 +220,7 @@ def test_fake_cuda_catches_a_tensor_made_on_the_cpu(example, monkeypatch, factor
 FACTORIES = {"zeros", "ones", "full", "empty", "arange", "tensor", "as_tensor", "randn", "rand", "randint",
              "linspace", "eye", "from_numpy"}
 # Host tables built once and moved with .to(device) where they are used.
-HOST_TABLES = {("ldb_hpc/model/packing.py", "_grid"), ("ldb_hpc/model/rescue.py", "_self_pairs"),
-               ("ldb_hpc/model/rotamers.py", "_half_widths")}
+HOST_TABLES = {("ldb_hpc/model/packing.py", "_grid"), ("ldb_hpc/model/rescue.py", "_self_pairs")}
 DATA_DEPENDENT = ["ldb_hpc/geometry/peptide.py", "ldb_hpc/geometry/atoms.py", "ldb_hpc/model/packing.py",
                   "ldb_hpc/model/rescue.py", "ldb_hpc/model/rotamers.py", "ldb_hpc/ops/reference.py",
                   "ldb_hpc/ops/__init__.py"]
@@ -264,7 +263,7 @@ def test_host_tables_are_moved_where_used():
     rotamers = (REPO / "ldb_hpc/model/rotamers.py").read_text()
     assert "deltas.to(dev, pos.dtype)" in packing
     assert "_self_pairs().to(atoms.device)" in rescue
-    assert "table.to(restype.device)[restype]" in rotamers
+    assert "_HALF_WIDTH.to(restype.device, chi.dtype)[restype]" in rotamers
     assert np.all([name in packing + rescue + rotamers for _, name in HOST_TABLES])
 
 

@@ -31,6 +31,11 @@ STAGGERED_CHI1 = ("SER", "CYS", "THR", "VAL")
 NEAR_WELL_CHI1 = ("ARG", "ASP", "GLN", "GLU", "LEU", "LYS")
 NEAR_WELL_DEG = 25.0
 
+# Per residue type the largest distance (rad) its χ1 may keep from the nearest well centre: 0 for STAGGERED_CHI1,
+# NEAR_WELL_DEG for NEAR_WELL_CHI1, π (no move) otherwise. A host table, moved to the input's device where used.
+_HALF_WIDTH = torch.full((rc.NUM_RESTYPES,), math.pi, dtype=torch.float64)
+_HALF_WIDTH[[rc.RESTYPE_INDEX[t] for t in STAGGERED_CHI1]] = 0.0
+_HALF_WIDTH[[rc.RESTYPE_INDEX[t] for t in NEAR_WELL_CHI1]] = math.radians(NEAR_WELL_DEG)
 _CHI_SLOTS = torch.as_tensor(rc.CHI_SLOTS)  # [21, 4, 4]
 _CHI_MASK = torch.as_tensor(rc.CHI_MASK)  # [21, 4]
 
@@ -41,24 +46,13 @@ def chi1_well(chi1: torch.Tensor) -> torch.Tensor:
     return (1 - torch.cos(chi1[..., None] - wells)).argmin(-1)
 
 
-def _half_widths(restype: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Per residue the largest distance (rad) its χ1 may keep from the nearest well centre: 0 for
-    STAGGERED_CHI1, NEAR_WELL_DEG for NEAR_WELL_CHI1, π (no move) otherwise. restype [L] → [L]."""
-    table = torch.full((rc.NUM_RESTYPES,), math.pi, dtype=dtype)
-    for name in STAGGERED_CHI1:
-        table[rc.RESTYPE_INDEX[name]] = 0.0
-    for name in NEAR_WELL_CHI1:
-        table[rc.RESTYPE_INDEX[name]] = math.radians(NEAR_WELL_DEG)
-    return table.to(restype.device)[restype]
-
-
 def staggered_chi1(chi: torch.Tensor, restype: torch.Tensor) -> torch.Tensor:
     """χ [..., L, 4] rad with χ1 moved into its nearest well (restype [L]): to the centre for STAGGERED_CHI1, to
     within NEAR_WELL_DEG of it for NEAR_WELL_CHI1; other types and χ2..χ4 keep their values exactly."""
     chi1 = chi[..., 0]
     centre = CHI1_WELLS.to(chi.device, chi.dtype)[chi1_well(chi1)]
     off = torch.remainder(chi1 - centre + math.pi, 2 * math.pi) - math.pi
-    w = _half_widths(restype, chi.dtype)
+    w = _HALF_WIDTH.to(restype.device, chi.dtype)[restype]
     moved = off.abs() > w
     chi1 = torch.where(moved, centre + torch.where(off > 0, w, -w), chi1)
     return torch.cat([chi1[..., None], chi[..., 1:]], dim=-1)
