@@ -149,10 +149,10 @@ def analyse(frames: int = 64, steps: int | None = None, smoke: bool = False) -> 
     import torch
 
     from ldb_hpc.io.cg import CGTrajectory
-    from ldb_hpc.model.checkpoint import DEFAULT_MODEL_DIR, load_model
+    from ldb_hpc.model.checkpoint import DEFAULT_MODEL_DIR, load_checkpoint
 
     torch.manual_seed(0)
-    model = load_model(DEFAULT_MODEL_DIR)
+    model = load_checkpoint(DEFAULT_MODEL_DIR)
     cfg = model.cfg
     steps = cfg.steps if steps is None else steps
     with CGTrajectory(str(REPO / "examples" / "example.cg.h5")) as cg:

@@ -35,7 +35,7 @@ def backmap(traj, samples: int = 1, seed: int = 0, model=None, steps: int | None
     from ldb_hpc.geometry.contacts import CUTOFF, CloseContacts
     from ldb_hpc.io.mdtraj_bridge import traj_to_atom14
     from ldb_hpc.io.topology import aa_topology
-    from ldb_hpc.model.api import load_model
+    from ldb_hpc.model.backmappers import load_backmapper
 
     if samples < 1:
         raise InputError(f"samples must be at least 1, got {samples}")
@@ -45,7 +45,7 @@ def backmap(traj, samples: int = 1, seed: int = 0, model=None, steps: int | None
     ca = pos[:, :, 1]  # [F, L, 3] Å
     if not np.isfinite(ca).all():
         raise InputError("the trajectory has non-finite CA coordinates")
-    bm = model if hasattr(model, "backmap") else load_model(model, steps=steps, temperature=temperature)
+    bm = model if hasattr(model, "backmap") else load_backmapper(model, steps=steps, temperature=temperature)
     topo_json, atom_index, n_atoms = aa_topology(residues)
     topology = _md_topology(topo_json)
     out = np.zeros((traj.n_frames * samples, n_atoms, 3), dtype=np.float32)

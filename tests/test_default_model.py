@@ -10,7 +10,7 @@ import torch
 
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.io.cg import CGTrajectory
-from ldb_hpc.model.api import LDBBackmapper, default_model_path, load_model
+from ldb_hpc.model.backmappers import LDBBackmapper, default_model_path, load_backmapper
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +22,14 @@ def frames(repo_root):
 def test_default_is_the_shipped_ldb_model():
     path = default_model_path()
     assert path is not None and (path / "weights.safetensors").stat().st_size < 8 * 2 ** 20
-    model = load_model(None)
+    model = load_backmapper(None)
     assert isinstance(model, LDBBackmapper) and model.name == "ldb-default"
     assert model.hash == json.loads((path / "config.json").read_text())["hash"]
 
 
 def test_seeded_samples_are_reproducible_and_distinct(frames):
     residues, ca = frames
-    model = load_model(None)
+    model = load_backmapper(None)
     idx = torch.arange(6)
     a = model.backmap(ca, residues, idx, samples=3, seed=11)
     b = model.backmap(ca, residues, idx, samples=3, seed=11)
@@ -54,7 +54,7 @@ def casp12_runs(shared_data):
     from ldb_hpc.geometry import metrics
     from ldb_hpc.io.structure import read_structure
 
-    model = load_model(None)
+    model = load_backmapper(None)
     out = {}
     for path in sorted((shared_data / "test" / "casp12").glob("*.pdb")):
         prot = read_structure(str(path))[0]
@@ -121,7 +121,7 @@ def test_casp12_tokenizer_round_trip(shared_data):
     """The tokenizer's reconstruction with the encoder's own codes: ≤ 0.5 Å heavy-atom RMSD on CASP12 (0.36 Å when
     shipped; the stage-3 networks do not touch the tokenizer)."""
     from ldb_hpc.io.structure import read_structure
-    from ldb_hpc.model.checkpoint import load_model as load_checkpoint
+    from ldb_hpc.model.checkpoint import load_checkpoint
 
     model = load_checkpoint(default_model_path()).eval()
     rmsd = []
@@ -141,7 +141,7 @@ def test_casp12_tokenizer_round_trip(shared_data):
 def test_pfam40_single_sample_rmsd(shared_data):
     """The model-selection set (valid/pfam40): mean single-sample heavy-atom RMSD ≤ 1.23 Å (issue 12's bar is
     1.27 Å; the shipped model measures 1.216 Å, the one before it 1.264 Å)."""
-    from ldb_hpc.model.checkpoint import load_model as load_checkpoint
+    from ldb_hpc.model.checkpoint import load_checkpoint
     from ldb_hpc.runtime.training import load_validation
 
     model = load_checkpoint(default_model_path()).eval()
@@ -168,7 +168,7 @@ def test_chain_start_n_is_turned_off_a_proline_ring(shared_data, monkeypatch):
     res = prot.residues
     ca = torch.from_numpy(prot.positions[:, 1])[None]
     topo = metrics.build_topology(res.restype, res.segment, rc.SLOT_MASK[res.restype], *_ideal_bonds())
-    model = load_model(None)
+    model = load_backmapper(None)
 
     def close_pairs() -> float:
         x = model.backmap(ca, res, torch.zeros(1, dtype=torch.long), samples=10, seed=0)[0].numpy()
@@ -189,7 +189,7 @@ def test_settling_keeps_carbonyls_two_units_apart(shared_data):
     prot = read_structure(str(shared_data / "test" / "ped" / "PED00151.pdb"), models=25)[0]
     res = prot.residues
     topo = metrics.build_topology(res.restype, res.segment, rc.SLOT_MASK[res.restype], *_ideal_bonds())
-    x = load_model(None).backmap(torch.from_numpy(prot.positions[:, 1])[None], res, torch.tensor([25]),
+    x = load_backmapper(None).backmap(torch.from_numpy(prot.positions[:, 1])[None], res, torch.tensor([25]),
                                  samples=10, seed=0)[0].numpy()
     assert float(metrics.pair_metrics(x, topo)["clash_1.2"].sum()) == 0
 
@@ -207,7 +207,7 @@ def test_settling_keeps_non_local_carbonyls_apart(shared_data, monkeypatch):
     res = prot.residues
     topo = metrics.build_topology(res.restype, res.segment, rc.SLOT_MASK[res.restype], *_ideal_bonds())
     ca = torch.from_numpy(prot.positions[:, 1])[None]
-    model = load_model(None)
+    model = load_backmapper(None)
 
     def close_pairs() -> float:
         x = model.backmap(ca, res, torch.zeros(1, dtype=torch.long), samples=10, seed=3)[0].numpy()

@@ -183,10 +183,10 @@ def _covered_path(model, residues, ca_real):
 
 
 def test_inference_path_runs_on_fake_cuda(example, monkeypatch):
-    from ldb_hpc.model.api import load_model
+    from ldb_hpc.model.backmappers import load_backmapper
 
     residues, ca = example
-    model = load_model(None).model
+    model = load_backmapper(None).model
     monkeypatch.setenv(ops.ENV_VAR, "reference")  # fake tensors cannot launch Triton kernels
     with FakeTensorMode(allow_non_fake_inputs=True), AtenIndexing():
         result = _covered_path(model, residues, ca)
@@ -196,10 +196,10 @@ def test_inference_path_runs_on_fake_cuda(example, monkeypatch):
 @pytest.mark.parametrize("factory", ["arange", "zeros", "full"])
 def test_fake_cuda_catches_a_tensor_made_on_the_cpu(example, monkeypatch, factory):
     """The same run with one factory made to ignore its device (as if a call had forgotten it) fails."""
-    from ldb_hpc.model.api import load_model
+    from ldb_hpc.model.backmappers import load_backmapper
 
     residues, ca = example
-    model = load_model(None).model
+    model = load_backmapper(None).model
     monkeypatch.setenv(ops.ENV_VAR, "reference")
     real = getattr(torch, factory)
 
@@ -269,9 +269,9 @@ def test_host_tables_are_moved_where_used():
 
 def test_model_tables_follow_the_model():
     """The peptide tables live with the weights: .to(device) moves them, so no batch copies them to the device."""
-    from ldb_hpc.model.api import load_model
+    from ldb_hpc.model.backmappers import load_backmapper
 
-    model = load_model(None).model
+    model = load_backmapper(None).model
     assert all(v.device.type == "cpu" for v in model.tables.values())
     model.to("meta")
     assert all(v.device.type == "meta" for v in model.tables.values())

@@ -79,11 +79,11 @@ def test_unknown_residues_are_refused():
 def built():
     """Frame 0 of the bundled example (all 20 residue types, a chain break) built with the ideal model, + H."""
     from ldb_hpc.io.cg import CGTrajectory
-    from ldb_hpc.model.api import load_model
+    from ldb_hpc.model.backmappers import load_backmapper
 
     with CGTrajectory(str(EXAMPLE)) as cg:
         residues, ca = cg.residues, torch.from_numpy(cg.read(0, 1).ca)
-    heavy = load_model("ideal").backmap(ca, residues, torch.zeros(1, dtype=torch.int64), 1, 0)[0, 0].double()
+    heavy = load_backmapper("ideal").backmap(ca, residues, torch.zeros(1, dtype=torch.int64), 1, 0)[0, 0].double()
     full = place_extra(heavy, residues.restype, residues.segment, ch.Protonation())
     return residues, heavy, full
 

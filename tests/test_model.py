@@ -12,7 +12,7 @@ import torch
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.errors import InputError
 from ldb_hpc.model import diffusion as diff
-from ldb_hpc.model.checkpoint import load_model, save_model
+from ldb_hpc.model.checkpoint import load_checkpoint, save_checkpoint
 from ldb_hpc.model.ldb import LDBConfig, LDBModel, true_angles
 from ldb_hpc.model.networks import VectorQuantizer
 from ldb_hpc.ops.noise import gaussian, latent_noise
@@ -109,8 +109,8 @@ def test_tiny_training_lowers_the_loss_and_checkpoints_round_trip(tmp_path):
         loss.backward()
         opt.step()
     assert float(loss) < 0.7 * first
-    digest = save_model(model, tmp_path / "m")
-    loaded = load_model(tmp_path / "m")
+    digest = save_checkpoint(model, tmp_path / "m")
+    loaded = load_checkpoint(tmp_path / "m")
     assert loaded.hash == digest
     ca = batch[0][..., 1, :]
     a = model.eval().sample(ca, batch[2], batch[3], torch.tensor([3]), samples=2, seed=4)
@@ -125,24 +125,24 @@ def test_tiny_training_lowers_the_loss_and_checkpoints_round_trip(tmp_path):
 
 def test_checkpoint_errors(tmp_path):
     with pytest.raises(InputError, match="not found"):
-        load_model(tmp_path / "nope")
+        load_checkpoint(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="not an ldb-hpc model"):
-        load_model(tmp_path / "empty")
-    save_model(LDBModel(SMALL), tmp_path / "m")
+        load_checkpoint(tmp_path / "empty")
+    save_checkpoint(LDBModel(SMALL), tmp_path / "m")
     w = tmp_path / "m" / "weights.safetensors"
     data = bytearray(w.read_bytes())
     data[-5] ^= 0xFF
     w.write_bytes(bytes(data))
     with pytest.raises(InputError, match="do not match the hash"):
-        load_model(tmp_path / "m")
-    save_model(LDBModel(SMALL), tmp_path / "m2")
+        load_checkpoint(tmp_path / "m")
+    save_checkpoint(LDBModel(SMALL), tmp_path / "m2")
     cfg = json.loads((tmp_path / "m2" / "config.json").read_text())
     cfg["architecture"]["not_a_field"] = 1
     cfg.pop("hash")
     (tmp_path / "m2" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(InputError, match="incompatible"):
-        load_model(tmp_path / "m2")
+        load_checkpoint(tmp_path / "m2")
 
 
 def test_train_cli_runs_and_resumes(tmp_path, run_cli):
@@ -169,7 +169,7 @@ def test_train_cli_runs_and_resumes(tmp_path, run_cli):
     code, _, err = run_cli("train", "diffusion", "--data", data, "--init", out / "model", "--out", tmp_path / "d",
                            "--steps", 2, "--windows", 2, "--crop", 16)
     assert code == 0, err
-    diffusion_model = load_model(tmp_path / "d" / "model")
+    diffusion_model = load_checkpoint(tmp_path / "d" / "model")
     assert diffusion_model.latent_std.min() > 0 and diffusion_model.cfg.latent_dim == 3
     code, _, err = run_cli("train", "diffusion", "--data", data, "--out", tmp_path / "e", "--steps", 1)
     assert code == 2 and "--init" in err
@@ -179,7 +179,7 @@ def test_train_cli_runs_and_resumes(tmp_path, run_cli):
                            tmp_path / "r", "--steps", 2, "--windows", 2, "--crop", 16, "--lr", 0.05,
                            "--ensemble-temperature", 0.5)
     assert code == 0, err
-    refined = load_model(tmp_path / "r" / "model")
+    refined = load_checkpoint(tmp_path / "r" / "model")
     assert refined.cfg.temperature == 0.5 and diffusion_model.cfg.temperature == 1.0
     before, after = diffusion_model.state_dict(), refined.state_dict()
     new = {k for k in after if k.startswith(("sample_decoder.", "sample_encoder.", "sample_context."))}
@@ -193,7 +193,7 @@ def test_train_cli_runs_and_resumes(tmp_path, run_cli):
                            "--sample-extra-layers", 2, "--context-extra-layers", 1, "--ca-noise", 0.2,
                            "--chi-modes", "--chi-mode-p", 0.6, "--log-every", 1)
     assert code == 0, err
-    deep = load_model(tmp_path / "deep" / "model")
+    deep = load_checkpoint(tmp_path / "deep" / "model")
     assert deep.cfg.chi_modes and deep.cfg.chi_mode_p == 0.6 and deep.sample_chi_head.weight.abs().sum() > 0
     assert "chi1_ce" in err
     assert (deep.cfg.sample_extra_layers, deep.cfg.context_extra_layers) == (2, 1)
@@ -334,12 +334,12 @@ def test_sampling_builds_short_side_chains_at_staggered_chi1(repo_root):
     centre, those of Arg, Asp, Gln, Glu, Leu and Lys within 25° of one; the other types keep their regressed χ1."""
     from ldb_hpc.geometry.builder import measure_torsions
     from ldb_hpc.io.cg import CGTrajectory
-    from ldb_hpc.model.api import default_model_path
+    from ldb_hpc.model.backmappers import default_model_path
     from ldb_hpc.model.rotamers import NEAR_WELL_CHI1, NEAR_WELL_DEG, STAGGERED_CHI1
 
     with CGTrajectory(str(repo_root / "examples" / "example.cg.h5")) as cg:
         res, ca = cg.residues, torch.from_numpy(cg.read(0, 2).ca)
-    model = load_model(default_model_path()).eval()
+    model = load_checkpoint(default_model_path()).eval()
     rt = torch.as_tensor(res.restype)
     x = model.sample(ca, rt, torch.as_tensor(res.segment), torch.arange(2), pack=False)[:, 0]
     chi1 = measure_torsions(x.double(), rt.expand(2, -1))[0][..., 1]

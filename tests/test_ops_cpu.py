@@ -369,10 +369,10 @@ def example_frames(repo_root):
 def test_backmap_default_kernels_equal_reference(example_frames, monkeypatch, spec, samples):
     """The shipped model (and the ideal baseline) with the default kernels — every C++ op on the path — gives the
     same atoms as LDB_HPC_KERNELS=reference, within 1e-3 Å."""
-    from ldb_hpc.model.api import load_model
+    from ldb_hpc.model.backmappers import load_backmapper
 
     residues, ca = example_frames
-    model = load_model(spec)
+    model = load_backmapper(spec)
     idx = torch.arange(ca.shape[0])
     used = set()
     for name in ("vq_nearest", "gaussian_noise", "diffusion_step", "build_atoms", "clash_flags", "clash_score",

@@ -245,19 +245,19 @@ def test_resume_finishes_without_recomputing_and_refuses_other_runs(cg, tmp_path
     shorter = make_cg(tmp_path / "short.cg.h5", n_frames=20)
     code, _, err = run_cli("backmap", shorter, "-o", out, "--resume")
     assert_one_line_error(code, err, "input frames (24 vs 20)")
-    from ldb_hpc.model import api
+    from ldb_hpc.model import backmappers
 
-    real = api.load_model
+    real = backmappers.load_backmapper
 
     def other_model(spec=None, **kwargs):
         m = real(spec, **kwargs)
         m.hash = "sha256:0000000000000000"
         return m
 
-    monkeypatch.setattr(api, "load_model", other_model)
+    monkeypatch.setattr(backmappers, "load_backmapper", other_model)
     code, _, err = run_cli("backmap", cg, "-o", out, "--resume")
     assert_one_line_error(code, err, "model (ldb-default")
-    monkeypatch.setattr(api, "load_model", real)
+    monkeypatch.setattr(backmappers, "load_backmapper", real)
     code, _, err = run_cli("backmap", cg, "-o", out, "--resume", "--temperature", "0.5")
     assert_one_line_error(code, err, "sampling")
     # The right command resumes: the recorded chunk plan (batch 4) wins over a new --batch-frames.

@@ -122,14 +122,14 @@ def test_backmap_jobs_refuse_an_unknown_device_before_srun(name, values, tmp_pat
 @pytest.mark.parametrize("name", ["backmap.sbatch", "backmap-array.sbatch"])
 def test_backmap_templates_default_to_the_shipped_learned_model(name):
     """A template submitted with its defaults runs the learned model, not the baseline (46 clashes per 1000 atoms)."""
-    from ldb_hpc.model.api import LDBBackmapper, load_model
+    from ldb_hpc.model.backmappers import LDBBackmapper, load_backmapper
 
     values = dict(INPUT="a.h5", OUTPUT="b.h5") if name == "backmap.sbatch" else \
         dict(INPUT="a.h5", OUTPUT="b.h5", SHARDS="4", LAST_SHARD="3")
     script = _render(name, values)
     model = re.search(r'--model "([^"]*)"', script).group(1)
     assert model == "default"
-    backmapper = load_model(model)
+    backmapper = load_backmapper(model)
     assert isinstance(backmapper, LDBBackmapper) and backmapper.name == "ldb-default"
 
 

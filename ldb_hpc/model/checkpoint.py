@@ -18,7 +18,7 @@ VERSION = 1
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "weights" / "ldb-default"
 
 
-def save_model(model, path: str | os.PathLike, metadata: dict | None = None) -> str:
+def save_checkpoint(model, path: str | os.PathLike, metadata: dict | None = None) -> str:
     """Write ``model`` (an LDBModel) to directory ``path`` atomically; returns the content hash."""
     from safetensors.torch import save_file
 
@@ -44,7 +44,7 @@ def _hash(arch: dict, weight_bytes: bytes) -> str:
     return "sha256:" + h.hexdigest()[:16]
 
 
-def load_model(path: str | os.PathLike):
+def load_checkpoint(path: str | os.PathLike):
     """An LDBModel in eval mode from a checkpoint directory; InputError for missing, corrupt or incompatible ones."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file

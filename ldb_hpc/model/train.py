@@ -185,14 +185,14 @@ def validate(model, structures, stage: str) -> dict:
 
 def _build_model(cfg: TrainConfig):
     """The stage's model (new, or from cfg.init) with requires_grad set on what this stage learns."""
-    from ldb_hpc.model.checkpoint import load_model
+    from ldb_hpc.model.checkpoint import load_checkpoint
     from ldb_hpc.model.ldb import LDBConfig, LDBModel
 
     if cfg.stage in ("diffusion", "refine"):
         if not cfg.init:
             what = "TOKENIZER_DIR (the stage-1" if cfg.stage == "diffusion" else "DIFFUSION_DIR (the stage-2"
             raise InputError(f"train {cfg.stage} needs --init {what} checkpoint)")
-        model = load_model(cfg.init)
+        model = load_checkpoint(cfg.init)
         if cfg.stage == "refine":
             model.add_sample_decoder(cfg.sample_extra_layers, cfg.context_extra_layers)
             if cfg.chi_modes:
@@ -242,7 +242,7 @@ def train(cfg: TrainConfig, collectives=None, device: str | torch.device = "cpu"
     structures (pos [1, L, 14, 3] Å, mask [1, L, 14], restype [L], segment [L]), evaluated on rank 0 every
     cfg.valid_every steps (the runtime reads them from cfg.valid).
     """
-    from ldb_hpc.model.checkpoint import save_model
+    from ldb_hpc.model.checkpoint import save_checkpoint
 
     coll = collectives or SerialCollectives()
     rank, world, device = coll.rank, coll.world, torch.device(device)
@@ -311,7 +311,7 @@ def train(cfg: TrainConfig, collectives=None, device: str | torch.device = "cpu"
                         "step": step + 1, "history": history,
                         "data": {"seed": cfg.seed, "split_batch": cfg.split_batch, "world": world}}, tmp)
             os.replace(tmp, state_file)
-            save_model(model, out / "model", metadata={"stage": cfg.stage, "step": step + 1,
+            save_checkpoint(model, out / "model", metadata={"stage": cfg.stage, "step": step + 1,
                                                         "history": history[-20:]})
     if rank == 0:
         (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")

@@ -344,12 +344,12 @@ def run_batch(cfg: BatchConfig, on_result=None, comm=None) -> dict:
 
     from ldb_hpc import ops
     from ldb_hpc.geometry.hydrogens import DISULFIDE_MAX
-    from ldb_hpc.model.api import load_model
+    from ldb_hpc.model.backmappers import load_backmapper
 
     torch.set_num_threads(threads)
     device = devices.select_device(cfg.device, comm.local_rank, ranks_per_node())
     t_model = time.perf_counter()
-    model = load_model(cfg.model, steps=cfg.steps, temperature=cfg.temperature).to(device)
+    model = load_backmapper(cfg.model, steps=cfg.steps, temperature=cfg.temperature).to(device)
     clock = {"parse_s": 0.0, "model_load_s": time.perf_counter() - t_model}
     provenance = {"model": model.name, "model_hash": model.hash, "seed": cfg.seed, "steps": model.steps,
                   "samples": cfg.samples}

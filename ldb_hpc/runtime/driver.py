@@ -98,7 +98,7 @@ def _run_rank(cfg: BackmapConfig, comm, record: dict, folder: str, shards: list[
 
     from ldb_hpc.geometry.hydrogens import place_extra
     from ldb_hpc.io.cg import CGTrajectory
-    from ldb_hpc.model.api import load_model
+    from ldb_hpc.model.backmappers import load_backmapper
 
     plan = ChunkPlan.from_dict(record["plan"])
     run_id, S = record["run_id"], int(record["samples"])
@@ -106,7 +106,7 @@ def _run_rank(cfg: BackmapConfig, comm, record: dict, folder: str, shards: list[
     protonation = None if h is None else Protonation.from_pairs(h["disulfides"])
     torch.set_num_threads(threads)
     device = devices.select_device(cfg.device, comm.local_rank, ranks_per_node())
-    model = load_model(cfg.model, steps=cfg.steps, temperature=cfg.temperature).to(device)
+    model = load_backmapper(cfg.model, steps=cfg.steps, temperature=cfg.temperature).to(device)
     if model.hash != record["model"]["hash"]:  # another rank saw another model file: never mix results
         raise InputError(f"model {cfg.model} changed during the run (hash {model.hash})")
     t_setup = time.perf_counter()

@@ -131,7 +131,7 @@ def setup(cfg: BackmapConfig, size: int) -> dict:
     """Validate the run and prepare its folder; returns {"record": run record, "folder", "complete"}."""
     from ldb_hpc.io.cg import CGTrajectory
     from ldb_hpc.io.files import check_readable
-    from ldb_hpc.model.api import load_model
+    from ldb_hpc.model.backmappers import load_backmapper
 
     validate_options(cfg)
     check_readable(cfg.input, "input")
@@ -145,7 +145,7 @@ def setup(cfg: BackmapConfig, size: int) -> dict:
             raise InputError(f"output would overwrite the input: {path}")
     check_output_location(output)
     folder = out_mod.run_dir(output)
-    model = load_model(cfg.model, steps=cfg.steps, temperature=cfg.temperature)
+    model = load_backmapper(cfg.model, steps=cfg.steps, temperature=cfg.temperature)
     with CGTrajectory(cfg.input, top=cfg.top, residue_map=cfg.residue_map) as cg:
         identity = resume.input_identity(cfg.input, cg)
         has_cell = cg.has_cell

@@ -64,7 +64,7 @@ class LDBBackmapper:
     def __init__(self, path, steps: int | None = None, temperature: float | None = None):
         from pathlib import Path
 
-        from ldb_hpc.model.checkpoint import load_model as load_checkpoint
+        from ldb_hpc.model.checkpoint import load_checkpoint
 
         self.model = load_checkpoint(path)
         self.name = Path(path).name
@@ -101,7 +101,7 @@ def default_model_path():
     return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "config.json").is_file() else None
 
 
-def load_model(spec: str | None = None, steps: int | None = None, temperature: float | None = None):
+def load_backmapper(spec: str | None = None, steps: int | None = None, temperature: float | None = None):
     """The backmapper named by ``spec``: 'ideal', a model directory, or None / 'default' for the default model (the
     shipped LDB model; the ideal baseline if the package ships none)."""
     if spec == "ideal":
