@@ -6,7 +6,7 @@ Usage (after `ldb-hpc prepare ../shared/data/train -o /tmp/train.h5 --manifest .
     python scripts/measure_geometry.py /tmp/train.h5 [-o ldb_hpc/chem/ideal_geometry.json]
 
 Medians for lengths and angles, robust circular means for dihedral offsets; residues are used only
-where every atom a value depends on is present. See ldb_hpc/chem/ideal.py for the layout.
+where every atom a value depends on is present. See ldb_hpc/chem/ideal_geometry.py for the layout.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ldb_hpc.chem import residues as rc
-from ldb_hpc.chem.ideal import GEOMETRY_FILE, IdealGeometry
+from ldb_hpc.chem.ideal_geometry import GEOMETRY_FILE, IdealGeometry
 from ldb_hpc.geometry.builder import measure_internal, measure_torsions
 from ldb_hpc.io.training import read_training
 

@@ -110,7 +110,7 @@ RMSD_SINGLE = 1.24  # the shipped model measures 1.232 Å (docs/MODEL.md); with 
 
 
 def _ideal_bonds():
-    from ldb_hpc.chem.ideal import ideal_geometry
+    from ldb_hpc.chem.ideal_geometry import ideal_geometry
 
     g = ideal_geometry()
     return g.bond_length, g.peptide_bond

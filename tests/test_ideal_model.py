@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ldb_hpc.chem import residues as rc
-from ldb_hpc.chem.ideal import ideal_geometry
+from ldb_hpc.chem.ideal_geometry import ideal_geometry
 from ldb_hpc.model.ideal import backbone_from_trace, backmap_ideal, load_tables
 
 

@@ -31,7 +31,7 @@ import torch
 import triton  # noqa: E402, F401 - installed with the package (make install); the interpreter runs it on CPU
 
 from ldb_hpc.chem import residues as rc  # noqa: E402
-from ldb_hpc.chem.ideal import ideal_geometry  # noqa: E402
+from ldb_hpc.chem.ideal_geometry import ideal_geometry  # noqa: E402
 from ldb_hpc.ops import reference as ref  # noqa: E402
 
 INTERPRET = DEVICE == "cpu"

@@ -531,7 +531,7 @@ def _two_pi(device: torch.device) -> torch.Tensor:
 @functools.lru_cache(maxsize=8)
 def _tables(device: torch.device) -> dict:
     """Z-matrix and ideal-geometry tables as device tensors (float32 like the reference's float32 builds)."""
-    from ldb_hpc.chem.ideal import ideal_geometry
+    from ldb_hpc.chem.ideal_geometry import ideal_geometry
     from ldb_hpc.geometry.atoms import PRO_CD_N_BOND, PRO_CHI1_DELTA_DEG, PRO_CHI2_DEG
 
     geo = ideal_geometry()

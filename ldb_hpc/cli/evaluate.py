@@ -124,7 +124,7 @@ def ideal_bond_table(ref_pos, ref_mask, pred_pos, pred_mask, residues):
     import numpy as np
 
     try:
-        from ldb_hpc.chem.ideal import ideal_geometry
+        from ldb_hpc.chem.ideal_geometry import ideal_geometry
 
         g = ideal_geometry()
         return np.asarray(g.bond_length), float(g.peptide_bond), "ldb_hpc.chem.ideal (measured on train)"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ldb_hpc.chem import residues as rc
-from ldb_hpc.chem.ideal import ideal_geometry
+from ldb_hpc.chem.ideal_geometry import ideal_geometry
 from ldb_hpc.geometry.builder import build_atoms, nerf
 from ldb_hpc.geometry.frames import frames_from_backbone
 

@@ -128,7 +128,7 @@ def frame_local_of(positions: torch.Tensor) -> torch.Tensor:
 
 def _geometry_tables(geometry, like: torch.Tensor):
     if geometry is None:
-        from ldb_hpc.chem.ideal import ideal_geometry
+        from ldb_hpc.chem.ideal_geometry import ideal_geometry
 
         geometry = ideal_geometry()
     return tuple(torch.as_tensor(np.asarray(getattr(geometry, k)), dtype=like.dtype, device=like.device)

@@ -364,7 +364,7 @@ def evaluate_frames(pred, ref, restype, segment, pred_mask, ref_mask, samples: i
     if ref.shape[0] not in (1, F) or ref.shape[1:] != pred.shape[1:]:
         raise ValueError(f"reference shape {ref.shape} does not fit {F} frames of shape {pred.shape[1:]}")
     if ideal_bond is None or ideal_peptide is None:
-        from ldb_hpc.chem.ideal import ideal_geometry
+        from ldb_hpc.chem.ideal_geometry import ideal_geometry
 
         g = ideal_geometry()
         ideal_bond = g.bond_length if ideal_bond is None else ideal_bond

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ldb_hpc.chem import residues as rc
-from ldb_hpc.chem.ideal import ideal_geometry
+from ldb_hpc.chem.ideal_geometry import ideal_geometry
 from ldb_hpc.geometry.builder import nerf
 from ldb_hpc.geometry.frames import basis_from_two_vectors
 from ldb_hpc.geometry.vectors import bond_angle, dihedral

@@ -29,7 +29,7 @@ class IdealBackmapper:
     def __init__(self):
         import hashlib
 
-        from ldb_hpc.chem.ideal import GEOMETRY_FILE
+        from ldb_hpc.chem.ideal_geometry import GEOMETRY_FILE
         from ldb_hpc.model.ideal import TABLE_FILE, load_tables
 
         self.tables = load_tables()

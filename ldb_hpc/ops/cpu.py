@@ -62,7 +62,7 @@ def _check_out(out: torch.Tensor | None, shape: tuple, dtype: torch.dtype) -> to
 def build_tables() -> dict:
     """The builder's tables as CPU tensors: ideal geometry (float32, as the reference casts it), the Z-matrix and
     slot masks, and the proline ring-closure grid of :func:`ldb_hpc.geometry.atoms.close_proline_rings`."""
-    from ldb_hpc.chem.ideal import ideal_geometry
+    from ldb_hpc.chem.ideal_geometry import ideal_geometry
     from ldb_hpc.geometry import atoms as ideal
 
     geo = ideal_geometry()
