@@ -10,3 +10,8 @@ class InputError(Exception):
 
 class OutputError(InputError):
     """The output cannot be written where asked (exists without --overwrite, unwritable, ...)."""
+
+
+class FormatLimitError(InputError):
+    """The structure does not fit the chosen output format (e.g. residue numbers or chain IDs a PDB file cannot
+    hold); another format (MDTraj-HDF5) can take it."""

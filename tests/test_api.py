@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -58,7 +59,7 @@ def test_api_names_rows_with_close_contacts(example, tmp_path, run_cli):
     found = _close_contact_warnings(record)
     assert len(found) == 1 and got.n_frames == example.n_frames
     assert found[0].rows == summary["rows"] > 0
-    assert found[0].named == summary["named"]
+    assert [dataclasses.asdict(x) for x in found[0].named] == summary["named"]
     assert f"{summary['rows']} row(s)" in str(found[0]) and summary["named"][0]["closest"] in str(found[0])
 
 

@@ -24,7 +24,7 @@ from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError, FakeTen
 
 from ldb_hpc import ops
 from ldb_hpc.errors import InputError
-from ldb_hpc.runtime import devices
+from ldb_hpc.engine import devices
 
 # ----------------------------------------------------------------------------------------------------------
 # device selection

@@ -1,7 +1,7 @@
 """``ldb-hpc backmap``: CA trajectory → all-heavy-atom trajectory, on one process or many MPI ranks.
 
 The work is done by :mod:`ldb_hpc.runtime` (sharding, read→compute→write pipeline, shard files + master,
-resume); this module only turns options into a :class:`ldb_hpc.runtime.driver.BackmapConfig`.
+resume) over the one engine (ldb_hpc.engine); this module only turns options into a job and a run config.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 import sys
 
 from ldb_hpc.cli import common
-from ldb_hpc.runtime.devices import DEVICE_HELP
+from ldb_hpc.engine.devices import DEVICE_HELP
 
 EPILOG = """examples:
   ldb-hpc backmap traj.cg.h5                        # writes traj.cg.aa.h5 (+ traj.cg.aa.h5.d/ shard folder)
@@ -114,37 +114,39 @@ def many_structures(inputs: list[str], output: str | None) -> bool:
     return output is not None and (output.endswith(("/", os.sep)) or os.path.isdir(output))
 
 
+def _job(args):
+    """The :class:`~ldb_hpc.engine.job.Job` of the options (what is computed, wherever it is read and written)."""
+    from ldb_hpc.engine.job import Job
+
+    return Job(model=args.model, samples=args.samples, seed=args.seed, steps=args.steps,
+               temperature=args.temperature, residue_map=common.parse_residue_map(args.map_residue),
+               hydrogens=args.hydrogens, device=args.device, batch_frames=args.batch_frames, threads=args.threads)
+
+
 def run(args) -> int:
     if many_structures(args.input, args.output):
         return run_many(args)
     args.input = args.input[0]
-    from ldb_hpc.runtime import contacts
     from ldb_hpc.runtime.driver import BackmapConfig, RankExit, run_backmap
     from ldb_hpc.runtime.sharding import parse_shard_spec
 
-    cfg = BackmapConfig(
-        input=args.input, output=args.output or default_output(args.input), top=args.top, model=args.model,
-        steps=args.steps, temperature=args.temperature,
-        batch_frames=args.batch_frames, samples=args.samples, seed=args.seed, threads=args.threads,
-        progress=args.progress, overwrite=args.overwrite, resume=args.resume,
-        residue_map=common.parse_residue_map(args.map_residue), io=args.io, shard=parse_shard_spec(args.shard),
-        device=args.device, hydrogens=args.hydrogens,
-    )
+    cfg = BackmapConfig(input=args.input, output=args.output or default_output(args.input), job=_job(args),
+                        top=args.top, progress=args.progress, overwrite=args.overwrite, resume=args.resume,
+                        io=args.io, shard=parse_shard_spec(args.shard))
     try:
         summary = run_backmap(cfg)
     except RankExit as exc:  # rank 0 reports the error; the other ranks exit with its code, silently
         return exc.code
     if summary is not None:
-        n_rows, n_res = summary["rows"], summary["residues"]
         where = (f"shard {cfg.shard[0]}/{cfg.shard[1]} of {cfg.output} (run 'ldb-hpc merge {cfg.output}' when "
                  "every shard is done)" if cfg.shard else cfg.output)
-        if summary.get("topology_pdb"):
-            where += f" + topology {summary['topology_pdb']}"
-        print(f"backmapped {summary['frames']} frames x {summary['samples']} sample(s) = {n_rows} rows, "
-              f"{n_res} residues with model '{summary['model']['name']}' on {summary['ranks']} rank(s) "
-              f"({', '.join(summary['devices'])}; {', '.join(summary['kernels'])} kernels) in "
-              f"{summary['wall_s']:.2f} s ({summary['residue_frames_per_s']:,.0f} residue-frames/s) -> {where}")
-        note = contacts.warning(summary["close_contacts"], summary["summary_path"])
+        if summary.topology_pdb:
+            where += f" + topology {summary.topology_pdb}"
+        print(f"backmapped {summary.frames} frames x {summary.samples} sample(s) = {summary.rows} rows, "
+              f"{summary.residues} residues with model '{summary.model.name}' on {summary.ranks} rank(s) "
+              f"({', '.join(summary.devices)}; {', '.join(summary.kernels)} kernels) in "
+              f"{summary.wall_s:.2f} s ({summary.residue_frames_per_s:,.0f} residue-frames/s) -> {where}")
+        note = summary.close_contacts.warning(summary.summary_path)
         if note:
             print(note, file=sys.stderr)
     return 0
@@ -153,25 +155,21 @@ def run(args) -> int:
 def run_many(args) -> int:
     """Many structure files, or standard input: route to ldb_hpc.runtime.batch and print what became of them."""
     from ldb_hpc.errors import InputError
-    from ldb_hpc.runtime.batch import BatchConfig, run_batch
-    from ldb_hpc.runtime.driver import RankExit
+    from ldb_hpc.runtime.batch import BatchConfig, FileStatus, run_batch, warning
+    from ldb_hpc.runtime.messages import RankExit
 
     for flag, used in (("--top", args.top), ("--shard", args.shard), ("--io mpio", args.io == "mpio")):
         if used:
             raise InputError(f"{flag} is for one trajectory input, not (yet) for several structure files or -")
     stream = args.input == ["-"]
-    cfg = BatchConfig(
-        inputs=args.input, outdir=None if stream else args.output, output=args.output if stream else None,
-        fmt=args.format, model=args.model, steps=args.steps, temperature=args.temperature,
-        batch_frames=args.batch_frames, samples=args.samples, seed=args.seed, threads=args.threads,
-        device=args.device, overwrite=args.overwrite, resume=args.resume,
-        residue_map=common.parse_residue_map(args.map_residue), hydrogens=args.hydrogens,
-    )
+    cfg = BatchConfig(inputs=args.input, job=_job(args), outdir=None if stream else args.output,
+                      output=args.output if stream else None, fmt=args.format, overwrite=args.overwrite,
+                      resume=args.resume)
 
     def report(result) -> None:
-        if result.status == "failed":
+        if result.status is FileStatus.FAILED:
             print(f"error: {result.input}: {result.error}", file=sys.stderr, flush=True)
-        elif result.status == "skipped":
+        elif result.status is FileStatus.SKIPPED:
             print(f"note: {result.input}: {result.note}", file=sys.stderr, flush=True)
 
     try:
@@ -190,10 +188,7 @@ def run_many(args) -> int:
           f"rank(s) ({', '.join(s['devices'])}; {', '.join(s['kernels'])} kernels) in {s['wall_s']:.2f} s "
           f"({s['residue_rows_per_s']:,.0f} residue-rows/s){more} -> {where}",
           file=sys.stderr if stream else sys.stdout)
-    contacts = s["close_contacts"]
-    if contacts["rows"]:
-        first = contacts["named"][0]
-        print(f"warning: {contacts['rows']} row(s) of {contacts['files']} file(s) keep a heavy-atom pair closer than "
-              f"{contacts['cutoff_A']} Å that the model's repair did not remove (written all the same), first: "
-              f"{first['input']} {first['closest']}" + (f"; listed in {where}" if not stream else ""), file=sys.stderr)
+    note = warning(s, None if stream else where)
+    if note:
+        print(note, file=sys.stderr)
     return code

@@ -1,8 +1,16 @@
-"""Rows that keep a non-bonded heavy-atom pair closer than 1.2 Å (DESIGN.md's clash definition: neither 1-2 nor
-1-3, a bonded Cys SG–SG exempt): counted, and the first ones named. The runtime keeps one log per rank
-(ldb_hpc.runtime.contacts) and the Python API one per call (ldb_hpc.api)."""
+"""The clash guarantee: every output row is checked for non-bonded heavy-atom pairs closer than 1.2 Å (DESIGN.md's
+clash definition: neither 1-2 nor 1-3, a bonded Cys SG–SG exempt) after the model's repair.
+
+The model's repair removes them wherever moving side chains or peptide units can; what it cannot reach (e.g. two
+CA atoms of the input closer than that, or two chains pressed into each other) is still written, never dropped,
+but counted and named: each rank of a run (and each call of the Python API, each structure file) keeps a
+:class:`CloseContacts` log; its :class:`CloseContactReport` merges with the other ranks' into the run summary and
+gives the one warning line.
+"""
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -14,6 +22,62 @@ CUTOFF = 1.2  # Å
 NAMED = 20  # rows named in the summary (all are counted)
 
 
+@dataclass(frozen=True)
+class ContactRow:
+    """One output row that keeps a close pair: its frame and sample, how many pairs, the closest one named."""
+
+    frame: int
+    sample: int
+    pairs: int
+    closest: str  # "A:LYS12 NZ – A:GLU40 OE1 1.05 Å"
+
+
+def close_pair_text(rows: int, cutoff: float, fate: str, first: str, files: int | None = None) -> str:
+    """The words of every close-contact warning: ``rows`` (of ``files`` files) keep a pair, what became of them
+    (``fate``), the first one."""
+    of = "" if files is None else f" of {files} file(s)"
+    return (f"{rows} row(s){of} keep a heavy-atom pair closer than {cutoff} Å that the model's repair did not "
+            f"remove ({fate}), first: {first}")
+
+
+@dataclass
+class CloseContactReport:
+    """What a run (or a call) records of its close contacts: every row counted, the first NAMED named by frame."""
+
+    cutoff_A: float = CUTOFF
+    rows: int = 0
+    named: list[ContactRow] = field(default_factory=list)
+
+    @classmethod
+    def merge(cls, reports: list[CloseContactReport]) -> CloseContactReport:
+        """The reports of several ranks as one (named rows sorted by frame, then sample)."""
+        named = sorted((x for r in reports for x in r.named), key=lambda x: (x.frame, x.sample))
+        return cls(CUTOFF, sum(r.rows for r in reports), named[:NAMED])
+
+    def first(self) -> str:
+        row = self.named[0]
+        return f"frame {row.frame} sample {row.sample} ({row.closest})"
+
+    def api_message(self) -> str:
+        """The Python API's warning (ldb_hpc.api.CloseContactWarning)."""
+        return close_pair_text(self.rows, self.cutoff_A, "returned all the same", self.first())
+
+    def warning(self, summary_path: str) -> str | None:
+        """The CLI's one stderr line for a trajectory run when some rows keep a close pair, else None."""
+        if not self.rows:
+            return None
+        text = close_pair_text(self.rows, self.cutoff_A,
+                               "written all the same; the CA trace may be too tight there", self.first())
+        return f"warning: {text}; listed in {summary_path}"
+
+    def to_json(self) -> dict:
+        return {"cutoff_A": self.cutoff_A, "rows": self.rows, "named": [asdict(x) for x in self.named]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> CloseContactReport:
+        return cls(float(data["cutoff_A"]), int(data["rows"]), [ContactRow(**x) for x in data["named"]])
+
+
 class CloseContacts:
     """Log of the rows that keep a pair closer than ``cutoff`` Å: ``rows`` counted, the first NAMED in ``named``."""
 
@@ -22,7 +86,7 @@ class CloseContacts:
         self.cutoff = cutoff
         self.topo = metrics.build_topology(residues.restype, residues.segment, rc.SLOT_MASK[residues.restype])
         self.rows = 0
-        self.named: list[dict] = []
+        self.named: list[ContactRow] = []
 
     def _atom(self, flat: int) -> str:
         r, slot = divmod(int(flat), rc.NUM_SLOTS)
@@ -41,9 +105,9 @@ class CloseContacts:
         for r in rows[: max(0, NAMED - len(self.named))]:
             sel = np.nonzero(row == r)[0]
             k = sel[np.argmin(d[sel])]
-            self.named.append({"frame": frame_start + int(r) // S, "sample": int(r) % S, "pairs": int(sel.size),
-                               "closest": f"{self._atom(a[k])} – {self._atom(b[k])} {float(d[k]):.2f} Å"})
+            self.named.append(ContactRow(frame_start + int(r) // S, int(r) % S, int(sel.size),
+                                         f"{self._atom(a[k])} – {self._atom(b[k])} {float(d[k]):.2f} Å"))
         return int(rows.size)
 
-    def stats(self) -> dict:
-        return {"rows": self.rows, "named": self.named}
+    def report(self) -> CloseContactReport:
+        return CloseContactReport(self.cutoff, self.rows, list(self.named))

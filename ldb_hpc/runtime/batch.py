@@ -19,50 +19,43 @@ writes its own files); rank 0 writes the summary (``OUTDIR/backmap.summary.json`
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 
 import numpy as np
 
-from ldb_hpc.errors import InputError, OutputError
+from ldb_hpc.engine import devices
+from ldb_hpc.engine.job import Job
+from ldb_hpc.engine.pipeline import run_pipeline
+from ldb_hpc.errors import FormatLimitError, InputError, OutputError
+from ldb_hpc.geometry.contacts import CUTOFF, NAMED, CloseContacts, close_pair_text
 from ldb_hpc.io import structure_files as sf
-from ldb_hpc.io.files import temp_name
-from ldb_hpc.runtime import contacts as close_contacts
-from ldb_hpc.runtime import devices
 from ldb_hpc.runtime.comm import get_comm, ranks_per_node
-from ldb_hpc.runtime.driver import RankExit, default_threads
-from ldb_hpc.runtime.pipeline import run_pipeline
-from ldb_hpc.runtime.run_setup import BackmapConfig, validate_options
+from ldb_hpc.runtime.driver import default_threads
+from ldb_hpc.runtime.messages import broadcast_outcome
+from ldb_hpc.runtime.output import write_json
+from ldb_hpc.runtime.run_setup import validate_options
 from ldb_hpc.runtime.sharding import shard_range
 
 SUMMARY_NAME = "backmap.summary.json"
-NAMED = close_contacts.NAMED  # files with close contacts named in the summary (all are counted)
 
 
 @dataclass
 class BatchConfig:
-    """Options of a many-files backmap (the CLI's arguments); see the module docstring."""
+    """A many-files backmap: the :class:`~ldb_hpc.engine.job.Job` and the inputs and outputs (the CLI's
+    arguments); see the module docstring."""
 
     inputs: list[str]
+    job: Job = field(default_factory=Job)
     outdir: str | None = None  # folder of the outputs; None in stream mode
     output: str | None = None  # stream mode only: a file (.pdb or .h5) instead of standard output
     fmt: str | None = None  # "pdb" (default) or "h5"
-    model: str | None = None
-    steps: int | None = None
-    temperature: float | None = None
-    batch_frames: int = 64
-    samples: int = 1
-    seed: int = 0
-    threads: int | None = None
-    device: str = "auto"
     overwrite: bool = False
     resume: bool = False
-    residue_map: dict = field(default_factory=dict)
-    hydrogens: bool = False  # also OXT and every hydrogen (docs/HYDROGENS.md); disulfides found per file
     stdin: object = None  # binary stream of stream mode (default sys.stdin.buffer)
     stdout: object = None  # text stream of stream mode (default sys.stdout)
 
@@ -71,15 +64,21 @@ class BatchConfig:
         return self.inputs == [sf.STDIN]
 
 
+class FileStatus(str, Enum):
+    WRITTEN = "written"
+    FAILED = "failed"  # ``error`` says why
+    SKIPPED = "skipped"  # ``note``: named twice
+    PRESENT = "present"  # its output exists and ``resume`` was asked
+
+
 @dataclass
 class FileResult:
-    """What became of one input: status "written", "failed" (``error``), "skipped" (``note``: named twice) or
-    "present" (its output exists and ``resume`` was asked)."""
+    """What became of one input file (:class:`FileStatus`)."""
 
     index: int
     input: str
     output: str | None
-    status: str = "written"
+    status: FileStatus = FileStatus.WRITTEN
     frames: int = 0
     residues: int = 0
     rows: int = 0
@@ -87,6 +86,9 @@ class FileResult:
     note: str = ""
     close_contact_rows: int = 0
     closest: str | None = None
+
+    def to_json(self) -> dict:
+        return dict(asdict(self), status=self.status.value)
 
 
 @dataclass
@@ -99,14 +101,15 @@ class _Parsed:
 
 def _validate(cfg: BatchConfig) -> None:
     """The checks of the trajectory path's options (ranges, --overwrite with --resume, the device), and --format."""
-    validate_options(BackmapConfig(input="", output="", batch_frames=cfg.batch_frames, samples=cfg.samples,
-                                   threads=cfg.threads, overwrite=cfg.overwrite, resume=cfg.resume, device=cfg.device))
+    validate_options(cfg.job, overwrite=cfg.overwrite, resume=cfg.resume)
     if cfg.fmt is not None and cfg.fmt not in sf.OUTPUT_FORMATS:
         raise InputError(f"--format must be one of {', '.join(sf.OUTPUT_FORMATS)}, got {cfg.fmt!r}")
 
 
 def _stream_output(cfg: BatchConfig) -> tuple[str | None, str]:
     """(output file or None for standard output, its format) of stream mode."""
+    from ldb_hpc.io.files import check_output_location
+
     if cfg.output is None:
         if cfg.fmt not in (None, "pdb"):
             raise InputError(f"standard output takes PDB text; --format {cfg.fmt} needs -o FILE")
@@ -116,13 +119,7 @@ def _stream_output(cfg: BatchConfig) -> tuple[str | None, str]:
     if fmt is None:
         raise InputError(f"-o {cfg.output}: from standard input ldb-hpc writes .pdb or .h5 (or PDB on standard "
                          "output without -o)")
-    path = os.path.abspath(cfg.output)
-    if os.path.isdir(path):
-        raise OutputError(f"output is a directory: {cfg.output}")
-    if not os.path.isdir(os.path.dirname(path)):
-        raise OutputError(f"output directory does not exist: {os.path.dirname(path)}")
-    if os.path.exists(path) and not (cfg.overwrite or cfg.resume):
-        raise OutputError(f"output exists: {cfg.output} (pass --overwrite to replace it)")
+    check_output_location(cfg.output, overwrite=cfg.overwrite or cfg.resume)
     return cfg.output, fmt
 
 
@@ -150,12 +147,13 @@ def plan(cfg: BatchConfig) -> list[FileResult]:
         out = None if item.problem else sf.output_path(item.path, cfg.outdir, fmt)
         r = FileResult(k, item.path, out)
         if item.problem:
-            r.status, r.error = "failed", item.problem
+            r.status, r.error = FileStatus.FAILED, item.problem
         elif item.note:
-            r.status, r.note, r.output = "skipped", item.note, None
+            r.status, r.note, r.output = FileStatus.SKIPPED, item.note, None
         elif os.path.abspath(out) in owner:
-            r.status, r.error = "failed", (f"its output {out} would also be the output of {owner[os.path.abspath(out)]}"
-                                           "; rename one of them or backmap them in separate calls")
+            r.status = FileStatus.FAILED
+            r.error = (f"its output {out} would also be the output of {owner[os.path.abspath(out)]}"
+                       "; rename one of them or backmap them in separate calls")
         else:
             owner[os.path.abspath(out)] = item.path
         results.append(r)
@@ -164,15 +162,15 @@ def plan(cfg: BatchConfig) -> list[FileResult]:
 
 def _read(cfg: BatchConfig, r: FileResult, stdin) -> sf.CAFrames:
     if r.input == sf.STDIN:
-        return sf.read_ca_stream(stdin.read(), cfg.residue_map)
-    return sf.read_ca_frames(r.input, cfg.residue_map)
+        return sf.read_ca_stream(stdin.read(), cfg.job.residue_map)
+    return sf.read_ca_frames(r.input, cfg.job.residue_map)
 
 
 def _fail(r: FileResult, exc: BaseException) -> None:
     text = " ".join(str(exc).split()) or type(exc).__name__
     if not isinstance(exc, InputError):
         text = f"internal error ({type(exc).__name__}: {text})"
-    r.status, r.error = "failed", text.removeprefix(f"{r.input}: ")
+    r.status, r.error = FileStatus.FAILED, text.removeprefix(f"{r.input}: ")
 
 
 def _groups(cfg: BatchConfig, results: list[FileResult], stdin, clock: dict):
@@ -181,7 +179,7 @@ def _groups(cfg: BatchConfig, results: list[FileResult], stdin, clock: dict):
     pending: list[_Parsed] = []
     key, n = None, 0
     for r in results:
-        if r.status != "written":
+        if r.status is not FileStatus.WRITTEN:
             yield from ([pending] if pending else [])
             pending, key, n = [], None, 0
             yield [_Parsed(r)]
@@ -190,9 +188,9 @@ def _groups(cfg: BatchConfig, results: list[FileResult], stdin, clock: dict):
         parsed = _Parsed(r)
         if r.output is not None and os.path.exists(r.output) and (cfg.resume or not cfg.overwrite):
             if cfg.resume:
-                r.status, r.note = "present", f"output exists: {r.output} (--resume)"
+                r.status, r.note = FileStatus.PRESENT, f"output exists: {r.output} (--resume)"
             else:
-                r.status, r.error = "failed", f"output exists: {r.output} (pass --overwrite to replace it)"
+                r.status, r.error = FileStatus.FAILED, f"output exists: {r.output} (pass --overwrite to replace it)"
         else:
             try:
                 parsed.frames = _read(cfg, r, stdin)
@@ -207,24 +205,23 @@ def _groups(cfg: BatchConfig, results: list[FileResult], stdin, clock: dict):
         res = parsed.frames.residues
         r.frames, r.residues, r.note = parsed.frames.n_frames, len(res), parsed.frames.note
         this = (res.restype.tobytes(), res.segment.tobytes())
-        if pending and (this != key or n + r.frames > cfg.batch_frames):
+        if pending and (this != key or n + r.frames > cfg.job.batch_frames):
             yield pending
             pending, n = [], 0
         pending.append(parsed)
         key, n = this, n + r.frames
-        if n >= cfg.batch_frames:
+        if n >= cfg.job.batch_frames:
             yield pending
             pending, key, n = [], None, 0
     if pending:
         yield pending
 
 
-def _compute(cfg: BatchConfig, model, device, group: list[_Parsed]) -> None:
-    """Backmap the frames of ``group`` (files of one protein) in model calls of at most ``batch_frames``."""
-    import torch
-
+def _compute(cfg: BatchConfig, engine, group: list[_Parsed]) -> None:
+    """Backmap the frames of ``group`` (files of one protein) in model calls of at most ``batch_frames``; each file
+    gets its own close-contact check and, with ``--hydrogens``, its disulfides from its first row."""
     todo = [p for p in group if p.frames is not None]
-    if cfg.hydrogens:  # a residue without a standard protonation fails its file before any work
+    if cfg.job.hydrogens:  # a residue without a standard protonation fails its file before any work
         from ldb_hpc.chem.hydrogens import check_protonatable
         from ldb_hpc.io.topology import residue_labels
 
@@ -237,16 +234,10 @@ def _compute(cfg: BatchConfig, model, device, group: list[_Parsed]) -> None:
         todo = [p for p in todo if p.frames is not None]
     if not todo:
         return
-    residues = todo[0].frames.residues
     ca = np.concatenate([p.frames.ca for p in todo])
     index = np.concatenate([np.arange(p.frames.n_frames, dtype=np.int64) for p in todo])
-    S, B = cfg.samples, cfg.batch_frames
     try:
-        out = np.empty((len(ca), S, len(residues), 14, 3), dtype=np.float32)
-        for a in range(0, len(ca), B):
-            pos = model.backmap(torch.from_numpy(ca[a: a + B]).to(device), residues,
-                                torch.from_numpy(index[a: a + B]).to(device), S, cfg.seed)
-            out[a: a + B] = pos.detach().to("cpu", torch.float32).numpy()
+        out = engine.rows(ca, todo[0].frames.residues, index)
     except Exception as exc:  # noqa: BLE001 - the files of this group fail, the others go on
         for p in todo:
             _fail(p.result, exc)
@@ -257,13 +248,13 @@ def _compute(cfg: BatchConfig, model, device, group: list[_Parsed]) -> None:
         f = p.frames.n_frames
         p.positions = out[start: start + f]
         start += f
-        check = close_contacts.CloseContacts(p.frames.residues)
+        check = CloseContacts(p.frames.residues)
         rows = check.check(0, p.positions)
         if rows:
             p.result.close_contact_rows = rows
             first = check.named[0]
-            p.result.closest = f"frame {first['frame']} sample {first['sample']}: {first['closest']}"
-        if cfg.hydrogens:
+            p.result.closest = f"frame {first.frame} sample {first.sample}: {first.closest}"
+        if cfg.job.hydrogens:
             try:
                 _add_hydrogens(p)
             except Exception as exc:  # noqa: BLE001 - this file fails, the others go on
@@ -286,43 +277,27 @@ def _add_hydrogens(p: _Parsed) -> None:
     p.positions = place_extra(pos, res.restype, res.segment, p.protonation).numpy()
 
 
-def _write(cfg: BatchConfig, fmt: str, provenance: dict, stdout, p: _Parsed) -> None:
+def _write(sink, p: _Parsed) -> None:
     r = p.result
     if p.positions is None:
         return
     try:
         if r.output is None:
-            text = sf.pdb_text(p.frames.residues, p.positions, p.protonation)
-            stdout.write(text)
-            stdout.flush()
+            sink.stream.write(p.frames.residues, p.positions, p.protonation)
         else:
-            prov = dict(provenance, input=os.path.basename(r.input))
-            sf.write_rows(r.output, fmt, p.frames.residues, p.positions, prov, overwrite=cfg.overwrite,
-                          protonation=p.protonation)
+            sink.files.write(r.output, r.input, p.frames.residues, p.positions, p.protonation)
         r.rows = int(p.positions.shape[0] * p.positions.shape[1])
     except Exception as exc:  # noqa: BLE001 - this file's error line; the others are still written
         _fail(r, exc)
-        if isinstance(exc, InputError) and "do not fit a PDB file" in str(exc):
+        if isinstance(exc, FormatLimitError):
             r.error += " (write HDF5 instead: --format h5)"
     p.positions = None  # memory: the rows are written
 
 
-def _plan_everywhere(cfg: BatchConfig, comm) -> list[FileResult]:
-    """Rank 0 plans and broadcasts; an error stops every rank (rank 0 raises it, the others RankExit)."""
-    if cfg.stream and comm.size > 1:
-        raise InputError("reading standard input is one process: run it without mpiexec/srun")
-    message = None
-    if comm.rank == 0:
-        try:
-            message = ("ok", plan(cfg))
-        except InputError as exc:
-            message = ("input", exc)
-    message = comm.bcast(message)
-    if message[0] != "ok":
-        if comm.rank == 0:
-            raise message[1]
-        raise RankExit(2)
-    return message[1]
+@dataclass
+class _Sinks:
+    files: object  # ldb_hpc.engine.sinks.StructureFileSink
+    stream: object  # ldb_hpc.engine.sinks.StreamSink
 
 
 def run_batch(cfg: BatchConfig, on_result=None, comm=None) -> dict:
@@ -332,81 +307,91 @@ def run_batch(cfg: BatchConfig, on_result=None, comm=None) -> dict:
     ``failed``: the failures over all ranks (the exit code). Files "present" (``resume``) are not announced."""
     comm = comm or get_comm()
     t0 = time.perf_counter()
-    results = _plan_everywhere(cfg, comm)
+    if cfg.stream and comm.size > 1:
+        raise InputError("reading standard input is one process: run it without mpiexec/srun")
+    results = broadcast_outcome(comm, lambda: plan(cfg))
     a, b = shard_range(len(results), comm.rank, comm.size)
     mine = results[a:b]
-    threads = cfg.threads or default_threads()
+    threads = cfg.job.threads or default_threads()
     fmt = _stream_output(cfg)[1] if cfg.stream else (cfg.fmt or "pdb")
-    stdin = cfg.stdin or sys.stdin.buffer
-    stdout = cfg.stdout or sys.stdout
 
     import torch
 
     from ldb_hpc import ops
+    from ldb_hpc.engine.compute import Engine
+    from ldb_hpc.engine.sinks import StreamSink, StructureFileSink
     from ldb_hpc.geometry.hydrogens import DISULFIDE_MAX
-    from ldb_hpc.model.backmappers import load_backmapper
 
     torch.set_num_threads(threads)
-    device = devices.select_device(cfg.device, comm.local_rank, ranks_per_node())
+    device = devices.select_device(cfg.job.device, comm.local_rank, ranks_per_node())
     t_model = time.perf_counter()
-    model = load_backmapper(cfg.model, steps=cfg.steps, temperature=cfg.temperature).to(device)
+    engine = Engine(cfg.job, device)
     clock = {"parse_s": 0.0, "model_load_s": time.perf_counter() - t_model}
-    provenance = {"model": model.name, "model_hash": model.hash, "seed": cfg.seed, "steps": model.steps,
-                  "samples": cfg.samples}
-    if cfg.hydrogens:
+    provenance = engine.provenance()
+    if cfg.job.hydrogens:
         provenance["hydrogens"] = ("standard protonation (HIS as HIE), OXT at segment ends; disulfides (SG-SG <= "
                                    f"{DISULFIDE_MAX} A) found on each file's first row")
+    sink = _Sinks(StructureFileSink(fmt, provenance, cfg.overwrite), StreamSink(cfg.stdout or sys.stdout))
 
     def write(group, _data, _result):
         for p in group:
-            _write(cfg, fmt, provenance, stdout, p)
-            if on_result is not None and p.result.status != "present":
+            _write(sink, p)
+            if on_result is not None and p.result.status is not FileStatus.PRESENT:
                 on_result(p.result)
 
-    times = run_pipeline(_groups(cfg, mine, stdin, clock), lambda g: g,
-                         lambda g, _: _compute(cfg, model, device, g), write, depth=2,
+    times = run_pipeline(_groups(cfg, mine, cfg.stdin or sys.stdin.buffer, clock), lambda g: g,
+                         lambda g, _: _compute(cfg, engine, g), write, depth=2,
                          frames_of=lambda g: sum(p.result.frames for p in g))
     stats = {"rank": comm.rank, "files": len(mine), "parse_s": round(clock["parse_s"], 4),
              "model_load_s": round(clock["model_load_s"], 4), "compute_s": round(times.compute_s, 4),
              "write_s": round(times.write_s, 4), "device": str(device), "kernels": ops.backend(device),
              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    gathered = comm.gather(([asdict(r) for r in mine], stats))
-    failed = comm.allreduce(sum(r.status == "failed" for r in mine), "sum")
+    gathered = comm.gather((mine, stats))
+    failed = comm.allreduce(sum(r.status is FileStatus.FAILED for r in mine), "sum")
     if comm.rank != 0:
         return {"failed": failed}
-    return _summary(cfg, fmt, model, threads, comm.size, time.perf_counter() - t0, gathered, failed)
+    return _summary(cfg, fmt, engine, threads, comm.size, time.perf_counter() - t0, gathered, failed)
 
 
-def _summary(cfg: BatchConfig, fmt: str, model, threads: int, ranks: int, wall: float, gathered, failed: int) -> dict:
+def _summary(cfg: BatchConfig, fmt: str, engine, threads: int, ranks: int, wall: float, gathered,
+             failed: int) -> dict:
     files = [f for recs, _ in gathered for f in recs]
     per_rank = [s for _, s in gathered]
-    done = [f for f in files if f["status"] == "written"]
-    residue_rows = sum(f["residues"] * f["rows"] for f in done)
-    contacts = [f for f in done if f["close_contact_rows"]]
+    done = [f for f in files if f.status is FileStatus.WRITTEN]
+    residue_rows = sum(f.residues * f.rows for f in done)
+    contacts = [f for f in done if f.close_contact_rows]
     summary = {
         "mode": "structures", "outdir": cfg.outdir, "format": fmt, "inputs": len(files), "written": len(done),
-        "failed": failed, "skipped": sum(f["status"] == "skipped" for f in files),
-        "present": sum(f["status"] == "present" for f in files),
-        "frames": sum(f["frames"] for f in done), "samples": cfg.samples, "rows": sum(f["rows"] for f in done),
-        "residues": sum(f["residues"] for f in done), "residue_rows": residue_rows,
-        "model": {"name": model.name, "hash": model.hash, "steps": model.steps}, "seed": cfg.seed,
-        "batch_frames": cfg.batch_frames, "ranks": ranks, "threads": threads,
+        "failed": failed, "skipped": sum(f.status is FileStatus.SKIPPED for f in files),
+        "present": sum(f.status is FileStatus.PRESENT for f in files),
+        "frames": sum(f.frames for f in done), "samples": cfg.job.samples, "rows": sum(f.rows for f in done),
+        "residues": sum(f.residues for f in done), "residue_rows": residue_rows,
+        "model": {"name": engine.name, "hash": engine.hash, "steps": engine.steps}, "seed": cfg.job.seed,
+        "batch_frames": cfg.job.batch_frames, "ranks": ranks, "threads": threads,
         "devices": sorted({s["device"] for s in per_rank}), "kernels": sorted({s["kernels"] for s in per_rank}),
         "wall_s": round(wall, 3), "residue_rows_per_s": round(residue_rows / max(wall, 1e-9), 1),
-        "close_contacts": {"cutoff_A": close_contacts.CUTOFF, "files": len(contacts),
-                           "rows": sum(f["close_contact_rows"] for f in contacts),
-                           "named": [{"input": f["input"], "rows": f["close_contact_rows"], "closest": f["closest"]}
+        "close_contacts": {"cutoff_A": CUTOFF, "files": len(contacts),
+                           "rows": sum(f.close_contact_rows for f in contacts),
+                           "named": [{"input": f.input, "rows": f.close_contact_rows, "closest": f.closest}
                                      for f in contacts[:NAMED]]},
-        "per_rank": per_rank, "files": files,
+        "per_rank": per_rank, "files": [f.to_json() for f in files],
     }
     if cfg.outdir is not None:
         path = os.path.join(cfg.outdir, SUMMARY_NAME)
-        tmp = temp_name(os.path.abspath(path))
-        with open(tmp, "w") as fh:
-            json.dump(summary, fh, indent=1)
-        os.replace(tmp, path)
+        write_json(os.path.abspath(path), summary)
         summary["summary_path"] = path
     return summary
 
 
-__all__ = ["BatchConfig", "FileResult", "SUMMARY_NAME", "plan", "run_batch"]
+def warning(summary: dict, where: str | None) -> str | None:
+    """The one stderr line of a many-files run whose files keep close pairs, else None."""
+    contacts = summary["close_contacts"]
+    if not contacts["rows"]:
+        return None
+    first = contacts["named"][0]
+    text = close_pair_text(contacts["rows"], contacts["cutoff_A"], "written all the same",
+                           f"{first['input']} {first['closest']}", files=contacts["files"])
+    return f"warning: {text}" + (f"; listed in {where}" if where else "")
+
+
+__all__ = ["BatchConfig", "FileResult", "FileStatus", "SUMMARY_NAME", "plan", "run_batch", "warning"]

@@ -20,8 +20,12 @@ the HDF5 working copy; rank 0 converts it (ldb_hpc.io.export) to ``OUT.xtc`` (+ 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+
+from ldb_hpc.errors import OutputError
+from ldb_hpc.io.files import temp_name
 
 RUN_FILE = "run.json"
 MPIO_FILE = "data.h5"
@@ -70,3 +74,18 @@ def remove_run_files(folder: str, shards=None) -> None:
         for path in (shard_path(folder, s), shard_log_path(folder, s)):
             if os.path.exists(path):
                 os.remove(path)
+
+
+def write_json(path: str, data: dict, durable: bool = False) -> None:
+    """Write ``data`` as indented JSON to ``path``, complete or not at all (temporary name, then rename); with
+    ``durable`` fsync'ed before the rename. OutputError when it cannot be written."""
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(data, fh, indent=1)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc}") from exc

@@ -20,22 +20,22 @@ import time
 
 from ldb_hpc.errors import InputError, OutputError
 from ldb_hpc.io import aa, export
-from ldb_hpc.io.files import check_readable, check_temporaries, temporaries
+from ldb_hpc.io.files import check_output_location, check_readable, check_temporaries, temporaries
 from ldb_hpc.runtime import output as out_mod
 from ldb_hpc.runtime import resume
-from ldb_hpc.runtime.run_setup import check_output_location
+from ldb_hpc.runtime.records import IOMode, RunRecord
 
 
-def finish(output: str, folder: str, record: dict) -> dict:
+def finish(output: str, folder: str, record: RunRecord) -> dict:
     """Check that every chunk is recorded, then publish the output (master file, collective file, or the
     conversion of either to another format). Returns what the run summary records about the output:
     ``output_format`` and, for another format, ``topology_pdb`` (or None), ``manifest`` and ``export_s``."""
     status = resume.run_status(folder)
     if not status.complete:
         raise OutputError(f"{output} not written: {status.describe_missing()}")
-    plan, S = status.plan, int(record["samples"])
+    plan, S = status.plan, record.samples
     fmt = export.output_format(output)
-    if record["io"] == "mpio":
+    if record.io is IOMode.MPIO:
         source = os.path.join(folder, out_mod.MPIO_FILE)
         if fmt is None:
             os.replace(source, output)
@@ -43,13 +43,13 @@ def finish(output: str, folder: str, record: dict) -> dict:
             return {"output_format": "h5"}
     else:
         shards = [s for s in range(plan.n_shards) if len(plan.shard_chunks(s))]
-        _check_shard_ids(folder, shards, record["run_id"])
+        _check_shard_ids(folder, shards, record.run_id)
         source = output if fmt is None else out_mod.master_path(folder)
         aa.write_master(source, [(out_mod.shard_path(folder, s), *plan.shard_frames(s)) for s in shards], S)
         if fmt is None:
             return {"output_format": "h5"}
     t0 = time.perf_counter()
-    manifest = export.export(source, output, run=record)
+    manifest = export.export(source, output, run=record.to_json())
     shutil.rmtree(folder, ignore_errors=True)  # the HDF5 working copy: the converted output is complete
     return _described(output, manifest, time.perf_counter() - t0)
 
@@ -81,15 +81,15 @@ def merge(output: str) -> dict:
     if not os.path.isdir(folder):
         raise InputError(f"no run folder {folder}: nothing to merge (run 'ldb-hpc backmap --shard I/N' first)")
     status = resume.run_status(folder)
-    if status.record.get("io") != "shards":
-        raise InputError(f"{folder} was written with --io {status.record.get('io')}; only shard runs are merged")
+    if status.record.io is not IOMode.SHARDS:
+        raise InputError(f"{folder} was written with --io {status.record.io.value}; only shard runs are merged")
     if not status.complete:
         raise InputError(f"cannot merge {output}: {status.describe_missing()}")
     if os.path.exists(output):
         raise OutputError(f"output exists: {output} (remove it first)")
     check_temporaries([t for p in [output, *export.companions(output)] for t in temporaries(p)], output)
     info = finish(output, folder, status.record)
-    return {"frames": status.plan.n_frames, "samples": status.record["samples"], "n_shards": status.plan.n_shards,
+    return {"frames": status.plan.n_frames, "samples": status.record.samples, "n_shards": status.plan.n_shards,
             **info}
 
 

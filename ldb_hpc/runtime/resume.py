@@ -9,96 +9,43 @@ rows were flushed to the shard file, so a recorded chunk is a written chunk.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ldb_hpc.errors import InputError, OutputError
-from ldb_hpc.io.files import read_json_document, temp_name
-from ldb_hpc.runtime.output import RUN_FILE, shard_log_path, shard_path
+from ldb_hpc.errors import InputError
+from ldb_hpc.io.files import read_json_document
+from ldb_hpc.runtime.output import RUN_FILE, shard_log_path, shard_path, write_json
+from ldb_hpc.runtime.records import FORMAT, InputIdentity, IOMode, RunRecord, content_hash
 from ldb_hpc.runtime.sharding import ChunkPlan
 
-FORMAT = "ldb-hpc run 1"
 
-
-def _sha(*parts: bytes) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p)
-        h.update(b"\0")
-    return "sha256:" + h.hexdigest()[:16]
-
-
-def input_identity(path: str, cg) -> dict:
+def input_identity(path: str, cg) -> InputIdentity:
     """Identity of a CG input: path, byte size, frames, residues, topology hash, first+last frame hash.
 
-    cg: an open :class:`ldb_hpc.io.cg.CGTrajectory` of ``path`` (reads frames 0 and F-1).
+    cg: an open frame source of ``path`` (ldb_hpc.engine.sources; reads frames 0 and F-1).
     """
     res = cg.residues
-    topo = _sha(res.restype.astype(np.int64).tobytes(), "|".join(map(str, res.chain_id)).encode(),
-                res.resseq.astype(np.int64).tobytes(), res.segment.astype(np.int64).tobytes())
+    topo = content_hash(res.restype.astype(np.int64).tobytes(), "|".join(map(str, res.chain_id)).encode(),
+                        res.resseq.astype(np.int64).tobytes(), res.segment.astype(np.int64).tobytes())
     n = cg.n_frames
     ends = np.concatenate([cg.read(0, 1).ca, cg.read(n - 1, n).ca]).astype(np.float32)
-    return {"path": os.path.abspath(path), "size": os.path.getsize(path), "n_frames": int(n),
-            "n_residues": int(cg.n_residues), "topology_hash": topo, "frames_hash": _sha(ends.tobytes())}
+    return InputIdentity(os.path.abspath(path), os.path.getsize(path), int(n), int(cg.n_residues), topo,
+                         content_hash(ends.tobytes()))
 
 
-def make_run_record(identity: dict, model, seed: int, samples: int, io: str, plan: ChunkPlan,
-                    has_cell: bool, provenance: dict) -> dict:
-    """The content of ``run.json``; ``run_id`` hashes everything a resumed run must share."""
-    sampling = dict(getattr(model, "sampling", {}))
-    same = {"input": {k: v for k, v in identity.items() if k != "path"}, "model_hash": model.hash,
-            "seed": int(seed), "samples": int(samples), "io": io, "plan": plan.to_dict(), "sampling": sampling}
-    run_id = _sha(json.dumps(same, sort_keys=True).encode())
-    return {"format": FORMAT, "run_id": run_id, "input": identity, "model": {"name": model.name, "hash": model.hash},
-            "seed": int(seed), "samples": int(samples), "io": io, "plan": plan.to_dict(), "sampling": sampling,
-            "has_cell": bool(has_cell),
-            "provenance": provenance, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+def write_run_record(folder: str, record: RunRecord) -> None:
+    write_json(os.path.join(folder, RUN_FILE), record.to_json(), durable=True)
 
 
-def differences(recorded: dict, current: dict) -> list[str]:
-    """What differs between two run records, as short phrases ("seed 0 vs 1"); empty when compatible."""
-    out = []
-    ri, ci = recorded.get("input", {}), current["input"]
-    for key, what in (("n_frames", "frames"), ("n_residues", "residues"), ("size", "bytes"),
-                      ("topology_hash", "topology"), ("frames_hash", "coordinates")):
-        if ri.get(key) != ci[key]:
-            out.append(f"input {what} ({ri.get(key)} vs {ci[key]})" if key in ("n_frames", "n_residues", "size")
-                       else f"input {what}")
-    if recorded.get("model", {}).get("hash") != current["model"]["hash"]:
-        out.append(f"model ({recorded.get('model', {}).get('name')} {recorded.get('model', {}).get('hash')} vs "
-                   f"{current['model']['name']} {current['model']['hash']})")
-    for key in ("seed", "samples", "io", "sampling"):
-        if recorded.get(key, {} if key == "sampling" else None) != current[key]:
-            out.append(f"{key} ({recorded.get(key)} vs {current[key]})")
-    return out
-
-
-def write_run_record(folder: str, record: dict) -> None:
-    path = os.path.join(folder, RUN_FILE)
-    tmp = temp_name(path)
-    try:
-        with open(tmp, "w") as fh:
-            json.dump(record, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc}") from exc
-
-
-def read_run_record(folder: str) -> dict | None:
+def read_run_record(folder: str) -> RunRecord | None:
     """The run record of ``folder``, or None when it has none; InputError when it is unreadable."""
     path = os.path.join(folder, RUN_FILE)
     try:
         record = read_json_document(path, FORMAT)
-        if record is not None:
-            ChunkPlan.from_dict(record["plan"])
-        return record
+        return None if record is None else RunRecord.from_json(record)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{path} is not a readable ldb-hpc run record ({exc}); "
                          "pass --overwrite to start over") from exc
@@ -149,7 +96,7 @@ class RunStatus:
     """Completion state of a run folder: which chunks of which shards are recorded."""
 
     folder: str
-    record: dict
+    record: RunRecord
     plan: ChunkPlan
     done: dict = field(default_factory=dict)  # shard → {chunk: (start, stop)}
 
@@ -157,7 +104,7 @@ class RunStatus:
         chunks = self.plan.shard_chunks(shard)
         if len(chunks) == 0:
             return True
-        if self.record.get("io", "shards") == "shards" and not os.path.exists(shard_path(self.folder, shard)):
+        if self.record.io is IOMode.SHARDS and not os.path.exists(shard_path(self.folder, shard)):
             return False
         got = self.done.get(shard, {})
         return all(k in got and got[k] == self.plan.chunk_frames(k) for k in chunks)
@@ -188,10 +135,10 @@ def run_status(folder: str) -> RunStatus:
     record = read_run_record(folder)
     if record is None:
         raise InputError(f"{folder} is not an ldb-hpc run folder (no {RUN_FILE})")
-    plan = ChunkPlan.from_dict(record["plan"])
+    plan = record.plan
     status = RunStatus(folder, record, plan)
     for s in range(plan.n_shards):
-        got = read_log(shard_log_path(folder, s), record["run_id"])
+        got = read_log(shard_log_path(folder, s), record.run_id)
         valid = set(plan.shard_chunks(s))
         status.done[s] = {k: v for k, v in got.items() if k in valid}
     return status

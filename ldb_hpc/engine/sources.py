@@ -1,0 +1,101 @@
+"""Where coarse-grained frames come from: one table maps a coarse-grained mapping to its frame source.
+
+A *frame source* is what every trajectory backmap reads (the MPI run, the Python API): an object with
+``residues`` (:class:`~ldb_hpc.chem.protein.Residues`), ``n_frames``, ``n_residues``, ``has_cell`` and
+``read(start, stop) -> ldb_hpc.io.cg.CGFrames`` (the model's conditioning in Å, time in ps, cell in Å and
+radians), usable as a context manager. :func:`open_source` turns an input (a path, with ``top`` for formats
+that carry no topology, or an in-memory ``mdtraj.Trajectory``) into the source of a mapping, through
+:data:`SOURCES`: a new coarse-grained mapping is one source class plus one :func:`register_source` line, and
+the CLI, the Python API and the MPI runtime all resolve it here. (Many PDB/mmCIF files are read file by file:
+ldb_hpc.runtime.batch with ldb_hpc.io.structure_files.)
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ldb_hpc.errors import InputError
+from ldb_hpc.io.cg import CGFrames, CGTrajectory
+
+SOURCES: dict[str, type] = {}  # coarse-grained mapping name → its frame source class
+
+
+def register_source(mapping: str):
+    """Class decorator: the frame source of the coarse-grained mapping ``mapping`` (a ``--cg`` value). The class
+    is built as ``cls(input, top=None, residue_map=None)``."""
+
+    def add(cls):
+        if mapping in SOURCES:
+            raise ValueError(f"coarse-grained mapping {mapping!r} is registered twice")
+        SOURCES[mapping] = cls
+        return cls
+
+    return add
+
+
+def open_source(input, mapping: str = "ca", top: str | None = None, residue_map: dict | None = None):
+    """The frame source of ``input`` (a path or an ``mdtraj.Trajectory``) for the coarse-grained ``mapping``."""
+    cls = SOURCES.get(mapping)
+    if cls is None:
+        raise InputError(f"unknown coarse-grained mapping {mapping!r}; known: {', '.join(sorted(SOURCES))}")
+    return cls(input, top=top, residue_map=residue_map)
+
+
+@register_source("ca")
+class CASource:
+    """One bead per residue on its C-alpha: the model's conditioning is the bead itself.
+
+    A path is streamed (MDTraj-HDF5 through h5py, anything else through mdtraj; all-atom inputs are reduced to
+    their CA atoms: ldb_hpc.io.cg.CGTrajectory); an ``mdtraj.Trajectory`` is read from memory (its CA atoms; other
+    atoms are ignored)."""
+
+    def __init__(self, input, top: str | None = None, residue_map: dict | None = None):
+        if isinstance(input, (str, os.PathLike)):
+            self._file = CGTrajectory(os.fspath(input), top=top, residue_map=residue_map)
+            self.residues, self.has_cell = self._file.residues, self._file.has_cell
+            self.n_frames = self._file.n_frames
+            return
+        self._file = None
+        self._memory(input, residue_map)
+
+    def _memory(self, traj, residue_map) -> None:
+        from ldb_hpc.io.mdtraj_bridge import traj_to_atom14
+
+        residues, pos, mask = traj_to_atom14(traj, residue_map=residue_map)
+        if not mask[:, 1].all():
+            raise InputError("every residue needs a CA atom")
+        self._ca = pos[:, :, 1]  # [F, L, 3] Å
+        if not np.isfinite(self._ca).all():
+            raise InputError("the trajectory has non-finite CA coordinates")
+        self.residues, self.n_frames = residues, traj.n_frames
+        self._time = np.asarray(traj.time, dtype=np.float64)
+        self.has_cell = traj.unitcell_lengths is not None and traj.unitcell_angles is not None
+        # the cell as mdtraj holds it (nm, degrees): a trajectory backmapped in memory keeps it bit for bit
+        self.cell_nm_deg = (traj.unitcell_lengths, traj.unitcell_angles) if self.has_cell else None
+
+    @property
+    def n_residues(self) -> int:
+        return len(self.residues)
+
+    @property
+    def time(self) -> np.ndarray:
+        """[F] ps of every frame (in-memory sources only)."""
+        return self._time
+
+    def read(self, start: int, stop: int) -> CGFrames:
+        """Frames ``start`` ≤ f < ``stop`` (see the module docstring)."""
+        if self._file is not None:
+            return self._file.read(start, stop)
+        return CGFrames(start, np.ascontiguousarray(self._ca[start:stop]), self._time[start:stop])
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def __enter__(self) -> CASource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,221 @@
+"""The typed records of a trajectory run: what ``run.json`` says (:class:`RunRecord`), what set-up hands every
+rank (:class:`RunState`), what each rank reports (:class:`RankStats`) and the run summary (:class:`RunSummary`).
+
+They are dataclasses between modules; JSON is written and parsed here only, at the file boundary
+(:meth:`RunRecord.to_json` / :meth:`RunRecord.from_json`, :meth:`RunSummary.to_json`), so a renamed field fails
+at review, not in a user's run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+
+from ldb_hpc.geometry.contacts import CloseContactReport
+from ldb_hpc.runtime.sharding import ChunkPlan
+
+FORMAT = "ldb-hpc run 1"
+
+
+class IOMode(str, Enum):
+    """How rows reach the output: one file per shard + a master of virtual datasets, or one collective file."""
+
+    SHARDS = "shards"
+    MPIO = "mpio"
+
+
+def content_hash(*parts: bytes) -> str:
+    """A short sha256 of ``parts`` (each followed by a NUL), as run records and identities write it."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p)
+        h.update(b"\0")
+    return "sha256:" + h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class InputIdentity:
+    """What identifies a CG input: path, byte size, frames, residues, hashes of the topology and of the first and
+    last frames (ldb_hpc.runtime.resume.input_identity)."""
+
+    path: str
+    size: int
+    n_frames: int
+    n_residues: int
+    topology_hash: str
+    frames_hash: str
+
+    def differences(self, other: InputIdentity) -> list[str]:
+        out = []
+        for key, what in (("n_frames", "frames"), ("n_residues", "residues"), ("size", "bytes")):
+            if getattr(self, key) != getattr(other, key):
+                out.append(f"input {what} ({getattr(self, key)} vs {getattr(other, key)})")
+        for key, what in (("topology_hash", "topology"), ("frames_hash", "coordinates")):
+            if getattr(self, key) != getattr(other, key):
+                out.append(f"input {what}")
+        return out
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class Hydrogens:
+    """``--hydrogens``: the disulfides found on frame 0 (residue index pairs) and the provenance note."""
+
+    disulfides: tuple[tuple[int, int], ...]
+    note: str
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The content of ``run.json``: what is being computed. ``run_id`` hashes everything a resumed run must share."""
+
+    run_id: str
+    input: InputIdentity
+    model: ModelRef
+    seed: int
+    samples: int
+    io: IOMode
+    plan: ChunkPlan
+    sampling: dict
+    has_cell: bool
+    provenance: dict
+    created: str
+    hydrogens: Hydrogens | None = None
+
+    @classmethod
+    def create(cls, identity: InputIdentity, model, seed: int, samples: int, io: IOMode, plan: ChunkPlan,
+               has_cell: bool, provenance: dict, hydrogens: Hydrogens | None = None) -> RunRecord:
+        """A new record for ``model`` (a backmapper: name, hash, sampling)."""
+        sampling = dict(getattr(model, "sampling", {}))
+        ident = {k: v for k, v in asdict(identity).items() if k != "path"}
+        same = {"input": ident, "model_hash": model.hash, "seed": int(seed), "samples": int(samples),
+                "io": IOMode(io).value, "plan": plan.to_dict(), "sampling": sampling}
+        run_id = content_hash(json.dumps(same, sort_keys=True).encode())
+        return cls(run_id, identity, ModelRef(model.name, model.hash), int(seed), int(samples), IOMode(io), plan,
+                   sampling, bool(has_cell), provenance, time.strftime("%Y-%m-%dT%H:%M:%S"), hydrogens)
+
+    def to_json(self) -> dict:
+        out = {"format": FORMAT, "run_id": self.run_id, "input": asdict(self.input), "model": asdict(self.model),
+               "seed": self.seed, "samples": self.samples, "io": self.io.value, "plan": self.plan.to_dict(),
+               "sampling": self.sampling, "has_cell": self.has_cell, "provenance": self.provenance,
+               "created": self.created}
+        if self.hydrogens is not None:
+            out["hydrogens"] = {"disulfides": [list(p) for p in self.hydrogens.disulfides],
+                                "note": self.hydrogens.note}
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict) -> RunRecord:
+        """The record of a parsed ``run.json`` (KeyError, TypeError or ValueError when it is not one)."""
+        h = d.get("hydrogens")
+        hydrogens = None if h is None else Hydrogens(tuple((int(i), int(j)) for i, j in h["disulfides"]),
+                                                     str(h["note"]))
+        return cls(str(d["run_id"]), InputIdentity(**d["input"]), ModelRef(**d["model"]), int(d["seed"]),
+                   int(d["samples"]), IOMode(d["io"]), ChunkPlan.from_dict(d["plan"]), dict(d.get("sampling", {})),
+                   bool(d.get("has_cell", False)), dict(d.get("provenance", {})), str(d.get("created", "")),
+                   hydrogens)
+
+    def differences(self, current: RunRecord) -> list[str]:
+        """What differs between this (recorded) run and ``current``, as short phrases ("seed 0 vs 1"); empty when
+        a resume may continue it."""
+        out = self.input.differences(current.input)
+        if self.model.hash != current.model.hash:
+            out.append(f"model ({self.model.name} {self.model.hash} vs {current.model.name} {current.model.hash})")
+        for key in ("seed", "samples", "io", "sampling"):
+            mine, theirs = getattr(self, key), getattr(current, key)
+            if mine != theirs:
+                show = (lambda v: v.value) if key == "io" else (lambda v: v)
+                out.append(f"{key} ({show(mine)} vs {show(theirs)})")
+        if (self.hydrogens is None) != (current.hydrogens is None):
+            out.append(f"--hydrogens ({'on' if self.hydrogens is not None else 'off'} vs "
+                       f"{'on' if current.hydrogens is not None else 'off'})")
+        return out
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What set-up (rank 0) hands every rank: the record to work from, the run folder, and whether the output is
+    already complete (nothing to do)."""
+
+    record: RunRecord
+    folder: str
+    complete: bool
+
+
+@dataclass
+class RankStats:
+    """What one rank did in a run."""
+
+    rank: int
+    shards: list[int]
+    chunks: int
+    frames: int
+    read_s: float
+    compute_s: float
+    write_s: float
+    wall_s: float
+    threads: int
+    device: str
+    kernels: str
+    close_contacts: CloseContactReport
+    peak_rss_mb: float
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        del out["close_contacts"]  # merged over the ranks in the summary
+        return out
+
+
+@dataclass
+class RunSummary:
+    """The summary of a trajectory run, written as ``OUT.summary.json`` (or the shard's, for ``--shard I/N``)."""
+
+    output: str
+    input: str
+    io: IOMode
+    shard: list[int] | None
+    frames: int
+    samples: int
+    rows: int
+    frames_this_run: int
+    residues: int
+    batch_frames: int
+    n_shards: int
+    ranks: int
+    threads: int
+    model: ModelRef
+    seed: int
+    wall_s: float
+    devices: list[str]
+    close_contacts: CloseContactReport
+    kernels: list[str]
+    frames_per_s: float
+    residue_frames_per_s: float
+    peak_rss_mb_max: float
+    per_rank: list[RankStats]
+    published: dict = field(default_factory=dict)  # what publishing the output recorded (runtime.publish)
+    summary_path: str | None = None
+
+    @property
+    def topology_pdb(self) -> str | None:
+        return self.published.get("topology_pdb")
+
+    def to_json(self) -> dict:
+        out = {"output": self.output, "input": self.input, "io": self.io.value, "shard": self.shard,
+               "frames": self.frames, "samples": self.samples, "rows": self.rows,
+               "frames_this_run": self.frames_this_run, "residues": self.residues,
+               "batch_frames": self.batch_frames, "n_shards": self.n_shards, "ranks": self.ranks,
+               "threads": self.threads, "model": asdict(self.model), "seed": self.seed, "wall_s": self.wall_s,
+               "devices": self.devices, "close_contacts": self.close_contacts.to_json(), "kernels": self.kernels,
+               "frames_per_s": self.frames_per_s, "residue_frames_per_s": self.residue_frames_per_s,
+               "peak_rss_mb_max": self.peak_rss_mb_max, "per_rank": [s.to_json() for s in self.per_rank]}
+        out.update(self.published)
+        return out
