@@ -72,7 +72,8 @@ def coarsen(path: str, output: str, top: str | None = None, residue_map: dict[st
     """
     from ldb_hpc.errors import InputError
     from ldb_hpc.io import mdtraj_bridge as mb
-    from ldb_hpc.io.cg import NM, CGWriter, check_coordinates
+    from ldb_hpc.io.cg import CGWriter, check_coordinates
+    from ldb_hpc.io.mdtraj_hdf5 import NM
 
     topology = mb.load_topology(path, top)
     sel = mb.select_protein(topology, residue_map, keep_unknown, path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ldb_hpc.errors import InputError, OutputError
+from ldb_hpc.errors import InputError
 
 
 def existing_file(path: str, what: str = "input") -> str:
@@ -17,14 +17,11 @@ def existing_file(path: str, what: str = "input") -> str:
 
 
 def check_output(path: str, overwrite: bool) -> str:
-    """Refuse an existing output without --overwrite and an unwritable output directory."""
-    if os.path.exists(path) and not overwrite:
-        raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise OutputError(f"output directory does not exist: {parent}")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output directory is not writable: {parent}")
+    """Refuse an existing output without --overwrite, a directory and an unwritable output directory
+    (ldb_hpc.io.files.check_output_location)."""
+    from ldb_hpc.io.files import check_output_location
+
+    check_output_location(path, overwrite)
     return path
 
 

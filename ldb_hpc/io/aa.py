@@ -36,9 +36,17 @@ from ldb_hpc.chem.hydrogens import Protonation
 from ldb_hpc.chem.protein import Residues
 from ldb_hpc.chem.residues import NUM_SLOTS
 from ldb_hpc.errors import InputError, OutputError
-from ldb_hpc.io.cg import NM, frames_per_chunk, prepare_output, write_root_attrs, write_topology
-from ldb_hpc.io.files import TempFileWriter, replaced_when_done
-from ldb_hpc.io.topology import aa_residues, output_topology, parse_topology
+from ldb_hpc.io.files import TempFileWriter, prepare_output, replaced_when_done
+from ldb_hpc.io.mdtraj_hdf5 import (
+    NM,
+    UNITS,
+    cell_to_file,
+    frames_per_chunk,
+    read_topology,
+    write_root_attrs,
+    write_topology,
+)
+from ldb_hpc.io.topology import aa_residues, output_topology
 from ldb_hpc.version import __version__
 
 TITLE = "ldb-hpc backmapped trajectory"
@@ -59,14 +67,14 @@ class Field:
 def row_fields(n_rows: int, n_atoms: int, has_cell: bool) -> dict[str, Field]:
     """The per-row datasets of an all-atom file of ``n_rows`` rows: name → :class:`Field`."""
     fields = {
-        "coordinates": Field((n_rows, n_atoms, 3), "f4", "nanometers", np.nan),
-        "time": Field((n_rows,), "f4", "picoseconds", np.nan),
+        "coordinates": Field((n_rows, n_atoms, 3), "f4", UNITS["coordinates"], np.nan),
+        "time": Field((n_rows,), "f4", UNITS["time"], np.nan),
         "ldb/cg_frame": Field((n_rows,), "i8", None, -1),
         "ldb/sample": Field((n_rows,), "i4", None, -1),
     }
     if has_cell:
-        fields["cell_lengths"] = Field((n_rows, 3), "f4", "nanometers", np.nan)
-        fields["cell_angles"] = Field((n_rows, 3), "f4", "degrees", np.nan)
+        fields["cell_lengths"] = Field((n_rows, 3), "f4", UNITS["cell_lengths"], np.nan)
+        fields["cell_angles"] = Field((n_rows, 3), "f4", UNITS["cell_angles"], np.nan)
     return fields
 
 
@@ -213,10 +221,9 @@ class RowWriter:
         f["coordinates"][rows] = (atoms / np.float32(NM)).astype(np.float32)
         f["time"][rows] = np.repeat(np.asarray(time, dtype=np.float64).reshape(n), S)
         if self.has_cell:
-            f["cell_lengths"][rows] = np.repeat(np.asarray(cell_lengths, np.float32).reshape(n, 3) / np.float32(NM),
-                                                S, axis=0)
-            f["cell_angles"][rows] = np.repeat(np.rad2deg(np.asarray(cell_angles, np.float64).reshape(n, 3)), S,
-                                               axis=0)
+            lengths, angles = cell_to_file(cell_lengths, cell_angles, n)
+            f["cell_lengths"][rows] = np.repeat(lengths, S, axis=0)
+            f["cell_angles"][rows] = np.repeat(angles, S, axis=0)
         f["ldb/cg_frame"][rows] = np.repeat(np.arange(a, b, dtype=np.int64), S)
         f["ldb/sample"][rows] = np.tile(np.arange(S, dtype=np.int32), n)
 
@@ -351,8 +358,7 @@ def read_aa(path: str, start: int = 0, stop: int | None = None):
         with h5py.File(path, "r") as f:
             if "coordinates" not in f or "topology" not in f:
                 raise InputError(f"{path}: not an MDTraj-HDF5 trajectory (no /coordinates or /topology)")
-            raw = f["topology"][()]
-            topo = parse_topology(raw.reshape(-1)[0] if isinstance(raw, np.ndarray) else raw, path)
+            topo = read_topology(f, path)
             coords = f["coordinates"]
             if coords.ndim != 3 or coords.shape[1:] != (topo.n_atoms, 3):
                 raise InputError(f"{path}: /coordinates has shape {coords.shape}, expected (rows, {topo.n_atoms}, 3)")

@@ -16,13 +16,24 @@ import numpy as np
 from ldb_hpc.chem.protein import Residues
 from ldb_hpc.errors import InputError, OutputError
 from ldb_hpc.io import mdtraj_bridge as mb
-from ldb_hpc.io.files import TempFileWriter, temp_name
-from ldb_hpc.io.topology import cg_residues, cg_topology, parse_topology, topology_json
-from ldb_hpc.version import __version__
+from ldb_hpc.io.files import TempFileWriter, prepare_output
+from ldb_hpc.io.mdtraj_hdf5 import (
+    HDF5_EXTENSIONS,
+    NM,
+    UNITS,
+    cell_from_file,
+    cell_to_file,
+    frames_per_chunk,
+    is_hdf5,
+    length_scale,
+    read_time,
+    read_topology,
+    write_root_attrs,
+    write_topology,
+)
+from ldb_hpc.io.topology import cg_residues, cg_topology
 
-NM = 10.0  # Å per nm
 MAX_ABS_COORD = 1.0e4  # Å; anything larger is garbage (or wrong units)
-_LENGTH_UNITS = {"nanometers": 10.0, "nanometer": 10.0, "nm": 10.0, "angstroms": 1.0, "angstrom": 1.0}
 
 
 @dataclass
@@ -61,12 +72,6 @@ def check_coordinates(ca: np.ndarray, start: int, source: str) -> None:
                          "the file is corrupt or not in nm")
 
 
-def _is_hdf5(path: str) -> bool:
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    return head == b"\x89HDF\r\n\x1a\n"
-
-
 class CGTrajectory:
     """A CG trajectory opened for streaming reads (context manager).
 
@@ -85,11 +90,11 @@ class CGTrajectory:
         self._h5 = None
         self._cached = None  # whole trajectory for text structure formats
         mb.check_readable(self.path, "CG input")
-        if _is_hdf5(self.path):
+        if is_hdf5(self.path):
             if top is not None:
                 raise InputError(f"{self.path} is an HDF5 file with its own topology; drop --top")
             self._open_h5(residue_map, keep_unknown)
-        elif mb.extension(self.path) in (".h5", ".hdf5", ".lh5"):
+        elif mb.extension(self.path) in HDF5_EXTENSIONS:
             raise InputError(f"{self.path} is not an HDF5 file (wrong format, corrupt or truncated)")
         else:
             self._open_mdtraj(residue_map, keep_unknown)
@@ -113,20 +118,14 @@ class CGTrajectory:
             coords = f["coordinates"]
             if coords.ndim != 3 or coords.shape[2] != 3:
                 raise InputError(f"{src}: /coordinates has shape {coords.shape}, expected (frames, residues, 3)")
-            raw = f["topology"][()]
-            raw = raw.reshape(-1)[0] if isinstance(raw, np.ndarray) else raw
-            topo = parse_topology(raw, src)
+            topo = read_topology(f, src)
             n_frames, n_atoms = int(coords.shape[0]), int(coords.shape[1])
             if n_atoms != topo.n_atoms:
                 raise InputError(f"{src}: /coordinates has {n_atoms} atoms per frame but /topology has "
                                  f"{topo.n_atoms} atoms")
             if n_frames == 0:
                 raise InputError(f"{src}: the trajectory has zero frames")
-            units = coords.attrs.get("units", b"nanometers")
-            units = units.decode() if isinstance(units, bytes) else str(units)
-            if units.lower() not in _LENGTH_UNITS:
-                raise InputError(f"{src}: /coordinates units {units!r} not understood (expected nanometers)")
-            self._scale = np.float32(_LENGTH_UNITS[units.lower()])
+            self._scale = length_scale(coords, src)
             for name in ("time", "cell_lengths", "cell_angles"):
                 if name in f and f[name].shape[:1] != (n_frames,):
                     raise InputError(f"{src}: /{name} has shape {f[name].shape}, expected {n_frames} frames")
@@ -145,12 +144,10 @@ class CGTrajectory:
         f = self._h5
         try:
             ca = np.asarray(f["coordinates"][start:stop], dtype=np.float32) * self._scale
-            time = (np.asarray(f["time"][start:stop], dtype=np.float64) if "time" in f
-                    else np.arange(start, stop, dtype=np.float64))
+            time = read_time(f, start, stop)
             cl = ca_ = None
             if self.has_cell:
-                cl = np.asarray(f["cell_lengths"][start:stop], dtype=np.float32) * np.float32(NM)
-                ca_ = np.deg2rad(np.asarray(f["cell_angles"][start:stop], dtype=np.float64)).astype(np.float32)
+                cl, ca_ = cell_from_file(f["cell_lengths"][start:stop], f["cell_angles"][start:stop])
         except (OSError, KeyError, ValueError) as exc:
             raise InputError(f"cannot read frames {start}..{stop - 1} of {self.path}: file corrupt or truncated "
                              f"({mb.short_message(exc)})") from exc
@@ -197,8 +194,7 @@ class CGTrajectory:
         check_coordinates(ca, start, self.path)
         cl = ca_ = None
         if traj.unitcell_lengths is not None and traj.unitcell_angles is not None:
-            cl = traj.unitcell_lengths.astype(np.float32) * np.float32(NM)
-            ca_ = np.deg2rad(traj.unitcell_angles.astype(np.float64)).astype(np.float32)
+            cl, ca_ = cell_from_file(traj.unitcell_lengths, traj.unitcell_angles)
         return CGFrames(start, ca, np.asarray(traj.time, dtype=np.float64), cl, ca_)
 
     # --- public API ------------------------------------------------------------------------
@@ -260,42 +256,6 @@ class CGTrajectory:
 # writing
 
 
-def prepare_output(path: str, overwrite: bool) -> str:
-    """Check that ``path`` may be written; return the temporary name to write first (then os.replace)."""
-    path = os.path.abspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
-    if os.path.isdir(path):
-        raise OutputError(f"output is a directory: {path}")
-    parent = os.path.dirname(path)
-    if not os.path.isdir(parent):
-        raise OutputError(f"output directory does not exist: {parent}")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output directory is not writable: {parent}")
-    return temp_name(path)
-
-
-def write_root_attrs(f, title: str) -> None:
-    """Root attributes as mdtraj writes them (strings)."""
-    f.attrs["conventions"] = "Pande"
-    f.attrs["conventionVersion"] = "1.1"
-    f.attrs["program"] = "ldb-hpc"
-    f.attrs["programVersion"] = __version__
-    f.attrs["application"] = "ldb-hpc"
-    f.attrs["title"] = title
-
-
-def write_topology(f, topology: dict) -> None:
-    """``/topology`` as mdtraj stores it: a 1-element array of one ASCII JSON string."""
-    data = topology_json(topology)
-    f.create_dataset("topology", data=np.array([data], dtype=f"S{len(data)}"))
-
-
-def frames_per_chunk(bytes_per_frame: int, target: int = 1 << 20) -> int:
-    """Whole frames per HDF5 chunk so that a chunk holds about ``target`` bytes (at least 1 frame)."""
-    return int(max(1, min(4096, target // max(1, bytes_per_frame))))
-
-
 class CGWriter(TempFileWriter):
     """Writes a CG MDTraj-HDF5 file frame chunk by frame chunk (context manager).
 
@@ -323,13 +283,12 @@ class CGWriter(TempFileWriter):
             write_topology(self._f, cg_topology(residues))
             f = self._f
             f.create_dataset("coordinates", shape=(0, n, 3), maxshape=(None, n, 3), chunks=(k, n, 3), dtype="f4")
-            f["coordinates"].attrs["units"] = "nanometers"
+            f["coordinates"].attrs["units"] = UNITS["coordinates"]
             f.create_dataset("time", shape=(0,), maxshape=(None,), chunks=(k,), dtype="f4")
-            f["time"].attrs["units"] = "picoseconds"
-            if has_cell:
-                for name, units in (("cell_lengths", "nanometers"), ("cell_angles", "degrees")):
-                    f.create_dataset(name, shape=(0, 3), maxshape=(None, 3), chunks=(k, 3), dtype="f4")
-                    f[name].attrs["units"] = units
+            f["time"].attrs["units"] = UNITS["time"]
+            for name in ("cell_lengths", "cell_angles") if has_cell else ():
+                f.create_dataset(name, shape=(0, 3), maxshape=(None, 3), chunks=(k, 3), dtype="f4")
+                f[name].attrs["units"] = UNITS[name]
         except OSError as exc:
             self.abort()
             raise OutputError(f"cannot write {self._tmp}: {exc}") from exc
@@ -352,8 +311,7 @@ class CGWriter(TempFileWriter):
         f["coordinates"][a:b] = ca / np.float32(NM)
         f["time"][a:b] = time
         if self.has_cell:
-            f["cell_lengths"][a:b] = np.asarray(cell_lengths, dtype=np.float32).reshape(n, 3) / np.float32(NM)
-            f["cell_angles"][a:b] = np.rad2deg(np.asarray(cell_angles, dtype=np.float64).reshape(n, 3))
+            f["cell_lengths"][a:b], f["cell_angles"][a:b] = cell_to_file(cell_lengths, cell_angles, n)
         self.n_frames = b
 
     def close(self) -> None:

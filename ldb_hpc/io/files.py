@@ -33,6 +33,30 @@ def check_readable(path: str, what: str = "input") -> None:
         raise InputError(f"{what} file is empty: {path}")
 
 
+def check_output_location(path: str, overwrite: bool = True) -> None:
+    """OutputError unless the file ``path`` may be written: it exists only with ``overwrite``, it is not a
+    directory, and its folder exists and is writable. The one policy of every output file; messages name
+    ``path`` as given when it exists, else absolute paths."""
+    if not overwrite and os.path.exists(path):
+        raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
+    full = os.path.abspath(path)
+    if os.path.isdir(full):
+        raise OutputError(f"output is a directory: {full}")
+    parent = os.path.dirname(full)
+    if not os.path.isdir(parent):
+        raise OutputError(f"output directory does not exist: {parent}")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output directory is not writable: {parent}")
+
+
+def prepare_output(path: str, overwrite: bool) -> str:
+    """Check that ``path`` may be written (:func:`check_output_location`, messages with the absolute path);
+    return the temporary name to write first (then os.replace)."""
+    path = os.path.abspath(path)
+    check_output_location(path, overwrite)
+    return temp_name(path)
+
+
 def read_json_document(path: str, expected_format: str) -> dict | None:
     """The JSON object in ``path`` whose "format" field is ``expected_format``; None when the file does not exist.
     Raises ValueError (or OSError) when it cannot be read or is another document; callers name the file."""

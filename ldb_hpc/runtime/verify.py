@@ -20,7 +20,8 @@ import numpy as np
 from ldb_hpc.errors import InputError
 from ldb_hpc.io import export
 from ldb_hpc.io.aa import missing_virtual_source
-from ldb_hpc.io.cg import MAX_ABS_COORD, NM
+from ldb_hpc.io.cg import MAX_ABS_COORD
+from ldb_hpc.io.mdtraj_hdf5 import NM, read_topology
 from ldb_hpc.runtime import output as out_mod
 from ldb_hpc.runtime import resume
 
@@ -61,7 +62,7 @@ def verify(path: str, block_bytes: int = 64 << 20) -> Report:
         if status.complete:
             name = output or folder[:-2]
             what = ("every chunk is recorded but the output was not published (master file or conversion); "
-                    f"run 'ldb-hpc merge {name}'" if status.record.get("io") == "shards" else
+                    f"run 'ldb-hpc merge {name}'" if status.record.io.value == "shards" else
                     "every chunk is recorded but the file was not published; rerun with --resume")
         else:
             what = f"interrupted run: {status.describe_missing()}; finish it with --resume"
@@ -75,8 +76,6 @@ def verify(path: str, block_bytes: int = 64 << 20) -> Report:
 
 def _verify_file(path: str, block_bytes: int) -> Report:
     import h5py
-
-    from ldb_hpc.io.topology import parse_topology
 
     def bad(msg: str, state: str = "invalid") -> Report:
         return Report(path, state, msg)
@@ -93,8 +92,7 @@ def _verify_file(path: str, block_bytes: int) -> Report:
         if missing:
             return bad(f"provenance missing in /ldb: {', '.join(missing)}")
         try:
-            raw = f["topology"][()]
-            topo = parse_topology(raw.reshape(-1)[0] if isinstance(raw, np.ndarray) else raw, path)
+            topo = read_topology(f, path)
         except (InputError, OSError, ValueError) as exc:
             return bad(f"topology unreadable ({exc})")
         S, F = int(f["ldb"].attrs["samples"]), int(f["ldb"].attrs["n_frames"])
