@@ -20,7 +20,7 @@ import torch
 
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.geometry.builder import measure_torsions
-from ldb_hpc.io.training import read_training
+from ldb_hpc.io.training_set import read_training_set
 from ldb_hpc.model.ideal import TABLE_FILE, fit_tables
 
 
@@ -29,11 +29,9 @@ def main(argv=None) -> int:
     ap.add_argument("train_h5")
     ap.add_argument("-o", "--output", default=str(TABLE_FILE))
     args = ap.parse_args(argv)
-    data = read_training(args.train_h5)
-    pos = data["positions"].astype(np.float64)
-    mask = data["mask"].astype(bool)
-    restype = data["restype"].astype(np.int64)
-    segment = data["segment"].astype(np.int64)
+    data = read_training_set(args.train_h5)
+    pos = data.positions.astype(np.float64)
+    mask, restype, segment = data.mask, data.restype, data.segment
     present = mask[:, :4].all(-1)
     chi, chi_mask = [], []
     for s in range(0, len(pos), 65536):

@@ -22,7 +22,7 @@ import torch
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.chem.ideal_geometry import GEOMETRY_FILE, IdealGeometry
 from ldb_hpc.geometry.builder import measure_internal, measure_torsions
-from ldb_hpc.io.training import read_training
+from ldb_hpc.io.training_set import read_training_set
 
 
 def circular_mean(x: np.ndarray, window_deg: float = 30.0) -> float:
@@ -50,11 +50,9 @@ def main(argv=None) -> int:
     ap.add_argument("-o", "--output", default=str(GEOMETRY_FILE))
     args = ap.parse_args(argv)
 
-    data = read_training(args.train_h5)
-    pos = data["positions"].astype(np.float32)
-    mask = data["mask"].astype(bool)
-    restype = data["restype"].astype(np.int64)
-    segment = data["segment"].astype(np.int64)
+    data = read_training_set(args.train_h5)
+    pos = data.positions.astype(np.float32)
+    mask, restype, segment = data.mask, data.restype, data.segment
     n_res = len(restype)
     print(f"measuring on {n_res} residues", file=sys.stderr)
 

@@ -142,7 +142,7 @@ def test_pfam40_single_sample_rmsd(shared_data):
     """The model-selection set (valid/pfam40): mean single-sample heavy-atom RMSD ≤ 1.23 Å (issue 12's bar is
     1.27 Å; the shipped model measures 1.216 Å, the one before it 1.264 Å)."""
     from ldb_hpc.model.checkpoint import load_checkpoint
-    from ldb_hpc.runtime.training import load_validation
+    from ldb_hpc.runtime.train_setup import load_validation
 
     model = load_checkpoint(default_model_path()).eval()
     assert (model.cfg.sample_extra_layers, model.cfg.context_extra_layers) == (6, 2)  # the deepened stage 3

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-import h5py
 import numpy as np
 import pytest
 import torch
+from test_training_set import write_training_set
 
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.errors import InputError
@@ -15,6 +15,7 @@ from ldb_hpc.model import diffusion as diff
 from ldb_hpc.model.checkpoint import load_checkpoint, save_checkpoint
 from ldb_hpc.model.ldb import LDBConfig, LDBModel, true_angles
 from ldb_hpc.model.networks import VectorQuantizer
+from ldb_hpc.model.stages import Stage
 from ldb_hpc.ops.noise import gaussian, latent_noise
 
 SMALL = LDBConfig(dim=16, edge_dim=8, layers=1, knn=6, latent_dim=3, n_codes=32, hidden=32, denoiser_hidden=32,
@@ -148,14 +149,8 @@ def test_checkpoint_errors(tmp_path):
 def test_train_cli_runs_and_resumes(tmp_path, run_cli):
     """`ldb-hpc train tokenizer` on a tiny prepared file, then a resumed continuation, then stage 2."""
     pos, mask, restype, segment = _helix_protein(40)
-    data = tmp_path / "train.h5"
-    with h5py.File(data, "w") as f:
-        f["positions"] = pos[0].numpy()
-        f["mask"] = mask[0].numpy()
-        f["restype"] = restype.numpy().astype(np.int8)
-        f["segment"] = segment.numpy().astype(np.int32)
-        f["chains/offset"] = np.array([0])
-        f["chains/count"] = np.array([40])
+    data = write_training_set(tmp_path / "train.h5", [(pos[0].numpy(), mask[0].numpy(), restype.numpy(),
+                                                      segment.numpy())])
     out = tmp_path / "tok"
     args = ["train", "tokenizer", "--data", data, "--out", out, "--windows", 2, "--crop", 16, "--log-every", 1,
             "--save-every", 2, "--latent-dim", 3]
@@ -171,6 +166,9 @@ def test_train_cli_runs_and_resumes(tmp_path, run_cli):
     assert code == 0, err
     diffusion_model = load_checkpoint(tmp_path / "d" / "model")
     assert diffusion_model.latent_std.min() > 0 and diffusion_model.cfg.latent_dim == 3
+    # The stage goes into config.json as its word and comes back as the enum.
+    assert json.loads((out / "model" / "config.json").read_text())["metadata"]["stage"] == "tokenizer"
+    assert load_checkpoint(out / "model").stage is Stage.TOKENIZER and diffusion_model.stage is Stage.DIFFUSION
     code, _, err = run_cli("train", "diffusion", "--data", data, "--out", tmp_path / "e", "--steps", 1)
     assert code == 2 and "--init" in err
     # Stage 3 (refine): a sampling decoder is added (a copy of the tokenizer's decoder) and only it learns; the
@@ -312,7 +310,7 @@ def test_settle_chi1_refits_the_distal_chi_behind_a_moved_chi1():
     chi = torch.deg2rad(torch.tensor([[10.0, 170, 160, 175], [-120.0, 80, -170, 100], [150.0, -70, 30, 0],
                                       [0.0, 150, 0, 0], [0.0, 90, 0, 0], [-65.0, 170, 180, 170]]))
     backbone = (ca[None], n[None], c[None], o_t[None])
-    pos = ops.atoms_from_backbone(*backbone, chi[None], restype)
+    pos = ops.atoms_from_backbone(n[None], ca[None], c[None], o_t[None], chi[None], restype)
     got, chi_new = settle_chi1(pos, backbone, chi[None], restype)
     moved = torch.tensor([True, True, True, True, False, False])  # Phe is not clamped; the last Lys is within 25°
     assert torch.equal(got[0, ~moved], pos[0, ~moved]) and torch.equal(chi_new[0, ~moved], chi[~moved])
@@ -325,7 +323,7 @@ def test_settle_chi1_refits_the_distal_chi_behind_a_moved_chi1():
     best = (got[0, 0, cd] - pos[0, 0, cd]).norm()
     grid = chi_new[0].repeat(72, 1, 1)
     grid[:, 0, 1] = torch.deg2rad(torch.arange(72.0) * 5)
-    others = ops.atoms_from_backbone(ca, n, c, o_t, grid, restype)[:, 0, cd]
+    others = ops.atoms_from_backbone(n, ca, c, o_t, grid, restype)[:, 0, cd]
     assert float(best) <= float((others - pos[0, 0, cd]).norm(dim=-1).min()) + 1e-4
 
 

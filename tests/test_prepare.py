@@ -1,4 +1,4 @@
-"""``ldb-hpc prepare`` and the training HDF5 (ldb_hpc.io.training, ldb_hpc.cli.prepare), in-process."""
+"""``ldb-hpc prepare`` and the training HDF5 (ldb_hpc.io.training_set, ldb_hpc.cli.prepare), in-process."""
 
 from __future__ import annotations
 
@@ -11,15 +11,9 @@ from test_io_structure import MMCIF, Builder, feature_pdb, two_model_text, unkno
 
 from ldb_hpc.chem.residues import RESTYPE_INDEX, UNK
 from ldb_hpc.errors import InputError
+from ldb_hpc.io.sources import Manifest, ManifestEntry, collect_structure_files
 from ldb_hpc.io.structure import read_structure
-from ldb_hpc.io.training import (
-    Manifest,
-    ManifestEntry,
-    cluster_split,
-    collect_structure_files,
-    read_training,
-    split_keys,
-)
+from ldb_hpc.io.training_set import Chains, cluster_split, read_training_set, split_keys
 
 
 def chain_pdb(chain: str, names: list[str]) -> str:
@@ -93,11 +87,11 @@ def test_prepare_dataset(dataset, tmp_path, run_cli):
         assert "no atoms" in h5["skipped/reason"].asstr()[0]
         assert h5.attrs["units"] == "angstrom"
     # The stored residues are the parsed ones.
-    data = read_training(str(out))
+    data = read_training_set(str(out))
     (feat,) = read_structure(dataset / "train" / "a" / "feat.pdb")
-    np.testing.assert_array_equal(data["positions"][:8], feat.positions)
-    np.testing.assert_array_equal(data["mask"][:8], feat.mask)
-    assert data["restype"][0] == RESTYPE_INDEX["MET"]
+    np.testing.assert_array_equal(data.positions[:8], feat.positions)
+    np.testing.assert_array_equal(data.mask[:8], feat.mask)
+    assert data.restype[0] == RESTYPE_INDEX["MET"]
 
 
 def test_prepare_workers_deterministic(dataset, tmp_path, run_cli):
@@ -107,11 +101,11 @@ def test_prepare_workers_deterministic(dataset, tmp_path, run_cli):
         code, _, err = run_cli(*["prepare", str(dataset / "train" / "b"), str(dataset / "train" / "a"),
                                 "-o", str(out), "--workers", w, "--compression", "lzf"])
         assert code == 0, err
-        outs.append(read_training(str(out)))
+        outs.append(read_training_set(str(out)))
     a, b = outs
-    assert a["files"] == b["files"] and a["files"][0].endswith("b/two.pdb.gz")
+    assert a.chains.files == b.chains.files and a.chains.files[0].endswith("b/two.pdb.gz")
     for k in ("positions", "mask", "restype", "segment", "chain_index", "source"):
-        np.testing.assert_array_equal(a[k], b[k])
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
 
 
 def test_prepare_glob_and_map_residue(dataset, tmp_path, run_cli):
@@ -119,8 +113,8 @@ def test_prepare_glob_and_map_residue(dataset, tmp_path, run_cli):
     code, stdout, err = run_cli(*["prepare", str(dataset / "train" / "**" / "u*.ent"), "-o", str(out),
                                  "--map-residue", "LRT=LYS"])
     assert code == 0, err
-    data = read_training(str(out))
-    assert len(data["files"]) == 1 and data["restype"][1] == RESTYPE_INDEX["LYS"]
+    data = read_training_set(str(out))
+    assert len(data.chains.files) == 1 and data.restype[1] == RESTYPE_INDEX["LYS"]
     assert "mapped with --map-residue" in stdout
 
 
@@ -169,7 +163,7 @@ def test_prepare_refuses_existing_output(dataset, tmp_path, run_cli):
     assert out.read_bytes() == b"old"
     code, _, err = run_cli(*["prepare", str(a), "-o", str(out), "--overwrite"])
     assert code == 0, err
-    assert len(read_training(str(out))["files"]) == 2
+    assert len(read_training_set(str(out)).chains.files) == 2
 
 
 def test_collect_structure_files(dataset, tmp_path):
@@ -197,14 +191,16 @@ def test_manifest_matching_uses_path_components():
 
 
 def test_cluster_split():
-    chains = {"cluster40": np.array(["a", "a", "", "b", "", "c"] * 50, dtype=object),
-              "file": np.repeat(np.arange(100), 3), "chain_id": np.array(["A", "B", "C"] * 100, dtype=object)}
-    files = [f"f{i}" for i in range(100)]
-    keys = split_keys(chains, files)
+    none = np.zeros(300, np.int64)
+    chains = Chains(files=[f"f{i}" for i in range(100)], file=np.repeat(np.arange(100), 3),
+                    chain_id=np.array(["A", "B", "C"] * 100, dtype=object), offset=none, count=none,
+                    cluster95=np.full(300, "", object), cluster40=np.array(["a", "a", "", "b", "", "c"] * 50, object),
+                    manifest_n_res=none)
+    keys = split_keys(chains)
     # An unlisted chain follows the first listed chain of its file; a file without any gets its own key.
     assert keys[2] == "a" and keys[4] == "b" and keys[5] == "c"
-    chains["cluster40"][:] = ""
-    own = split_keys(chains, files)
+    chains.cluster40[:] = ""
+    own = split_keys(chains)
     assert own[0] == "f0:A" and own[4] == "f1:B"
     many = np.array([f"k{i % 400}" for i in range(4000)], dtype=object)
     valid = cluster_split(many, 0.25, seed=3)

@@ -12,22 +12,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
 from conftest import REPO
 from safetensors.torch import load_file
 from test_io_structure import feature_pdb
+from test_training_set import write_training_set
 
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.errors import InputError
+from ldb_hpc.io.training_set import read_training_set
 from ldb_hpc.model import ldb as ldb_module
 from ldb_hpc.model.ldb import LDBConfig, LDBModel
 from ldb_hpc.model.networks import VectorQuantizer
 from ldb_hpc.model.train import TrainConfig, WindowSampler
 from ldb_hpc.runtime import comm as comm_mod
-from ldb_hpc.runtime.training import rendezvous, run_training, training_device
+from ldb_hpc.runtime.train_setup import rendezvous, run_training, training_device
 
 MPIEXEC = Path(os.environ.get("LDB_HPC_MPIEXEC") or Path(sys.executable).parent / "mpiexec")
 needs_mpi = pytest.mark.skipif(
@@ -43,7 +44,7 @@ WORKER = """
 import json, sys
 from safetensors.torch import save_file
 from ldb_hpc.model.train import TrainConfig
-from ldb_hpc.runtime.training import run_training
+from ldb_hpc.runtime.train_setup import run_training
 args = json.loads(sys.argv[1])
 if args["sealed"]:
     sys.path.insert(0, args["tests"])
@@ -68,7 +69,7 @@ def make_training_file(path: Path, lengths=(48, 40)) -> Path:
     from ldb_hpc.model.ideal import backmap_ideal
 
     cycle = torch.tensor([rc.RESTYPE_INDEX[n] for n in ("ALA", "LEU", "SER", "LYS")])
-    pos, mask, restype, segment = [], [], [], []
+    proteins = []
     for chain, L in enumerate(lengths):
         k = torch.arange(L, dtype=torch.float32)
         ang = torch.deg2rad(100.0 * k)
@@ -76,18 +77,9 @@ def make_training_file(path: Path, lengths=(48, 40)) -> Path:
         ca = ca + 0.05 * torch.randn(ca.shape, generator=torch.Generator().manual_seed(chain))
         rt = cycle[torch.arange(L) % 4]
         seg = torch.zeros(L, dtype=torch.long)
-        pos.append(backmap_ideal(ca, rt, seg).numpy())
-        mask.append(np.asarray(rc.SLOT_MASK)[rt.numpy()])
-        restype.append(rt.numpy().astype(np.int8))
-        segment.append(np.full(L, chain, np.int32))
-    with h5py.File(path, "w") as f:
-        f["positions"] = np.concatenate(pos)
-        f["mask"] = np.concatenate(mask)
-        f["restype"] = np.concatenate(restype)
-        f["segment"] = np.concatenate(segment)
-        f["chains/offset"] = np.cumsum((0,) + tuple(lengths[:-1]))
-        f["chains/count"] = np.array(lengths)
-    return path
+        proteins.append((backmap_ideal(ca, rt, seg).numpy(), np.asarray(rc.SLOT_MASK)[rt.numpy()], rt.numpy(),
+                         seg.numpy()))
+    return write_training_set(path, proteins)  # a file per chain: segment ids 0, 1, ...
 
 
 def config(data, out, **kw) -> TrainConfig:
@@ -182,9 +174,9 @@ def test_rendezvous_address(no_launcher):
 
 
 def test_split_batch_shares_out_one_ranks_batch(tmp_path):
-    data = make_training_file(tmp_path / "train.h5")
-    alone = WindowSampler(str(data), 4, 16, seed=5).batch(7)
-    parts = [WindowSampler(str(data), 4, 16, seed=5, rank=r, world=2, split=True).batch(7) for r in range(2)]
+    data = read_training_set(str(make_training_file(tmp_path / "train.h5")))
+    alone = WindowSampler(data, 4, 16, seed=5).batch(7)
+    parts = [WindowSampler(data, 4, 16, seed=5, rank=r, world=2, split=True).batch(7) for r in range(2)]
     # Windows 0, 2 on rank 0 and 1, 3 on rank 1, with the very coordinates they have in the 1-rank batch.
     def windows(batch, ws):  # pos, mask, restype of windows ws (16 residues each)
         idx = torch.cat([torch.arange(16 * w, 16 * (w + 1)) for w in ws])
@@ -193,11 +185,11 @@ def test_split_batch_shares_out_one_ranks_batch(tmp_path):
     for r in range(2):
         assert all(torch.equal(a, b) for a, b in zip(parts[r][:3], windows(alone, [r, r + 2])))
     # Independent (default) draws differ between ranks and between steps; split mode equals them at 1 rank.
-    own = [WindowSampler(str(data), 4, 16, seed=5, rank=r, world=2).batch(7) for r in range(2)]
+    own = [WindowSampler(data, 4, 16, seed=5, rank=r, world=2).batch(7) for r in range(2)]
     assert not torch.equal(own[0][0], own[1][0]) and torch.equal(own[0][0], alone[0])
-    assert not torch.equal(WindowSampler(str(data), 4, 16, seed=5).batch(8)[0], alone[0])
+    assert not torch.equal(WindowSampler(data, 4, 16, seed=5).batch(8)[0], alone[0])
     with pytest.raises(InputError, match="at least 2 windows"):
-        WindowSampler(str(data), 1, 16, seed=5, rank=0, world=2, split=True)
+        WindowSampler(data, 1, 16, seed=5, rank=0, world=2, split=True)
 
 
 def test_vq_statistics_and_restarts_go_through_the_injected_collectives():

@@ -51,7 +51,9 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ldb_hpc.errors import InputError
-    from ldb_hpc.io.training import Manifest, collect_structure_files, iter_parsed, write_training_h5
+    from ldb_hpc.io.parsed_file import iter_parsed
+    from ldb_hpc.io.sources import Manifest, collect_structure_files
+    from ldb_hpc.io.training_set import write_training_h5
 
     t0 = time.perf_counter()
     workers = args.workers if args.workers is not None else min(2, os.cpu_count() or 1)

@@ -1,11 +1,12 @@
 """``ldb-hpc train tokenizer|diffusion|refine``: train the LDB stages (data-parallel under torchrun/srun/mpiexec,
-set up by ldb_hpc.runtime.training)."""
+set up by ldb_hpc.runtime.train_setup)."""
 
 from __future__ import annotations
 
 import argparse
 
-from ldb_hpc.runtime.devices import DEVICE_HELP
+from ldb_hpc.engine.devices import DEVICE_HELP
+from ldb_hpc.model.stages import Stage
 
 EPILOG = """examples:
   ldb-hpc prepare ../shared/data/train -o train.h5 --manifest ../shared/data/MANIFEST.tsv
@@ -25,7 +26,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train the tokenizer or the latent diffusion model",
                        description="Train one stage of the Latent Diffusion Backmapping model.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=("tokenizer", "diffusion", "refine"))
+    p.add_argument("stage", choices=Stage.words())
     p.add_argument("--data", required=True, help="training HDF5 from `ldb-hpc prepare`")
     p.add_argument("--out", required=True, help="run directory (checkpoints, history, the model)")
     p.add_argument("--init", help="diffusion: the tokenizer model directory; refine: the diffusion model directory")
@@ -68,7 +69,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ldb_hpc.errors import InputError
     from ldb_hpc.model.train import TrainConfig
-    from ldb_hpc.runtime.training import run_training
+    from ldb_hpc.runtime.train_setup import run_training
 
     if args.ensemble_temperature is not None and not (0.0 <= args.ensemble_temperature <= 10.0):
         raise InputError(f"--ensemble-temperature must be between 0 and 10, got {args.ensemble_temperature}")
@@ -85,11 +86,12 @@ def run(args) -> int:
         raise InputError(f"--ca-noise must be between 0 and 2 Å, got {args.ca_noise}")
     if args.chi_mode_p is not None and not (0.0 < args.chi_mode_p <= 1.0):
         raise InputError(f"--chi-mode-p must be in (0, 1], got {args.chi_mode_p}")
-    if args.stage != "refine" and (args.sample_extra_layers or args.context_extra_layers or args.ca_noise
-                                   or args.chi_modes or args.chi_mode_p is not None):
+    stage = Stage.parse(args.stage)
+    if stage is not Stage.REFINE and (args.sample_extra_layers or args.context_extra_layers or args.ca_noise
+                                      or args.chi_modes or args.chi_mode_p is not None):
         raise InputError("--sample-extra-layers, --context-extra-layers, --ca-noise, --chi-modes and --chi-mode-p "
                          "apply to `train refine` only")
-    cfg = TrainConfig(stage=args.stage, data=args.data, out=args.out, init=args.init, steps=args.steps,
+    cfg = TrainConfig(stage=stage, data=args.data, out=args.out, init=args.init, steps=args.steps,
                       windows=args.windows, crop=args.crop, lr=args.lr, seed=args.seed, valid=args.valid,
                       valid_every=args.valid_every, save_every=args.save_every, log_every=args.log_every,
                       threads=args.threads, clash_weight=args.clash_weight, latent_dim=args.latent_dim,
@@ -98,5 +100,5 @@ def run(args) -> int:
                       ca_noise=args.ca_noise, chi_modes=args.chi_modes, chi_mode_p=args.chi_mode_p)
     result = run_training(cfg, device=args.device)
     if result.rank == 0:
-        print(f"trained {args.stage}: {result.metrics} -> {args.out}/model")
+        print(f"trained {stage.value}: {result.metrics} -> {args.out}/model")
     return 0

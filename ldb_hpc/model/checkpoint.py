@@ -1,7 +1,8 @@
 """Model checkpoints: a directory with ``config.json`` (architecture + metadata) and ``weights.safetensors``.
 
 The content hash (sha256 over the config's architecture and the weight bytes) identifies a model in
-provenance and in resume checks. Loading never touches the network.
+provenance and in resume checks. Loading never touches the network. The metadata's ``stage`` is stored as the
+stage's word (``"refine"``) and read back as a :class:`ldb_hpc.model.stages.Stage` (``model.stage``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from pathlib import Path
 
 from ldb_hpc.errors import InputError
+from ldb_hpc.model.stages import Stage
 
 FORMAT = "ldb-hpc-model"
 VERSION = 1
@@ -45,7 +47,10 @@ def _hash(arch: dict, weight_bytes: bytes) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike):
-    """An LDBModel in eval mode from a checkpoint directory; InputError for missing, corrupt or incompatible ones."""
+    """An LDBModel in eval mode from a checkpoint directory; InputError for missing, corrupt or incompatible ones.
+
+    The model carries ``hash``, ``metadata`` (the stored dict) and ``stage`` (the Stage that trained it, None when
+    the metadata names none)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -85,4 +90,5 @@ def load_checkpoint(path: str | os.PathLike):
     model.eval()
     model.hash = config.get("hash") or _hash(config["architecture"], weight_bytes)
     model.metadata = config.get("metadata", {})
+    model.stage = Stage.of_metadata(model.metadata)
     return model

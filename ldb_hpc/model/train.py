@@ -1,12 +1,13 @@
-"""Training of the LDB stages on a ``ldb-hpc prepare`` HDF5, data-parallel through injected collectives.
+"""Training of the LDB stages on a ``ldb-hpc prepare`` training set, data-parallel through injected collectives.
 
 A batch is one "pseudo-protein": several windows of consecutive residues from random training chains, each
 moved 1000 Å away from the others and given its own segment ids, so the k-NN graph never links windows and
-one batched code path serves training and inference.
+one batched code path serves training and inference. The training set comes in opened (:class:`TrainingData`: the
+runtime reads it with ``ldb_hpc.io.training_set``); this module never opens a file of it.
 
 Data parallelism never branches on rank here: :func:`train` takes a collectives object (``rank``, ``world``,
 ``all_reduce_sum``, ``all_reduce_mean``, ``broadcast``; :class:`SerialCollectives` by default) and the
-runtime (``ldb_hpc.runtime.training``) hands it one backed by torch.distributed. Replicas stay bitwise
+runtime (``ldb_hpc.runtime.train_setup``) hands it one backed by torch.distributed. Replicas stay bitwise
 identical: every rank builds the model from ``cfg.seed`` and takes rank 0's parameters and buffers (codebook
 and EMA statistics included) before the first step; gradients are averaged; the VQ sums its EMA statistics
 over ranks and restarts dead codes at rank 0's draw. Each rank draws its own windows.
@@ -26,12 +27,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-import h5py
 import numpy as np
 import torch
 
 from ldb_hpc.errors import InputError
+from ldb_hpc.model.stages import Stage
 
 # Streams of keyed random draws (the second key of every seed).
 _WINDOWS, _STATS, _TORCH = 0, 1, 2
@@ -39,8 +41,8 @@ _WINDOWS, _STATS, _TORCH = 0, 1, 2
 
 @dataclass
 class TrainConfig:
-    stage: str  # "tokenizer" | "diffusion" | "refine"
-    data: str
+    stage: Stage  # a CLI word or stored string is parsed into the enum on construction
+    data: str  # the training set's path (the runtime opens it; train() receives it opened)
     out: str
     init: str | None = None  # stage 2: the tokenizer checkpoint
     steps: int = 3000
@@ -63,6 +65,9 @@ class TrainConfig:
     ca_noise: float = 0.0  # refine: Gaussian noise on the input CA trace, σ ~ U(0, ca_noise) Å per batch
     chi_modes: bool = False  # refine: add (and train) the χ1 mode head
     chi_mode_p: float | None = None  # stored in the model: build χ1 in the head's well where it is this sure
+
+    def __post_init__(self):
+        self.stage = Stage.parse(self.stage)
 
 
 @dataclass
@@ -97,35 +102,57 @@ def _seed(*key: int) -> np.random.SeedSequence:
 # data
 
 
+class ChainRows(Protocol):
+    """The chains table of a training set: the residue rows of chain c are offset[c] .. offset[c] + count[c]."""
+
+    @property
+    def offset(self) -> np.ndarray: ...  # [C] int64
+
+    @property
+    def count(self) -> np.ndarray: ...  # [C] int64
+
+
+class TrainingData(Protocol):
+    """An opened training set, as training reads it (``ldb_hpc.io.training_set.TrainingSet`` is one)."""
+
+    @property
+    def path(self) -> str: ...  # where it was read from (for messages)
+
+    @property
+    def positions(self) -> np.ndarray: ...  # [N, 14, 3] float32 Å, zeros where mask is False
+
+    @property
+    def mask(self) -> np.ndarray: ...  # [N, 14] bool
+
+    @property
+    def restype(self) -> np.ndarray: ...  # [N] int64
+
+    @property
+    def segment(self) -> np.ndarray: ...  # [N] int64: residues i and i+1 are peptide-bonded iff equal
+
+    @property
+    def chains(self) -> ChainRows: ...
+
+
 class WindowSampler:
-    """Random windows of consecutive residues from the chains of a training HDF5, packed into one pseudo-protein.
+    """Random windows of consecutive residues from the chains of a training set, packed into one pseudo-protein.
 
     Default: rank r draws its own ``windows`` windows per step (the global batch grows with the ranks).
     ``split``: ``windows`` is the global batch; every rank draws rank 0's windows and keeps windows r, r + world,
     …, so N ranks see exactly the batch that one rank sees alone (window k sits 1000·k Å out on every rank).
     """
 
-    def __init__(self, path: str, windows: int, crop: int, seed: int, rank: int = 0, world: int = 1,
+    def __init__(self, data: TrainingData, windows: int, crop: int, seed: int, rank: int = 0, world: int = 1,
                  split: bool = False):
-        if not os.path.exists(path):
-            raise InputError(f"training data not found: {path} (make it with `ldb-hpc prepare`)")
         if split and windows < world:
             raise InputError(f"--split-batch shares --windows {windows} out over {world} ranks: give at least "
                              f"{world} windows")
-        try:
-            with h5py.File(path, "r") as f:
-                self.pos = f["positions"][:]
-                self.mask = f["mask"][:].astype(bool)
-                self.restype = f["restype"][:].astype(np.int64)
-                self.segment = f["segment"][:].astype(np.int64)
-                offset = f["chains/offset"][:].astype(np.int64)
-                count = f["chains/count"][:].astype(np.int64)
-        except (OSError, KeyError) as exc:
-            raise InputError(f"not a training file from `ldb-hpc prepare`: {path} ({exc})") from None
+        self.pos, self.mask, self.restype, self.segment = data.positions, data.mask, data.restype, data.segment
+        offset, count = data.chains.offset, data.chains.count
         keep = count >= 8
         self.offset, self.count = offset[keep], count[keep]
         if not len(self.count):
-            raise InputError(f"no chain of 8 residues or more in {path}")
+            raise InputError(f"no chain of 8 residues or more in {data.path}")
         self.weights = self.count / self.count.sum()
         self.windows, self.crop, self.seed = windows, crop, seed
         self.rank, self.world, self.split = rank, world, split
@@ -157,7 +184,7 @@ class WindowSampler:
 
 
 @torch.no_grad()
-def validate(model, structures, stage: str) -> dict:
+def validate(model, structures, stage: Stage) -> dict:
     """Mean heavy-atom RMSD over validation structures: the tokenizer round trip (stages 1 and 3) and the
     default single sample (stages 2 and 3)."""
     from ldb_hpc.chem.residues import SLOT_MASK
@@ -167,14 +194,14 @@ def validate(model, structures, stage: str) -> dict:
     for pos, mask, rt, seg in structures:
         m = mask & torch.as_tensor(SLOT_MASK)[rt]
         runs = []
-        if stage != "diffusion":
+        if stage is not Stage.DIFFUSION:
             runs.append(("valid_roundtrip", model.reconstruct(pos, mask, rt, seg)))
-        if stage != "tokenizer":
+        if stage is not Stage.TOKENIZER:
             runs.append(("valid_rmsd", model.sample(pos[..., 1, :], rt, seg, torch.zeros(1, dtype=torch.long))[:, 0]))
         for key, x in runs:
             rmsd[key].append(float((((x - pos) ** 2).sum(-1)[m]).mean().sqrt()))
     model.train()
-    if stage == "tokenizer":  # the round trip is stage 1's validation figure
+    if stage is Stage.TOKENIZER:  # the round trip is stage 1's validation figure
         rmsd["valid_rmsd"] = rmsd.pop("valid_roundtrip")
     return {k: float(np.mean(v)) for k, v in rmsd.items() if v}
 
@@ -188,16 +215,16 @@ def _build_model(cfg: TrainConfig):
     from ldb_hpc.model.checkpoint import load_checkpoint
     from ldb_hpc.model.ldb import LDBConfig, LDBModel
 
-    if cfg.stage in ("diffusion", "refine"):
+    if cfg.stage is not Stage.TOKENIZER:
         if not cfg.init:
-            what = "TOKENIZER_DIR (the stage-1" if cfg.stage == "diffusion" else "DIFFUSION_DIR (the stage-2"
-            raise InputError(f"train {cfg.stage} needs --init {what} checkpoint)")
+            what = "TOKENIZER_DIR (the stage-1" if cfg.stage is Stage.DIFFUSION else "DIFFUSION_DIR (the stage-2"
+            raise InputError(f"train {cfg.stage.value} needs --init {what} checkpoint)")
         model = load_checkpoint(cfg.init)
-        if cfg.stage == "refine":
+        if cfg.stage is Stage.REFINE:
             model.add_sample_decoder(cfg.sample_extra_layers, cfg.context_extra_layers)
             if cfg.chi_modes:
                 model.add_chi_modes()
-        learn = (("denoiser.",) if cfg.stage == "diffusion"
+        learn = (("denoiser.",) if cfg.stage is Stage.DIFFUSION
                  else ("sample_decoder.", "sample_encoder.", "sample_context.", "sample_chi_head."))
     else:
         arch = dict(cfg.architecture or {}) | ({"latent_dim": cfg.latent_dim} if cfg.latent_dim else {})
@@ -233,10 +260,11 @@ def _average_gradients(params: list, coll) -> None:
         p.grad = g if h > 0 else None
 
 
-def train(cfg: TrainConfig, collectives=None, device: str | torch.device = "cpu",
+def train(cfg: TrainConfig, data: TrainingData, collectives=None, device: str | torch.device = "cpu",
           valid: list | None = None) -> TrainResult:
     """Run (or resume) one training stage on this rank's ``device``; checkpoints go to cfg.out (rank 0).
 
+    ``data``: the training set of cfg.data, opened by the caller (the same arrays on every rank).
     ``collectives``: ``rank``, ``world``, ``all_reduce_sum(t) -> t``, ``all_reduce_mean(tensors)``,
     ``broadcast(tensors, src=0)`` (in place); :class:`SerialCollectives` when None. ``valid``: validation
     structures (pos [1, L, 14, 3] Å, mask [1, L, 14], restype [L], segment [L]), evaluated on rank 0 every
@@ -248,7 +276,7 @@ def train(cfg: TrainConfig, collectives=None, device: str | torch.device = "cpu"
     rank, world, device = coll.rank, coll.world, torch.device(device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    data = WindowSampler(cfg.data, cfg.windows, cfg.crop, cfg.seed, rank, world, cfg.split_batch)
+    sampler = WindowSampler(data, cfg.windows, cfg.crop, cfg.seed, rank, world, cfg.split_batch)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     state_file = out / "train_state.pt"
@@ -268,23 +296,23 @@ def train(cfg: TrainConfig, collectives=None, device: str | torch.device = "cpu"
         sched.load_state_dict(st["sched"])
         start, history = int(st["step"]), list(st.get("history", []))
         if rank == 0:
-            print(f"resuming {cfg.stage} at step {start}", file=sys.stderr)
+            print(f"resuming {cfg.stage.value} at step {start}", file=sys.stderr)
     with torch.no_grad():
         coll.broadcast([t.detach() for t in (*model.parameters(), *model.buffers())], src=0)
     serial_fns = model.vq.all_reduce_fn, model.vq.broadcast_fn
     model.vq.all_reduce_fn = coll.all_reduce_sum
     model.vq.broadcast_fn = lambda t: coll.broadcast([t], src=0)[0]
-    if start == 0 and cfg.stage == "diffusion":
-        _latent_stats(model, data, coll, device)
+    if start == 0 and cfg.stage is Stage.DIFFUSION:
+        _latent_stats(model, sampler, coll, device)
 
     valid = [tuple(t.to(device) for t in s) for s in valid or []] if rank == 0 else []
     t0, residues, last = time.perf_counter(), 0, {}
     for step in range(start, cfg.steps):
         torch.manual_seed(int(_seed(cfg.seed, _TORCH, step, rank).generate_state(1, np.uint64)[0] >> 1))
-        pos, mask, rt, seg = (t.to(device) for t in data.batch(step))
-        if cfg.stage == "tokenizer":
+        pos, mask, rt, seg = (t.to(device) for t in sampler.batch(step))
+        if cfg.stage is Stage.TOKENIZER:
             losses = model.tokenizer_loss(pos, mask, rt, seg, clash_weight=cfg.clash_weight)
-        elif cfg.stage == "refine":
+        elif cfg.stage is Stage.REFINE:
             losses = model.refine_loss(pos, mask, rt, seg, ca_noise=cfg.ca_noise)
         else:
             losses = model.diffusion_loss(pos, mask, rt, seg)
@@ -298,12 +326,13 @@ def train(cfg: TrainConfig, collectives=None, device: str | torch.device = "cpu"
         if rank == 0 and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
             rate = residues / (time.perf_counter() - t0)
             last = {k: round(float(v.detach()), 4) for k, v in losses.items() if torch.is_tensor(v) and v.dim() == 0}
-            print(f"[{cfg.stage}] step {step + 1}/{cfg.steps} " + " ".join(f"{k} {v:.4f}" for k, v in last.items())
+            print(f"[{cfg.stage.value}] step {step + 1}/{cfg.steps} "
+                  + " ".join(f"{k} {v:.4f}" for k, v in last.items())
                   + f" lr {sched.get_last_lr()[0]:.2e} {rate:,.0f} residues/s", file=sys.stderr, flush=True)
             history.append({"step": step + 1, **last, "residues_per_s": round(rate, 1)})
         if rank == 0 and valid and ((step + 1) % cfg.valid_every == 0 or step + 1 == cfg.steps):
             v = validate(model, valid, cfg.stage)
-            print(f"[{cfg.stage}] step {step + 1} validation {v}", file=sys.stderr, flush=True)
+            print(f"[{cfg.stage.value}] step {step + 1} validation {v}", file=sys.stderr, flush=True)
             history.append({"step": step + 1, **v})
         if rank == 0 and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
             tmp = state_file.with_suffix(".tmp")
@@ -311,7 +340,7 @@ def train(cfg: TrainConfig, collectives=None, device: str | torch.device = "cpu"
                         "step": step + 1, "history": history,
                         "data": {"seed": cfg.seed, "split_batch": cfg.split_batch, "world": world}}, tmp)
             os.replace(tmp, state_file)
-            save_checkpoint(model, out / "model", metadata={"stage": cfg.stage, "step": step + 1,
+            save_checkpoint(model, out / "model", metadata={"stage": cfg.stage.value, "step": step + 1,
                                                         "history": history[-20:]})
     if rank == 0:
         (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")

@@ -1,4 +1,6 @@
-"""The training HDF5 of ``ldb-hpc prepare``: every protein residue of a set of structures in atom14 slots.
+"""The training set of ``ldb-hpc prepare``: one HDF5 with every protein residue of a set of structures in atom14
+slots. This module is its format: the layout below, the writer (:func:`write_training_h5`), the one reader
+(:func:`read_training_set`, :func:`read_chains`) and the split of its chains by cluster.
 
 Layout (one row per residue, N rows; C chains; F files; all arrays in chain order, file after file)::
 
@@ -24,7 +26,7 @@ Layout (one row per residue, N rows; C chains; F files; all arrays in chain orde
 Only the first model of multi-model files is used (NMR ensembles would otherwise weigh one protein
 many times). Per-residue datasets are chunked and gzip-compressed; the file is written under a
 temporary name and renamed when complete. The inputs (structure files, MANIFEST.tsv) are found and read
-by ldb_hpc.io.sources; its public names are importable from here as well.
+by :mod:`ldb_hpc.io.sources` and parsed by :mod:`ldb_hpc.io.parsed_file`.
 """
 
 from __future__ import annotations
@@ -39,92 +41,12 @@ import numpy as np
 from ldb_hpc.chem.residues import ATOM14, NUM_SLOTS, RESTYPES_3
 from ldb_hpc.errors import InputError, OutputError
 from ldb_hpc.io.files import temp_name
-from ldb_hpc.io.sources import Manifest, ManifestEntry, collect_structure_files
-from ldb_hpc.io.structure import ParseReport, read_structure_with_report
+from ldb_hpc.io.sources import Manifest
+from ldb_hpc.io.structure import ParseReport
 
 FORMAT_NAME = "ldb-hpc-training"
 FORMAT_VERSION = 1
 CHUNK_ROWS = 4096
-
-
-# ----------------------------------------------------------------------------------------------------
-# Parsing one file (runs in worker processes)
-
-
-@dataclass
-class FileResult:
-    """Arrays of one parsed file (first model), or the reason it was skipped."""
-
-    path: str
-    ok: bool
-    reason: str = ""
-    report: ParseReport | None = None
-    positions: np.ndarray | None = None  # [L, 14, 3] float32 Å
-    mask: np.ndarray | None = None  # [L, 14] bool
-    restype: np.ndarray | None = None  # [L] int8
-    resname: np.ndarray | None = None  # [L] S5
-    resseq: np.ndarray | None = None  # [L] int32
-    icode: np.ndarray | None = None  # [L] S1
-    chain_id: np.ndarray | None = None  # [L] object str
-    segment: np.ndarray | None = None  # [L] int64, 0-based within the file
-
-
-def parse_for_training(path: str, residue_map: dict[str, str] | None = None,
-                       keep_unknown: bool = True, strict: bool = False) -> FileResult:
-    """Parse the first model of one structure file for the training set.
-
-    Unparsable files give ``FileResult(ok=False, reason=...)`` unless ``strict`` (then the
-    InputError propagates). Unknown amino-acid-like residues are kept as UNK when ``keep_unknown``.
-    """
-    try:
-        proteins, report = read_structure_with_report(path, models="first", residue_map=residue_map,
-                                                      keep_unknown=keep_unknown)
-    except InputError as exc:
-        if strict:
-            raise
-        return FileResult(path, False, reason=" ".join(str(exc).split()))
-    except Exception as exc:  # noqa: BLE001 - one odd file must not stop a run over thousands
-        if strict:
-            raise InputError(f"cannot parse {path}: {type(exc).__name__}: {exc}") from None
-        return FileResult(path, False, reason=f"cannot parse {path}: {type(exc).__name__}: "
-                                              f"{' '.join(str(exc).split())}")
-    p = proteins[0]
-    res = p.residues
-    long_names = sorted({n for n in res.resname if len(n) > 5})
-    if long_names:  # CCD codes have at most 5 characters; never truncate silently
-        return FileResult(path, False, reason=f"residue names longer than 5 characters in {path}: "
-                                              f"{', '.join(long_names)}")
-    return FileResult(
-        path, True, report=report,
-        positions=p.positions.astype(np.float32),
-        mask=p.mask,
-        restype=res.restype.astype(np.int8),
-        resname=res.resname.astype("S5"),
-        resseq=res.resseq.astype(np.int32),
-        icode=np.asarray([c[:1] for c in res.icode]).astype("S1"),
-        chain_id=res.chain_id,
-        segment=res.segment,
-    )
-
-
-def _parse_star(args):
-    return parse_for_training(*args)
-
-
-def iter_parsed(paths: list[str], residue_map: dict[str, str] | None, workers: int = 1,
-                strict: bool = False):
-    """Yield FileResult for each path, in input order, parsing in ``workers`` processes."""
-    jobs = [(p, residue_map, not strict, strict) for p in paths]
-    if workers <= 1 or len(paths) < 2:
-        for job in jobs:
-            yield _parse_star(job)
-        return
-    import multiprocessing as mp
-
-    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(workers) as pool:
-        # imap keeps the input order, so the output file does not depend on the worker count.
-        yield from pool.imap(_parse_star, jobs, chunksize=4)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -218,8 +140,8 @@ def write_training_h5(results, out_path: str, *, manifest: Manifest | None = Non
                       compression: str = "gzip", progress=None, attrs: dict | None = None) -> PrepareSummary:
     """Stream parsed files into the training HDF5 at ``out_path`` (written to a temp name, then renamed).
 
-    results: iterable of :class:`FileResult` in output order. Raises InputError when no residue at
-    all could be kept (nothing is left at ``out_path`` then); OutputError when it cannot be written.
+    results: iterable of :class:`ldb_hpc.io.parsed_file.ParsedFile` in output order. Raises InputError when no
+    residue at all could be kept (nothing is left at ``out_path`` then); OutputError when it cannot be written.
     """
     import time
 
@@ -358,48 +280,106 @@ def _summary_dict(s: PrepareSummary) -> dict:
 # Reading and splitting
 
 
-def read_training(path: str, *, residues: bool = True) -> dict:
-    """Load a training HDF5 written by ``prepare`` into numpy arrays.
+@dataclass(frozen=True)
+class Chains:
+    """The chains table of a training set (C rows, in residue order) and the F input files it points into."""
 
-    Returns a dict with the per-residue arrays (positions [N, 14, 3] float32 Å, mask [N, 14] bool,
-    restype [N] int8, segment/chain_index/source [N] int32, resseq [N] int32) unless ``residues`` is
-    False, plus ``files`` [F] str and ``chains`` (dict of [C] arrays). Raises InputError when the
-    file is missing or not a training file.
-    """
+    files: list[str]  # [F] the input paths
+    file: np.ndarray  # [C] int32 index into files
+    chain_id: np.ndarray  # [C] str ('' when blank in the file)
+    offset: np.ndarray  # [C] int64 first residue row of the chain
+    count: np.ndarray  # [C] int64 residues of the chain
+    cluster95: np.ndarray  # [C] str, '' when the manifest does not list the chain
+    cluster40: np.ndarray  # [C] str, '' when not listed; the split is by this
+    manifest_n_res: np.ndarray  # [C] int32, -1 when not listed
+
+    def __len__(self) -> int:
+        return len(self.offset)
+
+    def rows(self, select: np.ndarray) -> np.ndarray:
+        """[R] int64: the residue rows of the chains where ``select`` ([C] bool) is True, in order."""
+        parts = [np.arange(o, o + n) for o, n in zip(self.offset[select], self.count[select])]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A whole training set in memory (numpy); the per-residue arrays have one row per residue (N)."""
+
+    path: str
+    chains: Chains
+    positions: np.ndarray  # [N, 14, 3] float32 Å, zeros where mask is False
+    mask: np.ndarray  # [N, 14] bool
+    restype: np.ndarray  # [N] int64 index into RESTYPES_3
+    resname: np.ndarray  # [N] S5 as in the file
+    resseq: np.ndarray  # [N] int32
+    icode: np.ndarray  # [N] S1
+    chain_index: np.ndarray  # [N] int32 row of the chains table
+    segment: np.ndarray  # [N] int64: residues i and i+1 are peptide-bonded iff equal
+    source: np.ndarray  # [N] int32 index into chains.files
+
+    def __len__(self) -> int:
+        return len(self.restype)
+
+
+def _open(path: str):
+    """The open HDF5 file of a training set; InputError (the words of ``ldb-hpc train``) when there is none."""
     import h5py
 
-    if not os.path.isfile(path):
-        raise InputError(f"training file not found: {path}")
+    if not os.path.exists(path):
+        raise InputError(f"training data not found: {path} (make it with `ldb-hpc prepare`)")
     try:
-        with h5py.File(path, "r") as h5:
-            if h5.attrs.get("format") != FORMAT_NAME:
-                raise InputError(f"{path} is not an ldb-hpc training file (make one with 'ldb-hpc prepare')")
-            out = {"files": h5["files"].asstr()[:].tolist(), "chains": {}}
-            for k, ds in h5["chains"].items():
-                out["chains"][k] = ds.asstr()[:] if h5py.check_string_dtype(ds.dtype) else ds[:]
-            if residues:
-                for k in ("positions", "mask", "restype", "resseq", "chain_index", "segment", "source"):
-                    out[k] = h5[k][:]
-            return out
+        return h5py.File(path, "r")
     except OSError as exc:
-        raise InputError(f"cannot read training file {path}: {exc}") from None
+        raise InputError(f"not a training file from `ldb-hpc prepare`: {path} ({exc})") from None
 
 
-def split_keys(chains: dict, files: list[str]) -> np.ndarray:
+def _chains(h5) -> Chains:
+    offset, count = h5["chains/offset"][:].astype(np.int64), h5["chains/count"][:].astype(np.int64)
+    g = h5["chains"]
+    return Chains(files=h5["files"].asstr()[:].tolist(), file=g["file"][:], chain_id=g["chain_id"].asstr()[:],
+                  offset=offset, count=count, cluster95=g["cluster95"].asstr()[:], cluster40=g["cluster40"].asstr()[:],
+                  manifest_n_res=g["manifest_n_res"][:])
+
+
+def read_chains(path: str) -> Chains:
+    """The chains table of the training set at ``path`` (no residue arrays: quick, e.g. for a split)."""
+    with _open(path) as h5:
+        try:
+            return _chains(h5)
+        except (OSError, KeyError) as exc:
+            raise InputError(f"not a training file from `ldb-hpc prepare`: {path} ({exc})") from None
+
+
+def read_training_set(path: str) -> TrainingSet:
+    """The training set at ``path``, every array in memory. InputError when the file is missing, or is not an
+    HDF5 with the datasets of the layout above."""
+    with _open(path) as h5:
+        try:  # what training needs first, so that a file without it is named by the first dataset it lacks
+            return TrainingSet(
+                path=path, positions=h5["positions"][:].astype(np.float32, copy=False),
+                mask=h5["mask"][:].astype(bool, copy=False), restype=h5["restype"][:].astype(np.int64),
+                segment=h5["segment"][:].astype(np.int64), chains=_chains(h5), resname=h5["resname"][:],
+                resseq=h5["resseq"][:], icode=h5["icode"][:], chain_index=h5["chain_index"][:], source=h5["source"][:])
+        except (OSError, KeyError) as exc:
+            raise InputError(f"not a training file from `ldb-hpc prepare`: {path} ({exc})") from None
+
+
+def split_keys(chains: Chains) -> np.ndarray:
     """[C] str: the cluster a chain is split by.
 
     cluster40 from the manifest; a chain without one takes the cluster40 of the first chain of the
     same file that has one (peptides bound to a listed protein go with it), else ``file:chain``.
     """
-    c40 = np.asarray(chains["cluster40"], dtype=object)
-    fidx = np.asarray(chains["file"])
+    c40 = np.asarray(chains.cluster40, dtype=object)
+    fidx = np.asarray(chains.file)
     keys = c40.copy()
     first = {}
     for i in range(len(c40)):
         if c40[i] and fidx[i] not in first:
             first[fidx[i]] = c40[i]
     for i in np.flatnonzero(c40 == ""):
-        keys[i] = first.get(fidx[i], f"{files[fidx[i]]}:{chains['chain_id'][i]}")
+        keys[i] = first.get(fidx[i], f"{chains.files[fidx[i]]}:{chains.chain_id[i]}")
     return keys
 
 
@@ -419,15 +399,15 @@ def cluster_split(keys, valid_fraction: float = 0.05, seed: int = 0) -> np.ndarr
 
 
 __all__ = [
-    "FileResult",
-    "Manifest",
-    "ManifestEntry",
+    "CHUNK_ROWS",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "Chains",
     "PrepareSummary",
+    "TrainingSet",
     "cluster_split",
-    "collect_structure_files",
-    "iter_parsed",
-    "parse_for_training",
-    "read_training",
+    "read_chains",
+    "read_training_set",
     "split_keys",
     "write_training_h5",
 ]

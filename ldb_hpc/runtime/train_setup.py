@@ -1,4 +1,5 @@
-"""Data-parallel training: torch.distributed from the launcher, collectives injected into the model layer.
+"""The set-up of a training run: the training set opened, the launch found, torch.distributed from the launcher,
+collectives injected into the model layer (:mod:`ldb_hpc.model.train` is the loop).
 
 ``run_training(cfg, device)`` finds how the process was started (:func:`ldb_hpc.runtime.comm.detect_launch`):
 
@@ -9,7 +10,8 @@
   its host name and a free TCP port over MPI.
 
 Each rank trains on its own device (``cpu``, or ``cuda``: GPU local_rank modulo the node's GPUs) with gloo on
-the CPU and nccl on CUDA, and :func:`ldb_hpc.model.train.train` receives a :class:`TorchCollectives`.
+the CPU and nccl on CUDA, and :func:`ldb_hpc.model.train.train` receives a :class:`TorchCollectives` and the
+training set of ``cfg.data``, read by every rank with :func:`ldb_hpc.io.training_set.read_training_set`.
 Under MPI a rank that fails prints ``error: rank R: …`` and aborts the job, so nobody waits in a collective.
 """
 
@@ -23,9 +25,10 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
+from ldb_hpc.engine import devices
 from ldb_hpc.errors import InputError
+from ldb_hpc.io.training_set import read_training_set
 from ldb_hpc.model.train import SerialCollectives, TrainConfig, TrainResult, train
-from ldb_hpc.runtime import devices
 from ldb_hpc.runtime.comm import Launch, detect_launch, get_comm, ranks_per_node
 
 
@@ -72,8 +75,8 @@ def load_validation(folder: str | None) -> list:
     (pos [1, L, 14, 3] Å, mask [1, L, 14], restype [L], segment [L])."""
     if not folder:
         return []
+    from ldb_hpc.io.sources import collect_structure_files
     from ldb_hpc.io.structure import read_structure
-    from ldb_hpc.io.training import collect_structure_files
 
     out = []
     for path in collect_structure_files([folder]):
@@ -84,7 +87,7 @@ def load_validation(folder: str | None) -> list:
 
 
 def training_device(device: str, local_rank: int = 0) -> torch.device:
-    """The device of this rank for ``--device`` (auto, cpu, cuda, cuda:N; :mod:`ldb_hpc.runtime.devices`, the
+    """The device of this rank for ``--device`` (auto, cpu, cuda, cuda:N; :mod:`ldb_hpc.engine.devices`, the
     same rule as backmap: one GPU per rank by local rank), made current."""
     return devices.select_device(device, local_rank, ranks_per_node())
 
@@ -137,7 +140,8 @@ def run_training(cfg: TrainConfig, device: str = "cpu", comm=None) -> TrainResul
     launch, comm = resolve_launch(comm)
     try:
         with process_group(launch, comm, device) as (coll, dev):
-            return train(cfg, coll, dev, valid=load_validation(cfg.valid) if coll.rank == 0 else None)
+            valid = load_validation(cfg.valid) if coll.rank == 0 else None
+            return train(cfg, read_training_set(cfg.data), coll, dev, valid=valid)
     except BaseException as exc:  # noqa: BLE001 - under MPI the other ranks would wait forever
         if comm is None:
             raise
