@@ -147,13 +147,16 @@ def test_atoms_from_backbone_uses_the_kernel_only_without_autograd(monkeypatch):
     monkeypatch.setattr(cpu, "build_atoms", lambda *a, **k: calls.append(1) or real(*a, **k))
     # Batched [2, L] like the model, restype [L]: the kernel path equals the torch path.
     ca2, n2, c2 = (torch.stack([x, x + 1.0]) for x in (ca, n, c))
-    fast = ops.atoms_from_backbone(ca2, n2, c2, torch.stack([o_t, o_t]), torch.stack([chi, -chi]), restype)
+    fast = ops.atoms_from_backbone(n2, ca2, c2, torch.stack([o_t, o_t]), torch.stack([chi, -chi]), restype)
     assert len(calls) == 1
-    slow = atoms.atoms_from_backbone(ca2, n2, c2, torch.stack([o_t, o_t]), torch.stack([chi, -chi]), restype)
+    slow = atoms.atoms_from_backbone(n2, ca2, c2, torch.stack([o_t, o_t]), torch.stack([chi, -chi]), restype)
     torch.testing.assert_close(fast, slow, rtol=0, atol=1e-4)
+    # one order everywhere, the chemical one of build_atoms: N, CA, C come back in slots 0, 1, 2 on both paths
+    for out in (fast, slow):
+        torch.testing.assert_close(out[..., :3, :], torch.stack([n2, ca2, c2], dim=-2), rtol=0, atol=1e-4)
     # Training: an input that needs a gradient keeps the differentiable torch path.
     chi_g = chi.clone().requires_grad_(True)
-    out = ops.atoms_from_backbone(ca, n, c, o_t, chi_g, restype)
+    out = ops.atoms_from_backbone(n, ca, c, o_t, chi_g, restype)
     assert len(calls) == 1 and out.requires_grad
     out.sum().backward()
     assert chi_g.grad is not None and torch.isfinite(chi_g.grad).all()

@@ -22,7 +22,7 @@ def _strand(L: int, restype: torch.Tensor):
     segment = torch.zeros(L, dtype=torch.long)
     n, c, _, o_t = backbone_from_trace(ca, segment)
     chi = torch.full((L, 4), math.pi)
-    pos = atoms_from_backbone(ca, n, c, o_t, chi, restype)
+    pos = atoms_from_backbone(n, ca, c, o_t, chi, restype)
     return ca, n, c, o_t, chi, segment, pos
 
 
@@ -81,7 +81,7 @@ def test_rescue_fixes_a_side_chain_on_its_own_carbonyl():
     g1, g2, g3 = torch.meshgrid(grid, grid, grid, indexing="ij")
     cand = torch.stack([g1.flatten(), g2.flatten(), g3.flatten(), torch.zeros(g1.numel())], -1)  # [G, 4]
     G = cand.shape[0]
-    atoms = atoms_from_backbone(ca[2].expand(G, 3), n[2].expand(G, 3), c[2].expand(G, 3), o_t[2].expand(G),
+    atoms = atoms_from_backbone(n[2].expand(G, 3), ca[2].expand(G, 3), c[2].expand(G, 3), o_t[2].expand(G),
                                 cand, restype[2:3].expand(G))
     worst = int(self_overlap(atoms[None], restype[2:3].expand(G), 1.6)[0].argmax())
     pos = pos.clone()
@@ -105,7 +105,7 @@ def test_repack_clears_a_mild_contact_with_a_small_turn():
     for a, b in [(-180, -40), (-180, 0), (-170, 0), (-150, -40)]:
         chi_ab = chi.clone()
         chi_ab[2, 0], chi_ab[4, 0] = math.radians(a), math.radians(b)
-        pos = atoms_from_backbone(ca, n, c, o_t, chi_ab, restype)
+        pos = atoms_from_backbone(n, ca, c, o_t, chi_ab, restype)
         assert 1.85 < _min_counted_pair(pos, restype, segment) < 2.05
         out = repack(pos[None], ca[None], n[None], c[None], o_t[None], chi_ab[None], restype, segment)[0]
         assert _min_counted_pair(out, restype, segment) >= 2.2

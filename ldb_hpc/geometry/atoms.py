@@ -25,11 +25,11 @@ PRO_CHI2_DEG = (-50.0, 51.0, 2.0)
 PRO_TIE_WEIGHT = 1e-3
 
 
-def atoms_from_backbone(ca: torch.Tensor, n: torch.Tensor, c: torch.Tensor, o_torsion: torch.Tensor,
+def atoms_from_backbone(n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor, o_torsion: torch.Tensor,
                         chi: torch.Tensor, restype: torch.Tensor) -> torch.Tensor:
     """All heavy atoms from a placed backbone and side-chain torsions (pure torch, differentiable).
 
-    ca, n, c: [..., L, 3] Å; o_torsion: [..., L] rad (N–CA–C–O); chi: [..., L, 4] rad (χ1..χ4; unused channels
+    n, ca, c: [..., L, 3] Å; o_torsion: [..., L] rad (N–CA–C–O); chi: [..., L, 4] rad (χ1..χ4; unused channels
     ignored); restype: [L] long. N, CA, C stay where they are (to float32 rounding); every other atom gets ideal
     geometry. Returns [..., L, 14, 3] Å, absent slots zero.
     """

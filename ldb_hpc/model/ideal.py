@@ -246,4 +246,4 @@ def backmap_ideal(ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor
     # χ from the rotamer table by the backbone region of the built backbone.
     region = _region(*backbone_phi_psi(ca, n, c, segment))
     chi = tables["rotamer"].to(ca.dtype)[restype.expand(region.shape), region]  # [..., L, 4]
-    return ops.atoms_from_backbone(ca, n, c, o_tors, chi, restype)
+    return ops.atoms_from_backbone(n, ca, c, o_tors, chi, restype)

@@ -164,7 +164,7 @@ class LDBModel(nn.Module):
         # (a search ±40° around it) no closed ring to find.
         is_pro = (restype == rc.RESTYPE_INDEX["PRO"])[:, None] & (torch.arange(4, device=chi.device) == 0)
         chi = torch.where(is_pro, chi.clamp(-_PRO_CHI1_MAX, _PRO_CHI1_MAX), chi)
-        pos = ops.atoms_from_backbone(ca, n, c, o_t, chi, restype)
+        pos = ops.atoms_from_backbone(n, ca, c, o_t, chi, restype)
         if staggered:
             pos, chi = settle_chi1(pos, (ca, n, c, o_t), chi, restype)
         if pack:

@@ -108,8 +108,8 @@ def repack(pos: torch.Tensor, ca, n, c, o_torsion, chi, restype, segment, k: int
         cand_chi = chi[b_idx, l_idx][None].repeat(len(deltas), 1, 1)  # [K, M, 4]
         cand_chi[..., ch_a] += deltas[:, None, 0] * (n_chi[l_idx] > ch_a).to(pos.dtype)
         cand_chi[..., ch_b] += deltas[:, None, 1] * (n_chi[l_idx] > ch_b).to(pos.dtype)
-        atoms = ops.atoms_from_backbone(ca[b_idx, l_idx].expand(len(deltas), -1, -1),
-                                    n[b_idx, l_idx].expand(len(deltas), -1, -1),
+        atoms = ops.atoms_from_backbone(n[b_idx, l_idx].expand(len(deltas), -1, -1),
+                                    ca[b_idx, l_idx].expand(len(deltas), -1, -1),
                                     c[b_idx, l_idx].expand(len(deltas), -1, -1),
                                     o_torsion[b_idx, l_idx].expand(len(deltas), -1), cand_chi, rt)  # [K, M, 14, 3]
         score = ops.clash_score(atoms, pos.reshape(B * L, rc.NUM_SLOTS, 3), sel, nbr_flat, adj_flat, restype_flat,

@@ -141,7 +141,7 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
                     cand = torch.cat([cand, now[None] + local[:, None, :]])
                 G = cand.shape[0]
                 bb = lambda x, sel=sel, G=G: x.reshape(B * L, *x.shape[2:])[sel].expand(G, *[-1] * (x.dim() - 1))  # noqa: E731
-                grid_atoms = ops.atoms_from_backbone(bb(ca), bb(n), bb(c), bb(o_torsion), cand, restype_flat[sel])
+                grid_atoms = ops.atoms_from_backbone(bb(n), bb(ca), bb(c), bb(o_torsion), cand, restype_flat[sel])
                 atoms = torch.cat([flat[sel][None], grid_atoms])  # [1 + G, M, 14, 3]: the current side chain first
                 best = score(atoms, sel).argmin(0)  # ties: the current side chain wins
                 pick = torch.arange(len(sel), device=dev)
@@ -187,7 +187,7 @@ def _turn_chain_start_n(flat, restype_flat, segment, B: int, nbr_flat, severe: f
     T = n_new.shape[0]
     chi = measure_torsions(flat[rows], restype_flat[rows])[0][:, 1:]
     o_t = torch.zeros(T, len(rows), dtype=dt, device=dev)  # O is restored below: the unit does not move
-    atoms = ops.atoms_from_backbone(ca.expand(T, -1, -1), n_new, c.expand(T, -1, -1), o_t, chi.expand(T, -1, -1),
+    atoms = ops.atoms_from_backbone(n_new, ca.expand(T, -1, -1), c.expand(T, -1, -1), o_t, chi.expand(T, -1, -1),
                                     restype_flat[rows])
     atoms[:, :, 1:4] = flat[rows][None, :, 1:4]
     total = score(atoms, rows) + n_contacts(n_new, rows)[1]

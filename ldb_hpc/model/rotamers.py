@@ -76,7 +76,7 @@ def settle_chi1(pos: torch.Tensor, backbone: tuple, chi: torch.Tensor,
     rt = take(restype, ())
     target = pos.reshape(-1, *pos.shape[-2:])[rows]
     sub = new.reshape(-1, 4)[rows]
-    sub_pos = ops.atoms_from_backbone(ca, n, c, o_t, sub, rt)
+    sub_pos = ops.atoms_from_backbone(n, ca, c, o_t, sub, rt)
     mask = _CHI_MASK.to(rt.device)[rt]  # [M, 4]
     slots = _CHI_SLOTS.to(rt.device)[rt]  # [M, 4, 4]
     m = torch.arange(rt.shape[0], device=rt.device)
@@ -86,7 +86,7 @@ def settle_chi1(pos: torch.Tensor, backbone: tuple, chi: torch.Tensor,
         a, b, d, e = (x[m, slots[:, k, j]] for x, j in ((sub_pos, 0), (sub_pos, 1), (sub_pos, 2), (target, 3)))
         sub = torch.cat([sub[:, :k], torch.where(mask[:, k], dihedral(a, b, d, e), sub[:, k])[:, None],
                          sub[:, k + 1:]], dim=-1)
-        sub_pos = ops.atoms_from_backbone(ca, n, c, o_t, sub, rt)
+        sub_pos = ops.atoms_from_backbone(n, ca, c, o_t, sub, rt)
     pos = pos.reshape(-1, *pos.shape[-2:]).index_copy(0, rows, sub_pos).reshape(pos.shape)
     new = new.reshape(-1, 4).index_copy(0, rows, sub).reshape(new.shape)
     return pos, new

@@ -128,23 +128,23 @@ def build_atoms(n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor, o_torsion: t
     return _impl(ca.device, n, ca, c, o_torsion, chi).build_atoms(n, ca, c, o_torsion, chi, restype)
 
 
-def atoms_from_backbone(ca: torch.Tensor, n: torch.Tensor, c: torch.Tensor, o_torsion: torch.Tensor,
+def atoms_from_backbone(n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor, o_torsion: torch.Tensor,
                         chi: torch.Tensor, restype: torch.Tensor) -> torch.Tensor:
     """:func:`ldb_hpc.geometry.atoms.atoms_from_backbone` over batched shapes, on the fused kernel when it can run.
 
-    ca, n, c: [..., L, 3] Å; o_torsion: [..., L] rad; chi: [..., L, 4] rad; restype: [L] long → [..., L, 14, 3] Å.
+    n, ca, c: [..., L, 3] Å; o_torsion: [..., L] rad; chi: [..., L, 4] rad; restype: [L] long → [..., L, 14, 3] Å.
     Float32 input without autograd runs :func:`build_atoms` (C++ on CPU, Triton on CUDA) unless the backend is the
     reference; anything else (float64, gradients) runs the differentiable torch builder."""
-    args = (ca, n, c, o_torsion, chi)
+    args = (n, ca, c, o_torsion, chi)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in args)
     if not needs_grad and all(t.dtype == torch.float32 for t in args) and backend(ca.device) != "reference":
-        lead = broadcast_shape(ca.shape[:-1], n.shape[:-1], c.shape[:-1], o_torsion.shape,
-                                      chi.shape[:-1], restype.shape)
+        lead = broadcast_shape(n.shape[:-1], ca.shape[:-1], c.shape[:-1], o_torsion.shape, chi.shape[:-1],
+                               restype.shape)
         flat = lambda x, k: x.expand(*lead, *k).reshape(-1, *k)  # noqa: E731
         pos = build_atoms(flat(n, (3,)), flat(ca, (3,)), flat(c, (3,)), flat(o_torsion, ()),
                           flat(chi, (4,)), flat(restype.to(torch.int64), ()))
         return pos.reshape(*lead, NUM_SLOTS, 3)
-    return geometry_atoms.atoms_from_backbone(ca, n, c, o_torsion, chi, restype)
+    return geometry_atoms.atoms_from_backbone(n, ca, c, o_torsion, chi, restype)
 
 
 def clash_flags(pos: torch.Tensor, rows: torch.Tensor, nbr: torch.Tensor, adjacent: torch.Tensor,

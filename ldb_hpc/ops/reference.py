@@ -82,7 +82,7 @@ def diffusion_step(x_t: torch.Tensor, eps: torch.Tensor, coef: tuple, seed: int,
 def build_atoms(n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor, o_torsion: torch.Tensor, chi: torch.Tensor,
                 restype: torch.Tensor) -> torch.Tensor:
     """n, ca, c [M, 3] Å; o_torsion [M] rad; chi [M, 4] rad; restype [M] int64 → atom14 [M, 14, 3] Å."""
-    return atoms_from_backbone(ca, n, c, o_torsion, chi, restype)
+    return atoms_from_backbone(n, ca, c, o_torsion, chi, restype)
 
 
 def pair_counts(restype_i: torch.Tensor, restype_j: torch.Tensor, adjacent: torch.Tensor) -> torch.Tensor:
