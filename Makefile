@@ -40,7 +40,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip "setuptools>=77" wheel
 
-KERNEL_SOURCES := $(wildcard kernels/cpu/*.cpp kernels/cpu/*.h kernels/cpu/CMakeLists.txt kernels/triton/*.py)
+# C++ sources only: kernels/_triton is imported in place by the editable install (an edit needs no reinstall)
+KERNEL_SOURCES := $(wildcard kernels/cpu/*.cpp kernels/cpu/*.h kernels/cpu/CMakeLists.txt)
 
 $(STAMP): pyproject.toml CMakeLists.txt $(KERNEL_SOURCES) | $(PY)
 	@echo "make: installing into $(VENV)"; t0=$(NOW); \

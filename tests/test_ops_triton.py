@@ -1,4 +1,5 @@
-"""The Triton kernels (ldb_hpc._triton.ops) against the pure-torch reference (ldb_hpc.ops.reference).
+"""The Triton kernels (ldb_hpc._triton: kernels/_triton, one module per op, gathered in ldb_hpc._triton.ops)
+against the pure-torch reference (ldb_hpc.ops.reference).
 
 By default this runs in Triton's interpreter on CPU tensors: TRITON_INTERPRET=1 must be in the environment
 before any @triton.jit function is defined, hence before ``triton`` or ``ldb_hpc._triton`` is imported. With
@@ -23,6 +24,7 @@ else:
     raise ValueError(f"LDB_HPC_TRITON_DEVICE must be cpu, cuda or cuda:N, got {DEVICE!r}")
 
 import importlib
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +43,9 @@ DEV = torch.device(DEVICE)
 
 _kernels = importlib.import_module("ldb_hpc._triton.ops")
 if _kernels.INTERPRET != INTERPRET:  # imported earlier in this process in the other mode: define the kernels again
-    _kernels = importlib.reload(_kernels)
+    for _name in _kernels.MODULES:  # common first (the op modules take its switch and functions), ops last
+        importlib.reload(importlib.import_module(f"ldb_hpc._triton.{_name}"))
+_common = importlib.import_module("ldb_hpc._triton.common")
 
 
 OPS = ("vq_nearest", "gaussian_noise", "diffusion_step", "build_atoms", "clash_flags", "clash_score", "message_mean")
@@ -79,7 +83,7 @@ def poisoned(monkeypatch):
         buffers.append(t)
         return t
 
-    monkeypatch.setattr(_kernels, "_alloc", alloc)
+    monkeypatch.setattr(_common, "alloc", alloc)  # every launcher allocates through common.alloc
     return buffers
 
 
@@ -104,11 +108,22 @@ def assert_close_report(actual, expected, atol, rtol=0.0):
                     f"{float(expected[idx])}; relative RMS error {rel_rms:.3g}")
 
 
-def test_installed_kernels_are_the_repository_ones():
-    """ldb_hpc._triton is a copy made by the package build: a stale copy would test old kernels."""
-    src = REPO / "kernels" / "triton" / "ops.py"
-    assert Path(_kernels.__file__).read_bytes() == src.read_bytes(), \
-        "installed ldb_hpc._triton is stale: run `pip install --no-build-isolation -e .`"
+def test_triton_modules_are_the_source_files():
+    """ldb_hpc._triton is kernels/_triton itself (pyproject.toml maps the folder as the package): with the editable
+    install every module of the package is imported from its source file, so an edit there is what runs, no
+    reinstall; from an installed wheel, the package holds the same files."""
+    import ldb_hpc
+
+    src = REPO / "kernels" / "_triton"
+    names = sorted(p.stem for p in src.glob("*.py"))
+    assert {"__init__", "common", "ops", *_kernels.MODULES} <= set(names)
+    for name in names:
+        module = "ldb_hpc._triton" if name == "__init__" else f"ldb_hpc._triton.{name}"
+        origin = Path(importlib.util.find_spec(module).origin).resolve()
+        if Path(ldb_hpc.__file__).resolve().is_relative_to(REPO):  # editable install (make install) or a checkout
+            assert origin == (src / f"{name}.py").resolve(), f"{module} is imported from {origin}, not {src}"
+        else:
+            assert origin.read_bytes() == (src / f"{name}.py").read_bytes(), f"installed {module} differs from {src}"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -392,8 +407,8 @@ def test_kernels_compile_for_h100_with_contract_numerics(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ldb_hpc._triton.aot", "--arch", "90"], capture_output=True,
                           text=True, env=env, timeout=300)
     results = {r["kernel"]: r for r in map(json.loads, proc.stdout.splitlines())}
-    assert set(results) >= {"_vq_kernel", "_noise_kernel", "_diffusion_kernel", "_build_kernel", "_proline_kernel",
-                            "_flags_kernel", "_score_kernel", "_message_kernel"}, proc.stderr[-2000:]
+    assert set(results) >= {"vq_kernel", "noise_kernel", "diffusion_kernel", "build_kernel", "proline_kernel",
+                            "flags_kernel", "score_kernel", "message_kernel"}, proc.stderr[-2000:]
     for name, r in results.items():
         assert r["ok"], f"{name}: {r.get('error')}"
         assert r["div_full"] == 0, name

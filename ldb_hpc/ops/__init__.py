@@ -2,7 +2,8 @@
 
 - ``reference``: pure torch (:mod:`ldb_hpc.ops.reference`, the oracle; any device);
 - ``cpu``: C++17/OpenMP kernels (kernels/cpu → ``ldb_hpc._cpu``, launchers in :mod:`ldb_hpc.ops.cpu`);
-- ``triton``: Triton kernels (kernels/triton → ``ldb_hpc._triton.ops``; CUDA, or CPU under TRITON_INTERPRET=1).
+- ``triton``: Triton kernels (kernels/_triton → ``ldb_hpc._triton``, launchers gathered in ``ldb_hpc._triton.ops``;
+  CUDA, or CPU under TRITON_INTERPRET=1).
 
 :func:`backend` picks one per call from the device of the op's first tensor: CUDA → triton when it imports and a
 GPU is there, CPU → cpu when the extension was built, otherwise the reference. ``LDB_HPC_KERNELS=reference|cpu|
@@ -46,11 +47,11 @@ def _cpu_ops():
 
 @functools.lru_cache(maxsize=1)
 def _triton_ops():
-    """ldb_hpc._triton.ops when triton and the Triton kernels import, else None."""
+    """ldb_hpc._triton.ops (every Triton launcher) when triton and the Triton kernels import, else None."""
     try:
         import triton  # noqa: F401
 
-        return importlib.import_module("ldb_hpc._triton.ops")  # kernels/triton, installed by the build
+        return importlib.import_module("ldb_hpc._triton.ops")  # kernels/_triton, mapped as ldb_hpc._triton
     except Exception:  # noqa: BLE001 - a broken triton install means "not available", never a crash
         return None
 

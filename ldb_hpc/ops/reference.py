@@ -1,4 +1,4 @@
-"""The pure-torch reference of every fused op: the contract the C++ (kernels/cpu) and Triton (kernels/triton)
+"""The pure-torch reference of every fused op: the contract the C++ (kernels/cpu) and Triton (kernels/_triton)
 implementations must reproduce (indices exactly, coordinates to float32 rounding, noise to the last bits of
 float32).
 
