@@ -76,3 +76,22 @@ def test_api_bad_input_is_an_input_error(example):
     nan.xyz[1, 7] = np.nan
     with pytest.raises(InputError, match="non-finite CA"):
         ldb_hpc.backmap(nan)
+
+
+def test_api_hydrogens_are_the_cli_hydrogens(example, tmp_path, run_cli):
+    """``ldb_hpc.backmap(traj, hydrogens=True)`` gives the atoms and coordinates of ``ldb-hpc backmap --hydrogens``
+    with the same seed: OXT and every hydrogen in the same order, the heavy atoms those of a run without the flag."""
+    code, _, err = run_cli("backmap", EXAMPLE, "-o", tmp_path / "h.h5", "--hydrogens", "--samples", 2, "--seed", 4,
+                           "--no-progress")
+    assert code == 0, err
+    cli = md.load(str(tmp_path / "h.h5"))
+    got = ldb_hpc.backmap(example, samples=2, seed=4, hydrogens=True)
+    assert got.n_frames == cli.n_frames and got.n_atoms == cli.n_atoms
+    assert [(a.residue.name, a.name) for a in got.topology.atoms] == [(a.residue.name, a.name)
+                                                                       for a in cli.topology.atoms]
+    assert sum(a.element.symbol == "H" for a in got.topology.atoms) > got.n_residues  # hydrogens are there
+    assert {tuple(sorted((b[0].name, b[1].name))) for b in got.topology.bonds} >= {("C", "O"), ("CA", "HA")}
+    np.testing.assert_allclose(got.xyz, cli.xyz, atol=1e-5)
+    heavy = ldb_hpc.backmap(example, samples=2, seed=4)
+    keep = [a.index for a in got.topology.atoms if a.element.symbol != "H" and a.name != "OXT"]
+    assert np.array_equal(got.xyz[:, keep], heavy.xyz)

@@ -23,8 +23,8 @@ from fake_cuda import AtenIndexing, fake_cuda_module
 from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError, FakeTensorMode
 
 from ldb_hpc import ops
-from ldb_hpc.errors import InputError
 from ldb_hpc.engine import devices
+from ldb_hpc.errors import InputError
 
 # ----------------------------------------------------------------------------------------------------------
 # device selection

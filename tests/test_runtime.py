@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from conftest import REPO, assert_one_line_error
 
+from ldb_hpc.engine.pipeline import run_pipeline
 from ldb_hpc.errors import InputError
 from ldb_hpc.runtime.comm import wait_until_read
-from ldb_hpc.engine.pipeline import run_pipeline
 from ldb_hpc.runtime.sharding import ChunkPlan, parse_shard_spec, shard_range
 
 
