@@ -1,4 +1,5 @@
-"""mdtraj trajectories ↔ ldb-hpc containers: residue selection, name normalisation, atom14 slots.
+"""mdtraj trajectories ↔ ldb-hpc containers: residue selection and atom14 slots (names: ldb_hpc.io.naming, the
+map also renaming aliases; an atom twice in a residue is an error).
 
 Only amino-acid residues are kept: a residue is one when its (normalised or ``--map-residue``-mapped)
 name is a standard residue, or when it has backbone atoms N, CA, C (a non-standard amino acid: an
@@ -10,7 +11,6 @@ reported with a warning.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,27 +18,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ldb_hpc.chem.protein import Residues, segments_from_ca
-from ldb_hpc.chem.residues import NUM_SLOTS, RESTYPES_3, SLOT_INDEX, normalize_atomname, normalize_resname
+from ldb_hpc.chem.residues import NUM_SLOTS, RESTYPES_3, normalize_resname
 from ldb_hpc.errors import InputError
 from ldb_hpc.io.files import check_readable  # noqa: F401 - part of this module's API
-from ldb_hpc.io.topology import chain_letter, residue_labels, resolve_restypes
+from ldb_hpc.io.mdtraj_hdf5 import HDF5_EXTENSIONS
+from ldb_hpc.io.naming import OXT, DuplicateAtom, atom_slots, clean_residue_map, resolve_restypes
+from ldb_hpc.io.paths import MDTRAJ_STRUCTURE_EXTENSIONS, extension
+from ldb_hpc.io.topology import chain_letter, residue_labels
 
-# Formats that carry their own topology (mdtraj loads them without ``top``).
-SELF_DESCRIBING = (".pdb", ".pdb.gz", ".ent", ".ent.gz", ".pdbx", ".pdbx.gz", ".cif", ".cif.gz", ".mmcif",
-                   ".mmcif.gz", ".h5", ".hdf5", ".lh5", ".gro", ".arc", ".hoomdxml", ".mol2", ".gsd")
 # Text structure formats: mdtraj reads them whole (iterload cannot seek in them).
-STRUCTURE_FORMATS = (".pdb", ".pdb.gz", ".ent", ".ent.gz", ".pdbx", ".pdbx.gz", ".cif", ".cif.gz", ".mmcif",
-                     ".mmcif.gz", ".gro")
+STRUCTURE_FORMATS = MDTRAJ_STRUCTURE_EXTENSIONS
+# Formats that carry their own topology (mdtraj loads them without ``top``).
+SELF_DESCRIBING = STRUCTURE_FORMATS + HDF5_EXTENSIONS + (".arc", ".hoomdxml", ".mol2", ".gsd")
 _HYDROGEN = {"H", "D"}
-
-
-def extension(path: str) -> str:
-    """Lower-case extension including a trailing .gz (``x.pdb.gz`` → ``.pdb.gz``)."""
-    base = os.path.basename(path).lower()
-    stem, ext = os.path.splitext(base)
-    if ext == ".gz":
-        ext = os.path.splitext(stem)[1] + ext
-    return ext
 
 
 def needs_topology(path: str) -> bool:
@@ -79,7 +71,7 @@ def load_topology(path: str, top: str | None = None):
 
 def check_hdf5(path: str) -> None:
     """For .h5/.hdf5 files: InputError unless h5py can open them (clear message for corrupt/truncated files)."""
-    if extension(path) not in (".h5", ".hdf5", ".lh5"):
+    if extension(path) not in HDF5_EXTENSIONS:
         return
     import h5py
 
@@ -229,7 +221,7 @@ def select_protein(topology, residue_map: dict[str, str] | None = None, keep_unk
     topology: an mdtraj.Topology. Raises InputError when there is no amino-acid residue or when a
     residue name is unknown (naming it and ``--map-residue OLD=NEW``) unless mapped or ``keep_unknown``.
     """
-    mapped_names = {k.upper() for k in (residue_map or {})}
+    mapped_names = set(clean_residue_map(residue_map))
     res_idx, names, chains, resseq, atoms_of = [], [], [], [], []
     skipped: Counter = Counter()
     for chain in topology.chains:
@@ -261,19 +253,17 @@ def select_protein(topology, residue_map: dict[str, str] | None = None, keep_unk
     atom_index, atom_residue, atom_slot, unmapped = [], [], [], []
     ca_atom = np.full(len(res_idx), -1, dtype=np.int64)
     for r, heavy in enumerate(atoms_of):  # topology walk, once per file
-        seen = set()
-        for i, name, _ in heavy:
-            norm = normalize_atomname(std[r], name)
-            if norm == "OXT":
+        try:
+            slots = atom_slots(std[r], [name for _, name, _ in heavy], duplicates="error")
+        except DuplicateAtom as exc:
+            raise InputError(f"{source}: residue {names[r]} {labels[r]} has atom {exc.name} twice "
+                             f"(e.g. both O and OT1); fix the input structure") from None
+        for (i, name, _), slot in zip(heavy, slots):
+            if slot == OXT:
                 continue
-            slot = SLOT_INDEX.get((std[r], norm))
-            if slot is None:
+            if isinstance(slot, str):
                 unmapped.append(f"{labels[r]} {names[r]} {name}")
                 continue
-            if slot in seen:
-                raise InputError(f"{source}: residue {names[r]} {labels[r]} has atom {norm} twice "
-                                 f"(e.g. both O and OT1); fix the input structure")
-            seen.add(slot)
             atom_index.append(i)
             atom_residue.append(r)
             atom_slot.append(slot)

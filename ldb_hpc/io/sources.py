@@ -1,6 +1,6 @@
 """The inputs of ``ldb-hpc prepare`` (and of training's validation set): structure files and their manifest.
 
-:func:`collect_structure_files` expands files, folders and glob patterns into structure files;
+:func:`collect_structure_files` expands files, folders (recursively) and glob patterns into structure files;
 :class:`Manifest` reads a MANIFEST.tsv (one row per chain: file, chain, n_res, sequence-identity
 clusters) and finds the row of an input path and chain. Nothing here parses a structure.
 """
@@ -8,19 +8,18 @@ clusters) and finds the row of an input path and chain. Nothing here parses a st
 from __future__ import annotations
 
 import csv
-import glob
 import os
 from dataclasses import dataclass
 
 from ldb_hpc.errors import InputError
-from ldb_hpc.io.structure import STRUCTURE_EXTENSIONS
+from ldb_hpc.io.paths import STRUCTURE_EXTENSIONS, expand
 
 MANIFEST_COLUMNS = ("file", "chain", "n_res", "cluster95", "cluster40")
-_GLOB_CHARS = set("*?[")
 
 
 def collect_structure_files(items: list[str]) -> list[str]:
-    """Expand files, directories (recursively) and glob patterns into structure files.
+    """Expand files, directories (recursively) and glob patterns into structure files (ldb_hpc.io.paths.expand
+    with ``recursive=True``).
 
     Directories and globs contribute files whose names end in one of STRUCTURE_EXTENSIONS
     (case-insensitive), in sorted order; a file named explicitly is taken whatever its name.
@@ -29,45 +28,19 @@ def collect_structure_files(items: list[str]) -> list[str]:
     """
     out: list[str] = []
     seen: set[str] = set()
-
-    def add(path: str) -> None:
-        key = os.path.realpath(path)
-        if key not in seen:
-            seen.add(key)
-            out.append(path)
-
-    def walk(d: str) -> None:
-        found = []
-        for root, dirs, names in os.walk(d):
-            dirs.sort()
-            found.extend(os.path.join(root, n) for n in names if _is_structure_name(n))
-        for p in sorted(found):
-            add(p)
-
-    for item in items:
-        if os.path.isdir(item):
-            walk(item)
-        elif os.path.isfile(item):
-            add(item)
-        elif _GLOB_CHARS & set(item):
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                raise InputError(f"no files match {item}")
-            for m in matches:
-                if os.path.isdir(m):
-                    walk(m)
-                elif _is_structure_name(m):
-                    add(m)
-        else:
-            raise InputError(f"input file not found: {item}")
+    for item in expand(items, recursive=True):
+        if item.kind == "file" and not os.path.isfile(item.arg):
+            raise InputError(f"input file not found: {item.arg}")
+        if item.kind == "glob" and not item.matches:
+            raise InputError(f"no files match {item.arg}")
+        for path in item.paths:
+            key = os.path.realpath(path)
+            if key not in seen:
+                seen.add(key)
+                out.append(path)
     if not out:
         raise InputError(f"no structure files ({', '.join(STRUCTURE_EXTENSIONS)}) in {' '.join(items)}")
     return out
-
-
-def _is_structure_name(name: str) -> bool:
-    low = name.lower()
-    return any(low.endswith(e) for e in STRUCTURE_EXTENSIONS)
 
 
 @dataclass

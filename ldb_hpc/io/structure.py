@@ -15,8 +15,8 @@ What the reader does with each thing it meets (everything is counted in a :class
   Consecutive residues with the same number but no altlocs are kept as distinct residues
   (gemmi's ``remove_alternative_conformations`` would drop them: Rosetta files with stripped
   insertion codes have such residues);
-- residue names are normalised (HSD/HSE/HSP/HID/HIE/HIP→HIS, CYX/CYM→CYS, ASH→ASP, GLH→GLU,
-  LYN→LYS, MSE→MET) and atom names too (ILE CD→CD1, OT1→O, OT2→OXT, MSE SE→SD);
+- residue and atom names follow ldb_hpc.io.naming (HSD→HIS, CYX→CYS, MSE→MET, ..., ILE CD→CD1, OT1→O,
+  OT2→OXT, MSE SE→SD); ``residue_map`` applies to names as written, UNK keeps its atom names but OT1/OT2;
 - hydrogens and deuteriums are dropped (counted), OXT is ignored (no atom14 slot; counted),
   any other atom without an atom14 slot in its residue is ignored and counted as non-standard;
 - water, ligands and nucleic acids are ignored (counted per kind);
@@ -41,29 +41,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ldb_hpc.chem.protein import Protein, Residues, segments_from_ca
-from ldb_hpc.chem.residues import (
-    ATOM14,
-    NUM_SLOTS,
-    RESTYPE_INDEX,
-    RESTYPES_3,
-    SLOT_INDEX,
-    normalize_atomname,
-    normalize_resname,
-)
+from ldb_hpc.chem.residues import ATOM14, NUM_SLOTS, RESTYPE_INDEX, RESTYPES_3
 from ldb_hpc.errors import InputError
+from ldb_hpc.io import naming
 from ldb_hpc.io.files import check_readable
-
-STRUCTURE_EXTENSIONS = (".pdb", ".pdb.gz", ".ent", ".ent.gz", ".cif", ".cif.gz", ".mmcif", ".mmcif.gz")
-_CIF_EXTENSIONS = (".cif", ".cif.gz", ".mmcif", ".mmcif.gz")
+from ldb_hpc.io.paths import CIF_EXTENSIONS, STRUCTURE_EXTENSIONS
 
 # Reasons used as keys in ParseReport counters (kept short: they appear in summary tables).
 SKIP_NO_CA = "no CA atom"
 ATOM_HYDROGEN = "hydrogen"
-ATOM_OXT = "OXT"
+ATOM_OXT = naming.OXT
 ATOM_ALTLOC = "alternate conformer"
-ATOM_NONSTANDARD = "non-standard name"
-ATOM_UNK_SIDECHAIN = "side chain of UNK"
-ATOM_DUPLICATE = "duplicate name"
+ATOM_NONSTANDARD = naming.NONSTANDARD
+ATOM_UNK_SIDECHAIN = naming.UNK_SIDE_CHAIN
+ATOM_DUPLICATE = naming.DUPLICATE
 RES_ALTERNATIVE = "alternate conformer"
 
 
@@ -136,7 +127,7 @@ def _read_gemmi(path: str):
     text = text.decode("latin-1")
     # Decide by content, not only by name: an mmCIF file starts with a data_ block.
     stripped = text.lstrip()
-    is_cif = _has_ext(path, _CIF_EXTENSIONS) or stripped[:5].lower() == "data_"
+    is_cif = _has_ext(path, CIF_EXTENSIONS) or stripped[:5].lower() == "data_"
     try:
         if is_cif:
             st = gemmi.make_structure_from_block(gemmi.cif.read_string(text).sole_block())
@@ -175,29 +166,6 @@ def _guess_parent(res) -> str:
     return best
 
 
-# (standard residue, raw atom name) → slot, or a reason string; filled lazily (a few hundred keys).
-_ATOM_CACHE: dict[tuple[str, str], int | str] = {}
-
-
-def _atom_slot(resname: str, raw: str) -> int | str:
-    key = (resname, raw)
-    hit = _ATOM_CACHE.get(key)
-    if hit is None:
-        # UNK keeps exact backbone names only: in modified residues O1/O2 are side-chain atoms.
-        name = normalize_atomname(resname, raw) if resname != "UNK" or raw in ("OT1", "OT2") else raw
-        slot = SLOT_INDEX.get((resname, name))
-        if slot is not None:
-            hit = slot
-        elif name == "OXT":
-            hit = ATOM_OXT
-        elif resname == "UNK":
-            hit = ATOM_UNK_SIDECHAIN
-        else:
-            hit = ATOM_NONSTANDARD
-        _ATOM_CACHE[key] = hit
-    return hit
-
-
 def _new_piece():
     """Empty atom14 buffers of one residue: positions [14, 3] Å, mask [14], B-factors [14]."""
     return np.zeros((NUM_SLOTS, 3), np.float32), np.zeros(NUM_SLOTS, bool), np.zeros(NUM_SLOTS, np.float32)
@@ -234,25 +202,22 @@ def _model_to_protein(model, label: str, residue_map: dict[str, str], keep_unkno
                 # atoms carry altlocs; without altlocs they are distinct residues (e.g. stripped icodes).
                 group, letter = key, None
             raw = res.name.strip().upper()
-            if raw in residue_map:
-                std = residue_map[raw]
-            else:
-                std = normalize_resname(raw)
-                if std not in RESTYPE_INDEX:
-                    if res.is_water():
-                        report.residues_ignored["water"] += 1
-                        continue
-                    info = gemmi.find_tabulated_residue(raw)
-                    if info is not None and info.is_nucleic_acid():
-                        report.residues_ignored["nucleic acid"] += 1
-                        continue
-                    if not _aa_like(res, info):
-                        report.residues_ignored["ligand"] += 1
-                        continue
-                    if not keep_unknown:
-                        unknown.setdefault(raw, _guess_parent(res))
-                        continue
-                    std = "UNK"
+            std = naming.standard_resname(raw, residue_map, map_normalised=False)
+            if std not in RESTYPE_INDEX:  # mapped names are standard (check_residue_map)
+                if res.is_water():
+                    report.residues_ignored["water"] += 1
+                    continue
+                info = gemmi.find_tabulated_residue(raw)
+                if info is not None and info.is_nucleic_acid():
+                    report.residues_ignored["nucleic acid"] += 1
+                    continue
+                if not _aa_like(res, info):
+                    report.residues_ignored["ligand"] += 1
+                    continue
+                if not keep_unknown:
+                    unknown.setdefault(raw, _guess_parent(res))
+                    continue
+                std = "UNK"
             r = RESTYPE_INDEX[std]
             pieces = [_new_piece()]
             n_alt = n_kept = 0
@@ -266,7 +231,7 @@ def _model_to_protein(model, label: str, residue_map: dict[str, str], keep_unkno
                         continue
                 n_kept += 1
                 name = atom.name.strip().upper()
-                slot = _atom_slot(std, name)
+                slot = naming.atom_slot(std, name, unk_exact=True)
                 if isinstance(slot, str):
                     if slot == ATOM_NONSTANDARD and _is_hydrogen(atom, name):
                         slot = ATOM_HYDROGEN
@@ -351,10 +316,8 @@ def read_structure_with_report(path, *, models="first", residue_map: dict[str, s
     unknown residue names (when not mapped and not ``keep_unknown``).
     """
     path = os.fspath(path)
-    residue_map = {k.strip().upper(): v.strip().upper() for k, v in (residue_map or {}).items()}
-    bad = [f"{k}={v}" for k, v in residue_map.items() if v not in RESTYPE_INDEX]
-    if bad:
-        raise InputError(f"residue map targets must be standard residue names: {', '.join(bad)}")
+    residue_map = naming.clean_residue_map(residue_map)
+    naming.check_residue_map(residue_map)
     st = _read_gemmi(path)
     report = ParseReport(path=path, n_models=len(st))
     if len(st) == 0:

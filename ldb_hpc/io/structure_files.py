@@ -6,9 +6,9 @@
 - :func:`read_ca_frames` / :func:`read_ca_stream`: the CA trace of every MODEL of a PDB or mmCIF file (plain or
   gzipped; CA-only or all-atom, then reduced to CA), models as frames, through ``ldb_hpc.io.structure`` (gemmi).
   Every residue needs a CA atom and every model the same residues; water and ligands are skipped and counted.
-- :func:`output_path`, :func:`write_rows`, :func:`pdb_text`: the all-atom rows of one input as a PDB file (one
-  MODEL per row, the input's chain IDs, residue numbers and insertion codes) or an MDTraj-HDF5 file
-  (``ldb_hpc.io.aa``), written under a temporary name and renamed when complete.
+- :func:`output_path`, :func:`write_rows`: the all-atom rows of one input as a PDB file (one MODEL per row, the
+  input's chain IDs, residue numbers and insertion codes: ``ldb_hpc.io.pdb.pdb_text``, importable from here too) or
+  an MDTraj-HDF5 file (``ldb_hpc.io.aa``), written under a temporary name and renamed when complete.
 
 Positions are Å. Nothing here knows about ranks or models; the runtime (``ldb_hpc.runtime.batch``) batches the
 frames and hands the rows back.
@@ -18,23 +18,21 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
-from ldb_hpc.chem.hydrogens import Protonation, extra_mask
-from ldb_hpc.chem.protein import Protein, Residues
-from ldb_hpc.chem.residues import SLOT_MASK
-from ldb_hpc.errors import InputError, OutputError
+from ldb_hpc.chem.hydrogens import Protonation
+from ldb_hpc.chem.protein import Residues
+from ldb_hpc.errors import InputError
 from ldb_hpc.io.cg import check_coordinates
-from ldb_hpc.io.files import replaced_when_done
-from ldb_hpc.io.mdtraj_bridge import extension
-from ldb_hpc.io.structure import SKIP_NO_CA, STRUCTURE_EXTENSIONS, read_structure_with_report
+from ldb_hpc.io.files import check_output_location, replaced_when_done
+from ldb_hpc.io.paths import STRUCTURE_EXTENSIONS, Expanded, expand_one, extension
+from ldb_hpc.io.pdb import PDBLayout, pdb_text
+from ldb_hpc.io.structure import SKIP_NO_CA, read_structure_with_report
 
 STDIN = "-"
 OUTPUT_FORMATS = ("pdb", "h5")  # --format of the many-files mode; h5 converts further with `ldb-hpc export`
-_GLOB_CHARS = "*?["
 
 
 @dataclass
@@ -47,13 +45,6 @@ class InputFile:
     note: str | None = None
 
 
-def _structure_files(folder: str) -> list[str]:
-    names = sorted(os.listdir(folder))
-    return [os.path.join(folder, n) for n in names
-            if not n.startswith(".") and extension(n) in STRUCTURE_EXTENSIONS
-            and os.path.isfile(os.path.join(folder, n))]
-
-
 def expand_inputs(args: list[str]) -> list[InputFile]:
     """The files that ``args`` name, in command-line order.
 
@@ -61,26 +52,17 @@ def expand_inputs(args: list[str]) -> list[InputFile]:
     files only when the pattern says so, as the shell does); a folder stands for the PDB/mmCIF files directly
     in it (by extension: .pdb .ent .cif .mmcif, optionally .gz); ``-`` is standard input. A glob or folder
     that gives no file becomes an :class:`InputFile` with a ``problem``; a file named a second time (by its
-    real path) one with a ``note``. Files are not opened here.
+    real path) one with a ``note``. Files are not opened here (ldb_hpc.io.paths.expand, ``recursive=False``).
     """
-    import glob
-
     out: list[InputFile] = []
     seen: dict[str, str] = {}
     for arg in args:
-        if arg == STDIN:
-            paths = [arg]
-        elif os.path.isdir(arg):
-            paths = _structure_files(arg)
-            if not paths:
-                out.append(InputFile(arg, f"no PDB/mmCIF file ({', '.join(STRUCTURE_EXTENSIONS)}) in folder {arg}"))
-        elif any(c in arg for c in _GLOB_CHARS) and not os.path.exists(arg):
-            paths = sorted(p for p in glob.glob(arg, recursive=True) if os.path.isfile(p))
-            if not paths:
-                out.append(InputFile(arg, f"no file matches {arg!r}"))
-        else:
-            paths = [arg]
-        for path in paths:
+        item = Expanded(arg, "stdin", [arg]) if arg == STDIN else expand_one(arg, recursive=False)
+        if item.kind == "folder" and not item.paths:
+            out.append(InputFile(arg, f"no PDB/mmCIF file ({', '.join(STRUCTURE_EXTENSIONS)}) in folder {arg}"))
+        elif item.kind == "glob" and not item.paths:
+            out.append(InputFile(arg, f"no file matches {arg!r}"))
+        for path in item.paths:
             key = path if path == STDIN else os.path.realpath(path)
             if key in seen:
                 out.append(InputFile(path, note=f"named twice (also as {seen[key]}); backmapped once"))
@@ -167,78 +149,6 @@ def read_ca_stream(data: bytes, residue_map: dict[str, str] | None = None, name:
     return frames
 
 
-class PDBLayout:
-    """The PDB text of rows of one topology, fast: ldb_hpc.io.pdb renders the layout once (records, names,
-    chain IDs, numbers, TER), then each row's coordinates fill it with one %-format (the same 8.3f fields).
-
-    residues: the L residues; every heavy atom of every residue is written, in atom14 slot order; with a
-    ``protonation`` (``--hydrogens``) also OXT and the hydrogens (rows then have 14 + NUM_EXTRA slots per residue).
-    """
-
-    def __init__(self, residues: Residues, protonation: Protonation | None = None):
-        from ldb_hpc.io.pdb import hydrogen_pdb_string, protein_to_pdb_string
-
-        mask = SLOT_MASK[residues.restype]
-        if protonation is None:
-            text = protein_to_pdb_string(Protein(residues, np.zeros((*mask.shape, 3), np.float32), mask))
-        else:
-            mask = np.concatenate([mask, extra_mask(residues.restype, residues.segment, protonation)], axis=1)
-            text = hydrogen_pdb_string(residues, np.zeros((*mask.shape, 3), np.float32), mask,
-                                       protonation.disulfides)
-        lines = text.splitlines()
-        body = [line[:30].replace("%", "%%") + "%8.3f%8.3f%8.3f" + line[54:].replace("%", "%%")
-                if line.startswith("ATOM  ") else line.replace("%", "%%")
-                for line in lines if line != "END" and not line.startswith("CONECT")]
-        self.template = "\n".join(body) + "\n"
-        # CONECT records (disulfides) once, after the last model
-        self.end = "".join(line + "\n" for line in lines if line.startswith("CONECT")) + "END\n"
-        self.atoms = np.flatnonzero(mask.reshape(-1))  # flat atom14 index of each ATOM record, in order
-
-    def text(self, rows: np.ndarray) -> str:
-        """PDB text of ``rows`` [R, L, K, 3] Å (K slots per residue, as the layout's): the model alone when R == 1,
-        else one MODEL per row."""
-        flat = rows.reshape(rows.shape[0], -1, 3)[:, self.atoms]
-        if len(flat) == 1:
-            return self.template % tuple(flat[0].ravel().tolist()) + self.end
-        parts = []
-        for r, xyz in enumerate(flat):
-            parts += [f"MODEL     {r + 1:4d}\n", self.template % tuple(xyz.ravel().tolist()), "ENDMDL\n"]
-        return "".join(parts) + self.end
-
-
-_LAYOUTS: OrderedDict = OrderedDict()  # recent topologies → their PDBLayout, or None when seen once
-_KEEP = 64
-
-
-def pdb_text(residues: Residues, positions: np.ndarray, protonation: Protonation | None = None) -> str:
-    """PDB text of the rows ``positions`` [F, S, L, 14, 3] Å (row = frame·S + sample; one MODEL per row when
-    there are several), every heavy atom of every residue, the input's chain IDs and residue numbers: the text
-    of ldb_hpc.io.pdb.protein_to_pdb_string. With a ``protonation``, positions have 14 + NUM_EXTRA slots and
-    OXT and the hydrogens are written too (ldb_hpc.io.pdb.hydrogen_pdb_string). A topology met again (the files
-    of one protein), or written with several rows or hydrogens, goes through a :class:`PDBLayout` (the most recent
-    64 are kept)."""
-    rows = positions.reshape(-1, *positions.shape[-3:])
-    key = (residues.restype.tobytes(), residues.segment.tobytes(), residues.resseq.tobytes(),
-           tuple(residues.chain_id), tuple(residues.icode),
-           protonation)
-    seen = key in _LAYOUTS
-    layout = _LAYOUTS.pop(key, None)
-    if protonation is not None:
-        layout = layout or PDBLayout(residues, protonation)
-        text = layout.text(rows)
-    elif not seen and len(rows) == 1:
-        from ldb_hpc.io.pdb import protein_to_pdb_string
-
-        text = protein_to_pdb_string(Protein(residues, rows[0], SLOT_MASK[residues.restype]))
-    else:
-        layout = layout or PDBLayout(residues)
-        text = layout.text(rows)
-    _LAYOUTS[key] = layout
-    while len(_LAYOUTS) > _KEEP:
-        _LAYOUTS.popitem(last=False)
-    return text
-
-
 def write_rows(path: str, fmt: str, residues: Residues, positions: np.ndarray, provenance: dict | None = None,
                overwrite: bool = False, protonation: Protonation | None = None) -> None:
     """Write the rows of one input, ``positions`` [F, S, L, 14, 3] Å, to ``path`` as ``fmt`` ("pdb" or "h5");
@@ -251,8 +161,7 @@ def write_rows(path: str, fmt: str, residues: Residues, positions: np.ndarray, p
     """
     if fmt not in OUTPUT_FORMATS:
         raise InputError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
-    if os.path.exists(path) and not overwrite:
-        raise OutputError(f"output exists: {path} (pass --overwrite to replace it)")
+    check_output_location(path, overwrite)
     if fmt == "pdb":
         text = pdb_text(residues, positions, protonation)
         with replaced_when_done(os.path.abspath(path)) as tmp:

@@ -18,7 +18,6 @@ absent) so that writers gather ``[..., L, K, 3] → [..., n_atoms, 3]`` with one
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,16 +29,13 @@ from ldb_hpc.chem.residues import (
     BOND_MASK,
     BOND_SLOTS,
     NUM_SLOTS,
-    RESTYPE_INDEX,
     RESTYPES_3,
     SLOT_ELEMENT,
     SLOT_INDEX,
     SLOT_MASK,
-    UNK,
-    normalize_atomname,
-    normalize_resname,
 )
 from ldb_hpc.errors import InputError
+from ldb_hpc.io.naming import atom_slots, resolve_restypes
 
 _CHAIN_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 # Slots of the backbone atoms in every residue type.
@@ -49,57 +45,6 @@ _N, _CA, _C = 0, 1, 2
 def chain_letter(index: int) -> str:
     """Chain identifier for a 0-based chain index: A..Z, a..z, 0..9, then the index as a string."""
     return _CHAIN_LETTERS[index] if index < len(_CHAIN_LETTERS) else str(index)
-
-
-# ----------------------------------------------------------------------------------------------
-# residue names → residue types
-
-
-def resolve_restypes(names, residue_map: dict[str, str] | None = None, keep_unknown: bool = False,
-                     labels=None) -> np.ndarray:
-    """Residue types for residue names.
-
-    names: [L] residue names as in the input (any case, force-field variants such as HSD, CYX, MSE);
-    residue_map: {OLD: NEW} from ``--map-residue`` (NEW a standard 3-letter name), applied to the
-    name as given and to its normalised form; keep_unknown: unknown names become UNK instead of an
-    error; labels: [L] optional residue labels (e.g. "A:42") to name the first unknown residue.
-    Returns [L] int64 indices into RESTYPES_3. Raises InputError naming the unknown names and the
-    ``--map-residue OLD=NEW`` option.
-    """
-    residue_map = {k.upper(): v.upper() for k, v in (residue_map or {}).items()}
-    out = np.empty(len(names), dtype=np.int64)
-    unknown: Counter = Counter()
-    first: dict[str, int] = {}
-    # Residue names repeat a lot: resolve each distinct name once.
-    cache: dict[str, int] = {}
-    for i, name in enumerate(names):
-        r = cache.get(name)
-        if r is None:
-            raw = str(name).strip().upper()
-            norm = normalize_resname(raw)
-            mapped = residue_map.get(raw, residue_map.get(norm))
-            if mapped is not None:
-                norm = mapped
-            r = RESTYPE_INDEX.get(norm, -1)
-            if r < 0 and keep_unknown:
-                r = UNK
-            cache[name] = r
-        if r < 0:
-            unknown[str(name).strip()] += 1
-            first.setdefault(str(name).strip(), i)
-        out[i] = r
-    if unknown:
-        parts = []
-        for name, count in unknown.most_common(8):
-            where = f", first {labels[first[name]]}" if labels is not None else ""
-            parts.append(f"{name} ({count} residue{'s' if count > 1 else ''}{where})")
-        more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
-        example = next(iter(unknown))
-        raise InputError(
-            f"unknown residue name(s): {', '.join(parts)}{more}; map each to the standard residue it derives "
-            f"from with --map-residue OLD=NEW (e.g. --map-residue {example}=XXX, XXX a standard 3-letter name)"
-        )
-    return out
 
 
 def residue_labels(chain_id, resseq, icode=None) -> list[str]:
@@ -347,18 +292,20 @@ def cg_residues(topo: ParsedTopology, ca0: np.ndarray | None = None, residue_map
 def aa_residues(topo: ParsedTopology) -> tuple[Residues, np.ndarray, np.ndarray]:
     """Residues and the atom → atom14 slot map of an all-atom heavy topology (e.g. an ldb-hpc output).
 
-    Returns (residues, atom_slot [N] int64 (-1 for atoms without a slot: hydrogens, OXT, unknown names),
-    mask [L, 14] bool). Unknown residue names become UNK. Segments follow the peptide bonds C(i)–N(i+1)
-    of the topology (consecutive residues of a chain without that bond start a new segment).
+    Returns (residues, atom_slot [N] int64 (-1 for atoms without a slot: hydrogens, OXT, unknown names; two atoms
+    on one slot both keep it), mask [L, 14] bool). Unknown residue names become UNK. Segments follow the peptide
+    bonds C(i)–N(i+1) of the topology (consecutive residues of a chain without that bond start a new segment).
     """
     restype = resolve_restypes(topo.resname, keep_unknown=True)
     std = np.asarray(RESTYPES_3, dtype=object)[restype]
     res_of_atom = topo.atom_residue
-    atom_slot = np.full(topo.n_atoms, -1, dtype=np.int64)
-    for k in range(topo.n_atoms):  # topology parsing, once per file
-        r = std[res_of_atom[k]]
-        atom_slot[k] = SLOT_INDEX.get((r, normalize_atomname(r, topo.atom_name[k])), -1)
     n = topo.n_residues
+    atom_slot = np.full(topo.n_atoms, -1, dtype=np.int64)
+    bounds = np.searchsorted(res_of_atom, np.arange(n + 1))  # atoms are numbered residue by residue
+    for r in range(n):  # topology parsing, once per file
+        a, b = bounds[r], bounds[r + 1]
+        slots = atom_slots(std[r], topo.atom_name[a:b], duplicates="keep")
+        atom_slot[a:b] = [s if isinstance(s, int) else -1 for s in slots]
     mask = np.zeros((n, NUM_SLOTS), dtype=bool)
     ok = atom_slot >= 0
     mask[res_of_atom[ok], atom_slot[ok]] = True
