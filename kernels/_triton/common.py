@@ -14,7 +14,7 @@ Numerics, chosen so that the three implementations (reference, C++, Triton) agre
   2π is loaded from a float64 tensor because a Python float literal inside a kernel is a float32 constant.
 
 Tables (Z-matrix, ideal geometry, slot masks) are tensors built once per device from
-:mod:`ldb_hpc.chem.residues` and :func:`ldb_hpc.chem.ideal.ideal_geometry`; no geometry number is typed in
+:mod:`ldb_hpc.chem.residues` and :func:`ldb_hpc.chem.ideal_geometry.ideal_geometry`; no geometry number is typed in
 these modules.
 """
 
