@@ -106,10 +106,12 @@ def many_structures(inputs: list[str], output: str | None) -> bool:
     """True when the inputs are for the many-files mode (ldb_hpc.runtime.batch): several of them, ``-``, a
     folder or a glob, or ``-o`` naming a folder; one trajectory or structure file with ``-o FILE`` or no ``-o``
     keeps the trajectory path (sharding, resume, output by extension)."""
+    from ldb_hpc.io.paths import is_glob
+
     src = inputs[0]
     if len(inputs) > 1 or src == "-" or os.path.isdir(src):
         return True
-    if any(c in src for c in "*?[") and not os.path.exists(src):
+    if is_glob(src) and not os.path.exists(src):
         return True
     return output is not None and (output.endswith(("/", os.sep)) or os.path.isdir(output))
 
@@ -155,7 +157,7 @@ def run(args) -> int:
 def run_many(args) -> int:
     """Many structure files, or standard input: route to ldb_hpc.runtime.batch and print what became of them."""
     from ldb_hpc.errors import InputError
-    from ldb_hpc.runtime.batch import BatchConfig, FileStatus, run_batch, warning
+    from ldb_hpc.runtime.batch import BatchConfig, FileStatus, run_batch
     from ldb_hpc.runtime.messages import RankExit
 
     for flag, used in (("--top", args.top), ("--shard", args.shard), ("--io mpio", args.io == "mpio")):
@@ -173,22 +175,24 @@ def run_many(args) -> int:
             print(f"note: {result.input}: {result.note}", file=sys.stderr, flush=True)
 
     try:
-        summary = run_batch(cfg, report)
+        outcome = run_batch(cfg, report)
     except RankExit as exc:
         return exc.code
-    code = 2 if summary["failed"] else 0
-    if "files" not in summary or (stream and code):  # not rank 0; or the one error line says it all
+    code = 2 if outcome.failed else 0
+    s = outcome.summary
+    if s is None or (stream and code):  # not rank 0; or the one error line says it all
         return code
-    s = summary
-    where = (cfg.output or "standard output") if stream else s.get("summary_path", cfg.outdir)
-    more = "".join(f"; {s[k]} {k}" for k in ("failed", "skipped") if s[k])
-    more += f"; {s['present']} already written (--resume)" if s["present"] else ""
-    print(f"backmapped {s['written']} of {s['inputs']} structure file(s): {s['frames']} frame(s) x {s['samples']} "
-          f"sample(s) = {s['rows']} rows, {s['residues']} residues with model '{s['model']['name']}' on {s['ranks']} "
-          f"rank(s) ({', '.join(s['devices'])}; {', '.join(s['kernels'])} kernels) in {s['wall_s']:.2f} s "
-          f"({s['residue_rows_per_s']:,.0f} residue-rows/s){more} -> {where}",
+    where = (cfg.output or "standard output") if stream else (s.summary_path or cfg.outdir)
+    more = "".join(f"; {n} {k}" for k, n in (("failed", s.failed), ("skipped", s.count(FileStatus.SKIPPED))) if n)
+    present = s.count(FileStatus.PRESENT)
+    more += f"; {present} already written (--resume)" if present else ""
+    devices, kernels = sorted({r["device"] for r in s.per_rank}), sorted({r["kernels"] for r in s.per_rank})
+    print(f"backmapped {len(s.done())} of {len(s.files)} structure file(s): {s.frames} frame(s) x {s.samples} "
+          f"sample(s) = {s.rows} rows, {s.residues} residues with model '{s.model['name']}' on {s.ranks} "
+          f"rank(s) ({', '.join(devices)}; {', '.join(kernels)} kernels) in {s.wall_s:.2f} s "
+          f"({s.residue_rows_per_s:,.0f} residue-rows/s){more} -> {where}",
           file=sys.stderr if stream else sys.stdout)
-    note = warning(s, None if stream else where)
+    note = s.warning(None if stream else where)
     if note:
         print(note, file=sys.stderr)
     return code

@@ -119,8 +119,8 @@ def check_same_residues(pred_res, ref_res) -> None:
 
 
 def ideal_bond_table(ref_pos, ref_mask, pred_pos, pred_mask, residues):
-    """Ideal bond lengths: the shipped table (ldb_hpc.chem.ideal_geometry) or, when it is absent, medians measured on REF
-    (PRED medians for bonds REF never shows). Returns (ideal_bond [21, max_bonds] Å, ideal_peptide Å, source)."""
+    """Ideal bond lengths: the shipped table (ldb_hpc.chem.ideal_geometry) or, when it is absent, medians measured
+    on REF (PRED medians for bonds REF never shows). Returns (ideal_bond [21, max_bonds] Å, ideal_peptide Å, source)."""
     import numpy as np
 
     try:

@@ -142,8 +142,8 @@ def build_atoms(R: torch.Tensor, t: torch.Tensor, torsions: torch.Tensor, restyp
     R [..., L, 3, 3], t [..., L, 3] Å: residue frames; torsions [..., L, 5] rad (0 = N–CA–C–O, 1..4 = χ1..χ4;
     channels a residue type does not use are ignored); restype [..., L] long. ``geometry``: an object with
     numpy arrays frame_local [21, 3, 3] Å, bond [21, 14] Å, angle [21, 14] rad, offset [21, 14] rad
-    (default: :func:`ldb_hpc.chem.ideal_geometry.ideal_geometry`). ``frame_local`` [..., L, 3, 3] Å overrides the ideal local
-    N, CA, C of each residue (e.g. to keep N and C exactly where a backbone model put them).
+    (default: :func:`ldb_hpc.chem.ideal_geometry.ideal_geometry`). ``frame_local`` [..., L, 3, 3] Å overrides the
+    ideal local N, CA, C of each residue (e.g. to keep N and C exactly where a backbone model put them).
     Returns positions [..., L, 14, 3] Å, absent slots zero.
     The slot whose Z-matrix dihedral is a channel's own definition (O for channel 0, the χ-defining atom for χk)
     must have offset 0, so that ``build_atoms(measure_torsions(x))`` reproduces the torsions of x.

@@ -348,7 +348,8 @@ def evaluate_frames(pred, ref, restype, segment, pred_mask, ref_mask, samples: i
 
     pred [N, L, 14, 3] Å with N = F·S rows (frame-major); ref [L, 14, 3], [1, L, 14, 3] or [F, L, 14, 3] Å;
     restype [L]; segment [L] (of pred); pred_mask, ref_mask [L, 14] bool. ideal_bond [21, max_bonds] Å and
-    ideal_peptide Å default to :func:`ldb_hpc.chem.ideal_geometry.ideal_geometry`. Rows are processed ``chunk`` at a time.
+    ideal_peptide Å default to :func:`ldb_hpc.chem.ideal_geometry.ideal_geometry`. Rows are processed ``chunk`` at a
+    time.
     Returns a dict of numpy arrays: ROW_METRICS each [N] (plus 'graph_extra', 'graph_missing'), and, when
     samples > 1, FRAME_METRICS each [F].
     """

@@ -23,8 +23,7 @@ import os
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from enum import Enum
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,12 +31,13 @@ from ldb_hpc.engine import devices
 from ldb_hpc.engine.job import Job
 from ldb_hpc.engine.pipeline import run_pipeline
 from ldb_hpc.errors import FormatLimitError, InputError, OutputError
-from ldb_hpc.geometry.contacts import CUTOFF, NAMED, CloseContacts, close_pair_text
+from ldb_hpc.geometry.contacts import CloseContacts
 from ldb_hpc.io import structure_files as sf
 from ldb_hpc.runtime.comm import get_comm, ranks_per_node
 from ldb_hpc.runtime.driver import default_threads
 from ldb_hpc.runtime.messages import broadcast_outcome
 from ldb_hpc.runtime.output import write_json
+from ldb_hpc.runtime.records import BatchOutcome, FileResult, FileStatus, StructuresSummary
 from ldb_hpc.runtime.run_setup import validate_options
 from ldb_hpc.runtime.sharding import shard_range
 
@@ -62,33 +62,6 @@ class BatchConfig:
     @property
     def stream(self) -> bool:
         return self.inputs == [sf.STDIN]
-
-
-class FileStatus(str, Enum):
-    WRITTEN = "written"
-    FAILED = "failed"  # ``error`` says why
-    SKIPPED = "skipped"  # ``note``: named twice
-    PRESENT = "present"  # its output exists and ``resume`` was asked
-
-
-@dataclass
-class FileResult:
-    """What became of one input file (:class:`FileStatus`)."""
-
-    index: int
-    input: str
-    output: str | None
-    status: FileStatus = FileStatus.WRITTEN
-    frames: int = 0
-    residues: int = 0
-    rows: int = 0
-    error: str | None = None
-    note: str = ""
-    close_contact_rows: int = 0
-    closest: str | None = None
-
-    def to_json(self) -> dict:
-        return dict(asdict(self), status=self.status.value)
 
 
 @dataclass
@@ -300,11 +273,10 @@ class _Sinks:
     stream: object  # ldb_hpc.engine.sinks.StreamSink
 
 
-def run_batch(cfg: BatchConfig, on_result=None, comm=None) -> dict:
-    """Backmap every input of ``cfg`` on this rank's share; returns the summary (on rank 0: of every rank,
-    with ``files`` and ``summary_path``; elsewhere this rank's counts only). ``on_result(FileResult)`` is called
-    for each of this rank's files, in order, once it is written, skipped or failed. Every rank's summary has
-    ``failed``: the failures over all ranks (the exit code). Files "present" (``resume``) are not announced."""
+def run_batch(cfg: BatchConfig, on_result=None, comm=None) -> BatchOutcome:
+    """Backmap every input of ``cfg`` on this rank's share. ``on_result(FileResult)`` is called for each of this
+    rank's files, in order, once it is written, skipped or failed (files "present" under ``resume`` are not
+    announced)."""
     comm = comm or get_comm()
     t0 = time.perf_counter()
     if cfg.stream and comm.size > 1:
@@ -349,49 +321,17 @@ def run_batch(cfg: BatchConfig, on_result=None, comm=None) -> dict:
     gathered = comm.gather((mine, stats))
     failed = comm.allreduce(sum(r.status is FileStatus.FAILED for r in mine), "sum")
     if comm.rank != 0:
-        return {"failed": failed}
-    return _summary(cfg, fmt, engine, threads, comm.size, time.perf_counter() - t0, gathered, failed)
-
-
-def _summary(cfg: BatchConfig, fmt: str, engine, threads: int, ranks: int, wall: float, gathered,
-             failed: int) -> dict:
-    files = [f for recs, _ in gathered for f in recs]
-    per_rank = [s for _, s in gathered]
-    done = [f for f in files if f.status is FileStatus.WRITTEN]
-    residue_rows = sum(f.residues * f.rows for f in done)
-    contacts = [f for f in done if f.close_contact_rows]
-    summary = {
-        "mode": "structures", "outdir": cfg.outdir, "format": fmt, "inputs": len(files), "written": len(done),
-        "failed": failed, "skipped": sum(f.status is FileStatus.SKIPPED for f in files),
-        "present": sum(f.status is FileStatus.PRESENT for f in files),
-        "frames": sum(f.frames for f in done), "samples": cfg.job.samples, "rows": sum(f.rows for f in done),
-        "residues": sum(f.residues for f in done), "residue_rows": residue_rows,
-        "model": {"name": engine.name, "hash": engine.hash, "steps": engine.steps}, "seed": cfg.job.seed,
-        "batch_frames": cfg.job.batch_frames, "ranks": ranks, "threads": threads,
-        "devices": sorted({s["device"] for s in per_rank}), "kernels": sorted({s["kernels"] for s in per_rank}),
-        "wall_s": round(wall, 3), "residue_rows_per_s": round(residue_rows / max(wall, 1e-9), 1),
-        "close_contacts": {"cutoff_A": CUTOFF, "files": len(contacts),
-                           "rows": sum(f.close_contact_rows for f in contacts),
-                           "named": [{"input": f.input, "rows": f.close_contact_rows, "closest": f.closest}
-                                     for f in contacts[:NAMED]]},
-        "per_rank": per_rank, "files": [f.to_json() for f in files],
-    }
+        return BatchOutcome(failed)
+    summary = StructuresSummary(
+        outdir=cfg.outdir, format=fmt, files=[f for recs, _ in gathered for f in recs], failed=failed,
+        samples=cfg.job.samples, model={"name": engine.name, "hash": engine.hash, "steps": engine.steps},
+        seed=cfg.job.seed, batch_frames=cfg.job.batch_frames, ranks=comm.size, threads=threads,
+        wall_s=round(time.perf_counter() - t0, 3), per_rank=[s for _, s in gathered])
     if cfg.outdir is not None:
-        path = os.path.join(cfg.outdir, SUMMARY_NAME)
-        write_json(os.path.abspath(path), summary)
-        summary["summary_path"] = path
-    return summary
+        summary.summary_path = os.path.join(cfg.outdir, SUMMARY_NAME)
+        write_json(os.path.abspath(summary.summary_path), summary.to_json())
+    return BatchOutcome(failed, summary)
 
 
-def warning(summary: dict, where: str | None) -> str | None:
-    """The one stderr line of a many-files run whose files keep close pairs, else None."""
-    contacts = summary["close_contacts"]
-    if not contacts["rows"]:
-        return None
-    first = contacts["named"][0]
-    text = close_pair_text(contacts["rows"], contacts["cutoff_A"], "written all the same",
-                           f"{first['input']} {first['closest']}", files=contacts["files"])
-    return f"warning: {text}" + (f"; listed in {where}" if where else "")
-
-
-__all__ = ["BatchConfig", "FileResult", "FileStatus", "SUMMARY_NAME", "plan", "run_batch", "warning"]
+__all__ = ["BatchConfig", "BatchOutcome", "FileResult", "FileStatus", "StructuresSummary", "SUMMARY_NAME", "plan",
+           "run_batch"]

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
-from ldb_hpc.geometry.contacts import CloseContactReport
+from ldb_hpc.geometry.contacts import CUTOFF, NAMED, CloseContactReport, close_pair_text
 from ldb_hpc.runtime.sharding import ChunkPlan
 
 FORMAT = "ldb-hpc run 1"
@@ -219,3 +219,114 @@ class RunSummary:
                "peak_rss_mb_max": self.peak_rss_mb_max, "per_rank": [s.to_json() for s in self.per_rank]}
         out.update(self.published)
         return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the many-files run (ldb_hpc.runtime.batch)
+
+
+class FileStatus(str, Enum):
+    WRITTEN = "written"
+    FAILED = "failed"  # ``error`` says why
+    SKIPPED = "skipped"  # ``note``: named twice
+    PRESENT = "present"  # its output exists and ``resume`` was asked
+
+
+@dataclass
+class FileResult:
+    """What became of one input file (:class:`FileStatus`)."""
+
+    index: int
+    input: str
+    output: str | None
+    status: FileStatus = FileStatus.WRITTEN
+    frames: int = 0
+    residues: int = 0
+    rows: int = 0
+    error: str | None = None
+    note: str = ""
+    close_contact_rows: int = 0
+    closest: str | None = None
+
+    def to_json(self) -> dict:
+        return dict(asdict(self), status=self.status.value)
+
+
+@dataclass
+class StructuresSummary:
+    """The summary of a many-files run (rank 0), written as ``OUTDIR/backmap.summary.json``."""
+
+    outdir: str | None
+    format: str
+    files: list[FileResult]
+    failed: int  # over every rank
+    samples: int
+    model: dict  # name, hash, steps
+    seed: int
+    batch_frames: int
+    ranks: int
+    threads: int
+    wall_s: float
+    per_rank: list[dict]
+    summary_path: str | None = None
+
+    def done(self) -> list[FileResult]:
+        return [f for f in self.files if f.status is FileStatus.WRITTEN]
+
+    def count(self, status: FileStatus) -> int:
+        return sum(f.status is status for f in self.files)
+
+    @property
+    def frames(self) -> int:
+        return sum(f.frames for f in self.done())
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.done())
+
+    @property
+    def residues(self) -> int:
+        return sum(f.residues for f in self.done())
+
+    @property
+    def residue_rows_per_s(self) -> float:
+        return round(sum(f.residues * f.rows for f in self.done()) / max(self.wall_s, 1e-9), 1)
+
+    def contact_files(self) -> list[FileResult]:
+        return [f for f in self.done() if f.close_contact_rows]
+
+    def warning(self, where: str | None) -> str | None:
+        """The one stderr line when written files keep close pairs, else None."""
+        contacts = self.contact_files()
+        if not contacts:
+            return None
+        text = close_pair_text(sum(f.close_contact_rows for f in contacts), CUTOFF, "written all the same",
+                               f"{contacts[0].input} {contacts[0].closest}", files=len(contacts))
+        return f"warning: {text}" + (f"; listed in {where}" if where else "")
+
+    def to_json(self) -> dict:
+        done, contacts = self.done(), self.contact_files()
+        return {
+            "mode": "structures", "outdir": self.outdir, "format": self.format, "inputs": len(self.files),
+            "written": len(done), "failed": self.failed, "skipped": self.count(FileStatus.SKIPPED),
+            "present": self.count(FileStatus.PRESENT), "frames": self.frames, "samples": self.samples,
+            "rows": self.rows, "residues": self.residues, "residue_rows": sum(f.residues * f.rows for f in done),
+            "model": self.model, "seed": self.seed, "batch_frames": self.batch_frames, "ranks": self.ranks,
+            "threads": self.threads, "devices": sorted({s["device"] for s in self.per_rank}),
+            "kernels": sorted({s["kernels"] for s in self.per_rank}), "wall_s": self.wall_s,
+            "residue_rows_per_s": self.residue_rows_per_s,
+            "close_contacts": {"cutoff_A": CUTOFF, "files": len(contacts),
+                               "rows": sum(f.close_contact_rows for f in contacts),
+                               "named": [{"input": f.input, "rows": f.close_contact_rows, "closest": f.closest}
+                                         for f in contacts[:NAMED]]},
+            "per_rank": self.per_rank, "files": [f.to_json() for f in self.files],
+        }
+
+
+@dataclass
+class BatchOutcome:
+    """What :func:`run_batch` returns on every rank: the failures over all ranks (the exit code), and on rank 0
+    the summary."""
+
+    failed: int
+    summary: StructuresSummary | None = None
