@@ -46,7 +46,7 @@ KERNEL_SOURCES := $(wildcard kernels/cpu/*.cpp kernels/cpu/*.h kernels/cpu/CMake
 $(STAMP): pyproject.toml CMakeLists.txt $(KERNEL_SOURCES) | $(PY)
 	@echo "make: installing into $(VENV)"; t0=$(NOW); \
 	$(PIP) install --quiet torch==2.13.0 triton==3.8.0 && \
-	$(PIP) install --quiet "scikit-build-core>=0.10" nanobind numpy h5py mdtraj tables gemmi safetensors tqdm mpi4py mpich && \
+	$(PIP) install --quiet "scikit-build-core>=0.10" nanobind numpy h5py mdtraj tables gemmi safetensors tqdm vermouth mpi4py mpich && \
 	$(PIP) install --quiet --no-build-isolation -e . && \
 	echo "ci-time: install-venv $$(( $(NOW) - t0 )) s"
 	@touch $@

@@ -83,6 +83,8 @@ def main(argv=None) -> int:
                     help="only these structures (file names without extension); one name also names the data set")
     ap.add_argument("--samples", type=int, default=1, help="samples per structure for the ldb-hpc models")
     ap.add_argument("--backmap-args", default="", help="extra backmap options, e.g. '--steps 4 --temperature 0.5'")
+    ap.add_argument("--cg", default="ca", choices=("ca", "com"),
+                    help="the coarse-grained mapping: coarsen and backmap with --cg (PULCHRA reads CA traces only)")
     ap.add_argument("--results", default=str(RESULTS))
     args = ap.parse_args(argv)
 
@@ -95,9 +97,14 @@ def main(argv=None) -> int:
             raise SystemExit(f"error: --only {' '.join(args.only)}: found {[p.name for p in files]} in {args.data}")
     files = files[: args.limit] if args.limit else files
     pulchra = shutil.which("pypulchra") or str(Path(sys.executable).with_name("pypulchra"))
-    use_pulchra = not args.no_pulchra and os.path.exists(pulchra)
-    label = lambda m: f"ldb-hpc --model {m}" + (f" --samples {args.samples}" if args.samples > 1 else "") + (  # noqa: E731
-        f" {args.backmap_args}" if args.backmap_args else "")
+    use_pulchra = not args.no_pulchra and os.path.exists(pulchra) and args.cg == "ca"
+    cg_opt = [] if args.cg == "ca" else ["--cg", args.cg]
+
+    def label(m: str) -> str:
+        return (f"ldb-hpc --model {m}" + " ".join([""] + cg_opt)
+                + (f" --samples {args.samples}" if args.samples > 1 else "")
+                + (f" {args.backmap_args}" if args.backmap_args else ""))
+
     methods = [label(m) for m in args.models] + (["PULCHRA"] if use_pulchra else [])
     per = {m: [] for m in methods}
     times = {m: 0.0 for m in methods}
@@ -108,7 +115,7 @@ def main(argv=None) -> int:
             stem = path.name.split(".")[0]
             cg = os.path.join(tmp, f"{stem}.cg.h5")
             try:
-                _cli(["coarsen", str(path), "-o", cg, "--overwrite"])
+                _cli(["coarsen", str(path), "-o", cg, "--overwrite"] + cg_opt)
             except RuntimeError as exc:
                 skipped.append(f"{stem} ({str(exc).split('failed: ', 1)[-1]})")
                 print(f"{stem}: skipped, no CA trace: {skipped[-1]}", file=sys.stderr)
@@ -119,7 +126,7 @@ def main(argv=None) -> int:
                 out = os.path.join(tmp, f"{stem}.{Path(model).name}.aa.h5")
                 t0 = time.perf_counter()
                 _cli(["backmap", cg, "-o", out, "--model", model, "--overwrite", "--no-progress",
-                      "--samples", str(args.samples)] + args.backmap_args.split())
+                      "--samples", str(args.samples)] + cg_opt + args.backmap_args.split())
                 times[label(model)] += time.perf_counter() - t0
                 per[label(model)].append(_evaluate(out, str(path), out + ".json"))
             if use_pulchra:
@@ -134,6 +141,7 @@ def main(argv=None) -> int:
 
     metrics = METRICS + (DIVERSITY if args.samples > 1 else [])
     dataset = args.only[0] if args.only and len(args.only) == 1 else Path(args.data).name
+    dataset += "" if args.cg == "ca" else f"-{args.cg}"
     n_done = len(files) - len(skipped)
     if n_done == 0:
         raise SystemExit(f"error: no structure of {args.data} could be coarsened")

@@ -49,7 +49,7 @@ def backmap(traj, samples: int = 1, seed: int = 0, model=None, steps: int | None
         raise InputError(f"samples must be at least 1, got {samples}")
     job = Job(model=model, samples=samples, seed=seed, steps=steps, temperature=temperature,
               residue_map=dict(residue_map or {}), hydrogens=hydrogens, device=device, batch_frames=batch_frames,
-              threads=threads)
+              threads=threads, cg=cg)
     job.check_ranges()
     source = open_source(traj, cg, residue_map=job.residue_map)
     if threads is not None:

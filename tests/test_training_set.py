@@ -113,8 +113,9 @@ def test_split_keys_and_cluster_split_on_a_written_set(tmp_path):
 
 
 def test_stage_words_are_the_cli_choices_and_the_stored_strings():
-    assert Stage.words() == ("tokenizer", "diffusion", "refine")
-    assert [Stage.parse(w) for w in Stage.words()] == [Stage.TOKENIZER, Stage.DIFFUSION, Stage.REFINE]
+    assert Stage.words() == ("tokenizer", "diffusion", "refine", "placement")
+    assert [Stage.parse(w) for w in Stage.words()] == [Stage.TOKENIZER, Stage.DIFFUSION, Stage.REFINE,
+                                                        Stage.PLACEMENT]
     assert Stage.parse(Stage.REFINE) is Stage.REFINE
     with pytest.raises(ValueError):
         Stage.parse("Tokenizer")

@@ -75,11 +75,13 @@ class Residues:
         return self.segment[1:] == self.segment[:-1]
 
 
-def segments_from_ca(chain_id: np.ndarray, ca: np.ndarray, ca_present: np.ndarray | None = None) -> np.ndarray:
+def segments_from_ca(chain_id: np.ndarray, ca: np.ndarray, ca_present: np.ndarray | None = None,
+                     max_gap: float = CHAIN_BREAK_CA_CA) -> np.ndarray:
     """Segment index per residue from chains and CA–CA distances.
 
-    chain_id: [L] chain identifiers; ca: [L, 3] CA positions in Å; ca_present: [L] bool (a residue
-    without a CA breaks the chain on both sides). Returns [L] int64.
+    chain_id: [L] chain identifiers; ca: [L, 3] CA positions in Å (or another bead per residue, with its own
+    ``max_gap``: ldb_hpc.chem.cg_mappings); ca_present: [L] bool (a residue without a CA breaks the chain on both
+    sides). Returns [L] int64.
     """
     n = len(chain_id)
     if n == 0:
@@ -91,7 +93,7 @@ def segments_from_ca(chain_id: np.ndarray, ca: np.ndarray, ca_present: np.ndarra
     chain = np.asarray(chain_id, dtype=object)
     new[1:] |= chain[1:] != chain[:-1]
     d = np.linalg.norm(ca[1:] - ca[:-1], axis=-1)
-    new[1:] |= ~(d <= CHAIN_BREAK_CA_CA)  # NaN distances break too
+    new[1:] |= ~(d <= max_gap)  # NaN distances break too
     new[1:] |= ~present[1:] | ~present[:-1]
     return np.cumsum(new).astype(np.int64) - 1
 

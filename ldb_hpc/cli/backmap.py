@@ -54,6 +54,10 @@ def add_parser(sub) -> None:
                         "several PDB/mmCIF files, quoted globs or folders (one output each in -o DIR/); or - "
                         "(standard input to standard output)")
     p.add_argument("--top", help="topology for inputs that carry none (xtc, dcd, ...)")
+    p.add_argument("--cg", default="ca", choices=("ca", "com"),
+                   help="what the beads are: ca (one per residue on its C-alpha, the default) or com (one per "
+                        "residue at the centre of mass of its heavy atoms, e.g. CALVADOS; beads named CA); the "
+                        "default model is the one shipped for that mapping")
     p.add_argument("-o", "--output",
                    help="output file; its extension chooses the format: .h5 .hdf5 .xtc .trr .dcd .nc .pdb .cif "
                         "(default: INPUT with .h5 replaced by .aa.h5); with several structure files an existing "
@@ -122,7 +126,8 @@ def _job(args):
 
     return Job(model=args.model, samples=args.samples, seed=args.seed, steps=args.steps,
                temperature=args.temperature, residue_map=common.parse_residue_map(args.map_residue),
-               hydrogens=args.hydrogens, device=args.device, batch_frames=args.batch_frames, threads=args.threads)
+               hydrogens=args.hydrogens, device=args.device, batch_frames=args.batch_frames, threads=args.threads,
+               cg=args.cg)
 
 
 def run(args) -> int:

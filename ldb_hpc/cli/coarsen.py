@@ -1,4 +1,6 @@
-"""``ldb-hpc coarsen``: all-atom trajectory or structure → CG MDTraj-HDF5 (one CA bead per residue)."""
+"""``ldb-hpc coarsen``: all-atom trajectory or structure → CG MDTraj-HDF5, one bead per residue: its CA (``--cg ca``)
+or the mass-weighted centre of its heavy atoms (``--cg com``, ldb_hpc.chem.cg_mappings; named CA, as CALVADOS
+names its beads)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ EPILOG = """examples:
   ldb-hpc coarsen md.xtc --top system.pdb -o md.cg.h5     # stream an MD trajectory
   ldb-hpc coarsen nmr_ensemble.pdb -o ens.cg.h5           # every MODEL becomes a frame
   ldb-hpc coarsen 1abc.cif --map-residue CAS=CYS --overwrite
+  ldb-hpc coarsen 1abc.pdb --cg com -o 1abc.com.h5         # residue centres of mass (backmap --cg com)
 """
 
 
@@ -24,6 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--top", help="topology for inputs that carry none (xtc, dcd, ...), e.g. a PDB of the system")
     p.add_argument("-o", "--output", help="output CG file (default: INPUT with its extension replaced by .cg.h5)")
     p.add_argument("--chunk", type=int, default=1000, metavar="N", help="frames read per chunk (default 1000)")
+    p.add_argument("--cg", default="ca", choices=("ca", "com"),
+                   help="the bead of each residue: ca (its C-alpha, the default) or com (the mass-weighted centre "
+                        "of its heavy atoms present)")
     p.add_argument("--keep-unknown", action="store_true",
                    help="keep non-standard amino acids as UNK instead of stopping with an error")
     common.add_overwrite_option(p)
@@ -54,7 +60,7 @@ def run(args) -> int:
 
     n_frames, residues, summary = coarsen(args.input, output, top=args.top, residue_map=residue_map,
                                           keep_unknown=args.keep_unknown, overwrite=args.overwrite,
-                                          chunk=args.chunk)
+                                          chunk=args.chunk, cg=args.cg)
     n_chains = len(set(residues.chain_id.tolist()))
     n_seg = int(residues.segment.max()) + 1
     print(f"coarsened {n_frames} frame(s), {len(residues)} residues ({n_chains} chain(s), {n_seg} segment(s)) "
@@ -65,8 +71,9 @@ def run(args) -> int:
 
 
 def coarsen(path: str, output: str, top: str | None = None, residue_map: dict[str, str] | None = None,
-            keep_unknown: bool = False, overwrite: bool = False, chunk: int = 1000):
-    """Write the CG trajectory of ``path`` to ``output`` (temp file + rename), streaming ``chunk`` frames.
+            keep_unknown: bool = False, overwrite: bool = False, chunk: int = 1000, cg: str = "ca"):
+    """Write the CG trajectory of ``path`` to ``output`` (temp file + rename), streaming ``chunk`` frames; one
+    bead per residue of mapping ``cg`` (ca or com).
 
     Returns (n_frames, residues, note about skipped non-protein residues or "").
     """
@@ -81,24 +88,28 @@ def coarsen(path: str, output: str, top: str | None = None, residue_map: dict[st
     if missing.size:
         raise InputError(f"{path}: residue {sel.resname[missing[0]]} {sel.labels()[missing[0]]} has no CA atom "
                          f"({missing.size} such residues); a CG bead needs the CA position")
+    import numpy as np
+
     expected = mb.count_frames(path)
-    chunks = mb.iterload_any(path, top, chunk=chunk, atom_indices=sel.ca_atom)
+    atoms = sel.ca_atom if cg == "ca" else sel.atom_index
+    chunks = mb.iterload_any(path, top, chunk=chunk, atom_indices=atoms)
     first = next(chunks, None)
     if first is None or first.n_frames == 0:
         raise InputError(f"{path}: the trajectory has zero frames")
-    if first.n_atoms != len(sel):
-        raise InputError(f"{path}: the trajectory has fewer atoms than the topology ({first.n_atoms} CA atoms "
-                         f"read, {len(sel)} expected); wrong --top?")
-    residues = sel.residues(first.xyz[0] * NM)
+    if first.n_atoms != len(atoms):
+        raise InputError(f"{path}: the trajectory has fewer atoms than the topology ({first.n_atoms} atoms "
+                         f"read, {len(atoms)} expected); wrong --top?")
+    beads = _beads_of(sel, cg)
+    residues = sel.residues(first.xyz[0, np.searchsorted(atoms, sel.ca_atom)] * NM if cg != "ca"
+                            else first.xyz[0] * NM)
     has_cell = first.unitcell_lengths is not None
-    import numpy as np
 
     n = 0
     with CGWriter(output, residues, has_cell=has_cell, overwrite=overwrite,
                   title=f"CG of {os.path.basename(path)}",
                   expected_frames=expected or first.n_frames) as writer:
         for traj in _chain_first(first, chunks):
-            ca = traj.xyz.astype(np.float32) * np.float32(NM)
+            ca = beads(traj.xyz.astype(np.float32) * np.float32(NM))
             check_coordinates(ca, n, path)
             cl = ang = None
             if has_cell:
@@ -111,6 +122,29 @@ def coarsen(path: str, output: str, top: str | None = None, residue_map: dict[st
         if expected is not None and n != expected:
             raise InputError(f"{path}: read {n} frames but the file declares {expected} (truncated?)")
     return n, residues, sel.skipped_summary()
+
+
+def _beads_of(sel, cg: str):
+    """xyz [n, atoms read, 3] Å → beads [n, L, 3] Å of mapping ``cg`` (the atoms read: the CAs for ca, every
+    protein heavy atom of ``sel`` in its order for another mapping)."""
+    import numpy as np
+
+    from ldb_hpc.chem.cg_mappings import mapping
+    from ldb_hpc.chem.residues import NUM_SLOTS
+
+    if cg == "ca":
+        return lambda xyz: xyz
+    m = mapping(cg)
+    L = len(sel)
+    mask = np.zeros((L, NUM_SLOTS), dtype=bool)
+    mask[sel.atom_residue, sel.atom_slot] = True
+
+    def beads(xyz):
+        pos = np.zeros((xyz.shape[0], L, NUM_SLOTS, 3), dtype=np.float32)
+        pos[:, sel.atom_residue, sel.atom_slot] = xyz
+        return np.ascontiguousarray(m.beads(pos, mask, sel.restype)[0][:, :, 0])
+
+    return beads
 
 
 def _chain_first(first, rest):

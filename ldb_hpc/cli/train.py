@@ -1,5 +1,5 @@
-"""``ldb-hpc train tokenizer|diffusion|refine``: train the LDB stages (data-parallel under torchrun/srun/mpiexec,
-set up by ldb_hpc.runtime.train_setup)."""
+"""``ldb-hpc train tokenizer|diffusion|refine|placement``: train the LDB stages and the CA placers of other
+coarse-grained mappings (data-parallel under torchrun/srun/mpiexec, set up by ldb_hpc.runtime.train_setup)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ EPILOG = """examples:
   ldb-hpc train tokenizer --data train.h5 --out runs/tok --steps 3000 --valid ../shared/data/valid/pfam40
   ldb-hpc train diffusion --data train.h5 --init runs/tok/model --out runs/diff --steps 3000
   ldb-hpc train refine --data train.h5 --init runs/diff/model --out runs/refine --steps 3000 --lr 5e-4
+  ldb-hpc train placement --cg com --data train.h5 --out runs/place-com --steps 6000   # CAs from COM beads
   torchrun --nproc-per-node 2 -m ldb_hpc train tokenizer --data train.h5 --out runs/tok   # data-parallel
   mpiexec -n 4 ldb-hpc train tokenizer --data train.h5 --out runs/tok --split-batch --windows 8
   srun -n 8 ldb-hpc train tokenizer --data train.h5 --out runs/tok --device cuda            # on SLURM
@@ -58,6 +59,9 @@ def add_parser(sub) -> None:
     p.add_argument("--ca-noise", type=float, default=0.0, metavar="A",
                    help="refine: Gaussian noise on the input CA trace, its σ drawn per batch from U(0, A) Å, so that "
                         "thermal MD traces are in distribution (default 0)")
+    p.add_argument("--cg", default=None, choices=("com", "martini3"),
+                   help="placement: the coarse-grained mapping whose beads place the CAs (residue centre of mass or "
+                        "Martini 3; ldb_hpc.chem.cg_mappings)")
     p.add_argument("--chi-modes", action="store_true",
                    help="refine: add a head that classifies each residue's χ1 well (g+, t, g−) and train it")
     p.add_argument("--chi-mode-p", type=float, default=None, metavar="P",
@@ -91,13 +95,16 @@ def run(args) -> int:
                                       or args.chi_modes or args.chi_mode_p is not None):
         raise InputError("--sample-extra-layers, --context-extra-layers, --ca-noise, --chi-modes and --chi-mode-p "
                          "apply to `train refine` only")
+    if (stage is Stage.PLACEMENT) != (args.cg is not None):
+        raise InputError("`train placement` needs --cg com|martini3, and --cg applies to it only")
     cfg = TrainConfig(stage=stage, data=args.data, out=args.out, init=args.init, steps=args.steps,
                       windows=args.windows, crop=args.crop, lr=args.lr, seed=args.seed, valid=args.valid,
                       valid_every=args.valid_every, save_every=args.save_every, log_every=args.log_every,
                       threads=args.threads, clash_weight=args.clash_weight, latent_dim=args.latent_dim,
                       ensemble_temperature=args.ensemble_temperature, split_batch=args.split_batch,
                       sample_extra_layers=args.sample_extra_layers, context_extra_layers=args.context_extra_layers,
-                      ca_noise=args.ca_noise, chi_modes=args.chi_modes, chi_mode_p=args.chi_mode_p)
+                      ca_noise=args.ca_noise, chi_modes=args.chi_modes, chi_mode_p=args.chi_mode_p,
+                      cg=args.cg or "ca")
     result = run_training(cfg, device=args.device)
     if result.rank == 0:
         print(f"trained {stage.value}: {result.metrics} -> {args.out}/model")

@@ -37,7 +37,8 @@ class Engine:
         if hasattr(job.model, "backmap"):
             self.model = job.model
         else:
-            self.model = load_backmapper(job.model, steps=job.steps, temperature=job.temperature).to(self.device)
+            self.model = load_backmapper(job.model, steps=job.steps, temperature=job.temperature,
+                                         cg=job.cg).to(self.device)
 
     @property
     def name(self) -> str:
@@ -53,13 +54,17 @@ class Engine:
 
     def provenance(self) -> dict:
         """What every output records of the model and sampling (without the input's name)."""
-        return {"model": self.name, "model_hash": self.hash, "seed": self.job.seed, "steps": self.steps,
-                "samples": self.job.samples}
+        out = {"model": self.name, "model_hash": self.hash, "seed": self.job.seed, "steps": self.steps,
+               "samples": self.job.samples}
+        if self.job.cg != "ca":
+            out["cg"] = self.job.cg
+        return out
 
     def rows(self, ca: np.ndarray, residues: Residues, frame_index: np.ndarray,
              protonation: Protonation | None = None, contacts: CloseContacts | None = None,
              frame_start: int = 0) -> np.ndarray:
-        """All samples of frames ``ca`` [n, L, 3] float32 Å, whose global frame indices are ``frame_index`` [n]
+        """All samples of frames ``ca`` [n, L, 3] float32 Å (the beads of the job's mapping: CAs, or residue centres
+        of mass the model places CAs from), whose global frame indices are ``frame_index`` [n]
         int64 (random numbers are keyed by them: a frame's rows do not depend on the batch it is in).
 
         Returns [n, S, L, K, 3] float32 Å on the CPU: K = 14 heavy-atom slots, or 14 + NUM_EXTRA with

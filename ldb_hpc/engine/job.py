@@ -23,7 +23,8 @@ class Job:
     samples: S rows per frame; seed: random seed (noise is keyed by (seed, frame, sample, …)); steps, temperature:
     sampling settings (None: the model's defaults); residue_map: {OLD: NEW} residue renames; hydrogens: also OXT
     and every hydrogen (docs/HYDROGENS.md); device: auto | cpu | cuda | cuda:N; batch_frames: frames per model call;
-    threads: torch threads (None: the caller's default).
+    threads: torch threads (None: the caller's default); cg: the coarse-grained mapping (ca, com), whose default
+    model is the one shipped for it.
     """
 
     model: object = None
@@ -36,6 +37,7 @@ class Job:
     device: str = "auto"
     batch_frames: int = 64
     threads: int | None = None
+    cg: str = "ca"  # the coarse-grained mapping of the input (ldb_hpc.engine.sources); it chooses the model too
 
     def check_ranges(self) -> None:
         """InputError naming the first count out of range (the CLI's option names)."""

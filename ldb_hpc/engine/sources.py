@@ -12,6 +12,7 @@ ldb_hpc.runtime.batch with ldb_hpc.io.structure_files.)
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -43,22 +44,26 @@ def open_source(input, mapping: str = "ca", top: str | None = None, residue_map:
     return cls(input, top=top, residue_map=residue_map)
 
 
-@register_source("ca")
-class CASource:
-    """One bead per residue on its C-alpha: the model's conditioning is the bead itself.
+class BeadTrace:
+    """One bead per residue, each an atom named CA (the CA itself, or a bead at another place named CA, as CALVADOS
+    writes its residue centres of mass). A path is streamed (MDTraj-HDF5 through h5py, anything else through
+    mdtraj; all-atom inputs are reduced to their CA atoms: ldb_hpc.io.cg.CGTrajectory); an ``mdtraj.Trajectory``
+    is read from memory (its CA atoms; other atoms are ignored). Segments: chains, broken where consecutive beads
+    are farther apart than the mapping's ``max_gap`` (ldb_hpc.chem.cg_mappings)."""
 
-    A path is streamed (MDTraj-HDF5 through h5py, anything else through mdtraj; all-atom inputs are reduced to
-    their CA atoms: ldb_hpc.io.cg.CGTrajectory); an ``mdtraj.Trajectory`` is read from memory (its CA atoms; other
-    atoms are ignored)."""
+    mapping = "ca"
 
     def __init__(self, input, top: str | None = None, residue_map: dict | None = None):
+        self.name = "the trajectory" if not isinstance(input, (str, os.PathLike)) else os.fspath(input)
         if isinstance(input, (str, os.PathLike)):
             self._file = CGTrajectory(os.fspath(input), top=top, residue_map=residue_map)
             self.residues, self.has_cell = self._file.residues, self._file.has_cell
             self.n_frames = self._file.n_frames
-            return
-        self._file = None
-        self._memory(input, residue_map)
+            self.cell_nm_deg = None
+        else:
+            self._file = None
+            self._memory(input, residue_map)
+        self._segments()
 
     def _memory(self, traj, residue_map) -> None:
         from ldb_hpc.io.mdtraj_bridge import traj_to_atom14
@@ -74,6 +79,9 @@ class CASource:
         self.has_cell = traj.unitcell_lengths is not None and traj.unitcell_angles is not None
         # the cell as mdtraj holds it (nm, degrees): a trajectory backmapped in memory keeps it bit for bit
         self.cell_nm_deg = (traj.unitcell_lengths, traj.unitcell_angles) if self.has_cell else None
+
+    def _segments(self) -> None:
+        self.residues = bead_residues(self.residues, self.read(0, 1).ca[0], self.mapping, self.name)
 
     @property
     def n_residues(self) -> int:
@@ -94,8 +102,52 @@ class CASource:
         if self._file is not None:
             self._file.close()
 
-    def __enter__(self) -> CASource:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@register_source("ca")
+class CASource(BeadTrace):
+    """C-alpha traces: the model's conditioning is the bead itself. A trace whose consecutive beads are not spaced
+    as C-alphas are is refused (:func:`check_ca_spacing`), never backmapped as if it were one."""
+
+    mapping = "ca"
+
+
+@register_source("com")
+class COMSource(BeadTrace):
+    """One bead per residue at the mass-weighted centre of its heavy atoms (CALVADOS, HPS; ``coarsen --cg com``):
+    the model places the CAs first (ldb_hpc.model.placement)."""
+
+    mapping = "com"
+
+
+def bead_residues(residues, first: np.ndarray, mapping_name: str, name: str):
+    """The residues of a trace of ``mapping_name`` beads whose frame 0 is ``first`` [L, 3] Å: a C-alpha trace is
+    checked (:func:`check_ca_spacing`); another mapping's segments follow its own bead spacing (the readers break
+    chains at CA–CA > 4.2 Å; ldb_hpc.chem.cg_mappings gives each mapping its own gap)."""
+    from ldb_hpc.chem.cg_mappings import mapping
+    from ldb_hpc.chem.protein import segments_from_ca
+
+    if mapping_name == "ca":
+        check_ca_spacing(first, residues.chain_id, name)
+        return residues
+    gap = mapping(mapping_name).max_gap
+    return dataclasses.replace(residues, segment=segments_from_ca(residues.chain_id, first, max_gap=gap))
+
+
+def check_ca_spacing(first: np.ndarray, chain_id, name: str) -> None:
+    """InputError when more than a fifth of the consecutive beads of a chain are not 2.6–4.3 Å apart (C-alphas
+    are 3.8 Å, 2.9 Å for cis; a chain break here and there is allowed): ``first`` [L, 3] Å of frame 0."""
+    chain = np.asarray(chain_id, dtype=object)
+    same = chain[1:] == chain[:-1]
+    if same.sum() < 4:
+        return
+    d = np.linalg.norm(first[1:] - first[:-1], axis=-1)[same]
+    off = float(np.mean((d < 2.6) | (d > 4.3)))
+    if off > 0.2:
+        raise InputError(f"{name}: {off:.0%} of consecutive beads are not spaced as C-alphas (3.8 Å, 2.9 Å cis; "
+                         f"median {np.median(d):.1f} Å): a residue centre-of-mass trace? pass --cg com")

@@ -101,9 +101,29 @@ def default_model_path():
     return DEFAULT_MODEL_DIR if (DEFAULT_MODEL_DIR / "config.json").is_file() else None
 
 
-def load_backmapper(spec: str | None = None, steps: int | None = None, temperature: float | None = None):
-    """The backmapper named by ``spec``: 'ideal', a model directory, or None / 'default' for the default model (the
-    shipped LDB model; the ideal baseline if the package ships none)."""
+def load_backmapper(spec: str | None = None, steps: int | None = None, temperature: float | None = None,
+                    cg: str = "ca"):
+    """The backmapper named by ``spec``: 'ideal', a model directory, or None / 'default' for the default model of
+    the coarse-grained mapping ``cg`` (for C-alpha traces the shipped LDB model, the ideal baseline if the package
+    ships none; for another mapping the shipped placer of that mapping in front of the C-alpha model)."""
+    from ldb_hpc.model.placement import PlacedBackmapper, default_placer_path, is_placer_dir, load_placer
+
+    if cg != "ca":
+        if spec == "ideal":
+            raise InputError(f"--model ideal reads C-alpha traces; --cg {cg} needs a learned model")
+        path = default_placer_path(cg) if spec in (None, "default") else spec
+        if path is None:
+            raise InputError(f"this ldb-hpc ships no model for --cg {cg}; pass --model DIR (ldb-hpc train placement)")
+        if not is_placer_dir(path):
+            raise InputError(f"model {path} reads C-alpha traces, not {cg} beads; pass a model for --cg {cg}")
+        placer, config = load_placer(path)
+        if placer.cfg.cg != cg:
+            raise InputError(f"model {path} reads {placer.cfg.cg} beads, not {cg}; pass --cg {placer.cfg.cg}")
+        inner = config.get("ca_model", "ldb-default")
+        return PlacedBackmapper(path, load_backmapper(None if inner == "ldb-default" else inner, steps, temperature))
+    if spec not in (None, "default", "ideal") and is_placer_dir(spec):
+        raise InputError(f"model {spec} reads {load_placer(spec)[0].cfg.cg} beads, not C-alphas; pass --cg "
+                         f"{load_placer(spec)[0].cfg.cg}")
     if spec == "ideal":
         return IdealBackmapper()
     if spec is None or spec == "default":

@@ -14,6 +14,7 @@ class Stage(str, Enum):
     TOKENIZER = "tokenizer"  # stage 1: encoder, codebook and decoder learn the round trip
     DIFFUSION = "diffusion"  # stage 2: the denoiser learns the frozen tokenizer's latents (needs --init)
     REFINE = "refine"  # stage 3: the sampling encoder, context and decoder learn on sampled latents (needs --init)
+    PLACEMENT = "placement"  # the CA placer of another coarse-grained mapping (--cg; ldb_hpc.model.placement)
 
     def __str__(self) -> str:  # the word, in f-strings too, on every Python version
         return self.value

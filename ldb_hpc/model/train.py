@@ -65,6 +65,7 @@ class TrainConfig:
     ca_noise: float = 0.0  # refine: Gaussian noise on the input CA trace, σ ~ U(0, ca_noise) Å per batch
     chi_modes: bool = False  # refine: add (and train) the χ1 mode head
     chi_mode_p: float | None = None  # stored in the model: build χ1 in the head's well where it is this sure
+    cg: str = "ca"  # placement: the coarse-grained mapping whose beads the placer reads (com, martini3)
 
     def __post_init__(self):
         self.stage = Stage.parse(self.stage)
@@ -240,7 +241,8 @@ def _build_model(cfg: TrainConfig):
     return model
 
 
-def _load_state(path: Path, device) -> dict:
+def load_train_state(path: Path, device) -> dict:
+    """A training state file (plain tensors and values only: nothing pickled is loaded)."""
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
@@ -290,7 +292,7 @@ def train(cfg: TrainConfig, data: TrainingData, collectives=None, device: str | 
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))) + 0.02)
     start, history = 0, []
     if state_file.exists():
-        st = _load_state(state_file, device)
+        st = load_train_state(state_file, device)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])

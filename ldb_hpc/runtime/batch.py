@@ -134,9 +134,14 @@ def plan(cfg: BatchConfig) -> list[FileResult]:
 
 
 def _read(cfg: BatchConfig, r: FileResult, stdin) -> sf.CAFrames:
+    from ldb_hpc.engine.sources import bead_residues
+
     if r.input == sf.STDIN:
-        return sf.read_ca_stream(stdin.read(), cfg.job.residue_map)
-    return sf.read_ca_frames(r.input, cfg.job.residue_map)
+        frames = sf.read_ca_stream(stdin.read(), cfg.job.residue_map)
+    else:
+        frames = sf.read_ca_frames(r.input, cfg.job.residue_map)
+    frames.residues = bead_residues(frames.residues, frames.ca[0], cfg.job.cg, r.input)
+    return frames
 
 
 def _fail(r: FileResult, exc: BaseException) -> None:

@@ -94,7 +94,7 @@ def _run_rank(cfg: BackmapConfig, comm, record: RunRecord, folder: str, shards: 
     if engine.hash != record.model.hash:  # another rank saw another model file: never mix results
         raise InputError(f"model {cfg.job.model} changed during the run (hash {engine.hash})")
     t_setup = time.perf_counter()
-    with open_source(cfg.input, cfg.cg, top=cfg.top, residue_map=cfg.job.residue_map) as cg:
+    with open_source(cfg.input, cfg.job.cg, top=cfg.top, residue_map=cfg.job.residue_map) as cg:
         residues = cg.residues
         contacts = CloseContacts(residues)
         if cg.n_frames != plan.n_frames:

@@ -33,7 +33,6 @@ class BackmapConfig:
     output: str
     job: Job = field(default_factory=Job)
     top: str | None = None
-    cg: str = "ca"  # the coarse-grained mapping of the input (ldb_hpc.engine.sources)
     progress: bool | None = None  # None: only on a terminal
     overwrite: bool = False
     resume: bool = False
@@ -112,7 +111,7 @@ def setup(cfg: BackmapConfig, size: int) -> RunState:
     check_output_location(output)
     folder = out_mod.run_dir(output)
     engine = Engine(job)
-    with open_source(cfg.input, cfg.cg, top=cfg.top, residue_map=job.residue_map) as cg:
+    with open_source(cfg.input, job.cg, top=cfg.top, residue_map=job.residue_map) as cg:
         identity = resume.input_identity(cfg.input, cg)
         has_cell = cg.has_cell
         hydrogens = _hydrogens(engine, cg) if job.hydrogens else None

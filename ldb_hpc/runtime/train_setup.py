@@ -28,6 +28,7 @@ import torch.distributed as dist
 from ldb_hpc.engine import devices
 from ldb_hpc.errors import InputError
 from ldb_hpc.io.training_set import read_training_set
+from ldb_hpc.model.stages import Stage
 from ldb_hpc.model.train import SerialCollectives, TrainConfig, TrainResult, train
 from ldb_hpc.runtime.comm import Launch, detect_launch, get_comm, ranks_per_node
 
@@ -141,6 +142,10 @@ def run_training(cfg: TrainConfig, device: str = "cpu", comm=None) -> TrainResul
     try:
         with process_group(launch, comm, device) as (coll, dev):
             valid = load_validation(cfg.valid) if coll.rank == 0 else None
+            if cfg.stage is Stage.PLACEMENT:
+                from ldb_hpc.model.train_placer import train_placer
+
+                return train_placer(cfg, read_training_set(cfg.data), coll, dev, valid=valid)
             return train(cfg, read_training_set(cfg.data), coll, dev, valid=valid)
     except BaseException as exc:  # noqa: BLE001 - under MPI the other ranks would wait forever
         if comm is None:

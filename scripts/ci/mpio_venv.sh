@@ -22,7 +22,7 @@ if ! "$VENV/bin/python" -c "import h5py, sys; sys.exit(0 if h5py.get_config().mp
         "${PIP[@]}" --no-binary=h5py --no-build-isolation --no-cache-dir --force-reinstall --no-deps h5py
     "${PIP[@]}" --no-build-isolation h5py  # its pure-Python dependencies (numpy), h5py itself stays
 fi
-"${PIP[@]}" torch==2.13.0 mdtraj tables gemmi safetensors tqdm
+"${PIP[@]}" torch==2.13.0 mdtraj tables gemmi safetensors tqdm vermouth
 "${PIP[@]}" --no-build-isolation --no-deps -e .
 
 # mpiexec of this venv: Open MPI's, allowed to run as root and to oversubscribe the 2 cores.
