@@ -83,7 +83,7 @@ def main(argv=None) -> int:
                     help="only these structures (file names without extension); one name also names the data set")
     ap.add_argument("--samples", type=int, default=1, help="samples per structure for the ldb-hpc models")
     ap.add_argument("--backmap-args", default="", help="extra backmap options, e.g. '--steps 4 --temperature 0.5'")
-    ap.add_argument("--cg", default="ca", choices=("ca", "com"),
+    ap.add_argument("--cg", default="ca", choices=("ca", "com", "martini3"),
                     help="the coarse-grained mapping: coarsen and backmap with --cg (PULCHRA reads CA traces only)")
     ap.add_argument("--results", default=str(RESULTS))
     args = ap.parse_args(argv)
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for path in files:
             stem = path.name.split(".")[0]
-            cg = os.path.join(tmp, f"{stem}.cg.h5")
+            cg = os.path.join(tmp, f"{stem}.cg." + ("gro" if args.cg == "martini3" else "h5"))
             try:
                 _cli(["coarsen", str(path), "-o", cg, "--overwrite"] + cg_opt)
             except RuntimeError as exc:

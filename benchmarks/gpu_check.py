@@ -41,7 +41,7 @@ from results_csv import RESULTS, append_rows  # noqa: E402
 GPU = {"compare_frames": 2000, "sweep_frames": 8192, "batches": [64, 256, 1024, 4096], "triton_tests": "all"}
 CPU = {"compare_frames": 200, "sweep_frames": 200, "batches": [64, 200], "triton_tests": "smoke"}
 # --triton-tests smoke: three quick tests, enough to prove the subprocess, the device switch and the parsing work
-TRITON_SMOKE = "installed_kernels or gaussian_noise_keys or vq_nearest_ties"
+TRITON_SMOKE = "modules_are_the_source_files or gaussian_noise_keys or vq_nearest_ties"
 COMPARE_BATCH = 64  # backmap's default --batch-frames
 WITHIN_A, WITHIN_SHARE = 1e-3, 0.999
 BENCH = "gpu_check"

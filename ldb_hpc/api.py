@@ -18,7 +18,7 @@ class CloseContactWarning(UserWarning):
 
 def backmap(traj, samples: int = 1, seed: int = 0, model=None, steps: int | None = None,
             temperature: float | None = None, batch_frames: int = 64, residue_map: dict | None = None,
-            hydrogens: bool = False, device: str = "auto", threads: int | None = None, cg: str = "ca"):
+            hydrogens: bool = False, device: str = "auto", threads: int | None = None, cg: str | None = None):
     """Backmap a coarse-grained trajectory.
 
     traj: ``mdtraj.Trajectory`` whose atoms include one CA per residue (other atoms are ignored); samples: samples
@@ -26,7 +26,8 @@ def backmap(traj, samples: int = 1, seed: int = 0, model=None, steps: int | None
     backmapper; steps, temperature: sampling settings (None: the model's); batch_frames: frames per model call;
     residue_map: {OLD: NEW} residue renames; hydrogens: also OXT at segment ends and every hydrogen, with the
     disulfides found on frame 0 (as ``ldb-hpc backmap --hydrogens``); device: auto | cpu | cuda | cuda:N; threads:
-    torch threads (None: leave torch's setting); cg: the coarse-grained mapping (ldb_hpc.engine.sources).
+    torch threads (None: leave torch's setting); cg: the coarse-grained mapping (ca, com, martini3;
+    ldb_hpc.engine.sources; None: martini3 when the topology has BB beads, else ca).
     Returns an ``mdtraj.Trajectory`` with F·samples frames in frame-major order (frame f, sample s → frame
     f·samples + s), time and unit cell copied per row; the rows are those ``ldb-hpc backmap`` writes with the same
     options. Rows that keep a non-bonded heavy-atom pair closer than 1.2 Å (where the repair could not reach it)
@@ -47,6 +48,10 @@ def backmap(traj, samples: int = 1, seed: int = 0, model=None, steps: int | None
 
     if samples < 1:
         raise InputError(f"samples must be at least 1, got {samples}")
+    if cg is None:
+        from ldb_hpc.engine.sources import detect_mapping
+
+        cg = detect_mapping(traj)
     job = Job(model=model, samples=samples, seed=seed, steps=steps, temperature=temperature,
               residue_map=dict(residue_map or {}), hydrogens=hydrogens, device=device, batch_frames=batch_frames,
               threads=threads, cg=cg)

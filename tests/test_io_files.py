@@ -25,14 +25,29 @@ def test_output_location_policy(tmp_path, monkeypatch):
         check_output_location("nope/x.h5")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
 def test_unwritable_folder(tmp_path):
+    """A folder without write permission. Root writes anywhere, so as root (CI) the check runs as `nobody`
+    (setpriv; it may read and traverse, not write) in a subprocess."""
+    import subprocess
+    import sys
+
+    os.chmod(tmp_path, 0o755)
     ro = tmp_path / "ro"
     ro.mkdir()
-    ro.chmod(0o500)
+    ro.chmod(0o555)
     try:
-        with pytest.raises(OutputError, match=f"^output directory is not writable: {ro}$"):
-            check_output_location(str(ro / "x.h5"))
+        if os.geteuid() == 0:
+            code = ("from ldb_hpc.errors import OutputError\nfrom ldb_hpc.io.files import check_output_location\n"
+                    f"try:\n    check_output_location({str(ro / 'x.h5')!r})\nexcept OutputError as e:\n"
+                    "    print(e)\n")
+            proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                   "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search", sys.executable,
+                                   "-c", code], capture_output=True, text=True, timeout=120,
+                                  env={**os.environ, "HOME": str(tmp_path)})
+            assert proc.stdout.strip() == f"output directory is not writable: {ro}", proc.stderr
+        else:
+            with pytest.raises(OutputError, match=f"^output directory is not writable: {ro}$"):
+                check_output_location(str(ro / "x.h5"))
     finally:
         ro.chmod(0o700)
 

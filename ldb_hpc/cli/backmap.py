@@ -54,10 +54,11 @@ def add_parser(sub) -> None:
                         "several PDB/mmCIF files, quoted globs or folders (one output each in -o DIR/); or - "
                         "(standard input to standard output)")
     p.add_argument("--top", help="topology for inputs that carry none (xtc, dcd, ...)")
-    p.add_argument("--cg", default="ca", choices=("ca", "com"),
-                   help="what the beads are: ca (one per residue on its C-alpha, the default) or com (one per "
-                        "residue at the centre of mass of its heavy atoms, e.g. CALVADOS; beads named CA); the "
-                        "default model is the one shipped for that mapping")
+    p.add_argument("--cg", default=None, choices=("ca", "com", "martini3"),
+                   help="what the beads are: ca (one per residue on its C-alpha), com (one per residue at the centre "
+                        "of mass of its heavy atoms, e.g. CALVADOS; beads named CA) or martini3 (BB + SC1..SC5, e.g. "
+                        "GROMACS .gro + .xtc; found from the bead names without the flag); default: martini3 when "
+                        "the input has BB beads, else ca. The default model is the one shipped for the mapping")
     p.add_argument("-o", "--output",
                    help="output file; its extension chooses the format: .h5 .hdf5 .xtc .trr .dcd .nc .pdb .cif "
                         "(default: INPUT with .h5 replaced by .aa.h5); with several structure files an existing "
@@ -123,6 +124,11 @@ def many_structures(inputs: list[str], output: str | None) -> bool:
 def _job(args):
     """The :class:`~ldb_hpc.engine.job.Job` of the options (what is computed, wherever it is read and written)."""
     from ldb_hpc.engine.job import Job
+    from ldb_hpc.engine.sources import detect_mapping
+
+    if args.cg is None:
+        one = len(args.input) == 1 and not many_structures(args.input, args.output)
+        args.cg = detect_mapping(args.input[0], args.top) if one else "ca"
 
     return Job(model=args.model, samples=args.samples, seed=args.seed, steps=args.steps,
                temperature=args.temperature, residue_map=common.parse_residue_map(args.map_residue),
@@ -133,11 +139,12 @@ def _job(args):
 def run(args) -> int:
     if many_structures(args.input, args.output):
         return run_many(args)
-    args.input = args.input[0]
     from ldb_hpc.runtime.driver import BackmapConfig, RankExit, run_backmap
     from ldb_hpc.runtime.sharding import parse_shard_spec
 
-    cfg = BackmapConfig(input=args.input, output=args.output or default_output(args.input), job=_job(args),
+    job = _job(args)
+    args.input = args.input[0]
+    cfg = BackmapConfig(input=args.input, output=args.output or default_output(args.input), job=job,
                         top=args.top, progress=args.progress, overwrite=args.overwrite, resume=args.resume,
                         io=args.io, shard=parse_shard_spec(args.shard))
     try:
@@ -153,6 +160,8 @@ def run(args) -> int:
               f"{summary.residues} residues with model '{summary.model.name}' on {summary.ranks} rank(s) "
               f"({', '.join(summary.devices)}; {', '.join(summary.kernels)} kernels) in "
               f"{summary.wall_s:.2f} s ({summary.residue_frames_per_s:,.0f} residue-frames/s) -> {where}")
+        if summary.input_note:
+            print(f"note: {summary.input_note}", file=sys.stderr)
         note = summary.close_contacts.warning(summary.summary_path)
         if note:
             print(note, file=sys.stderr)

@@ -27,9 +27,11 @@ def add_parser(sub) -> None:
     p.add_argument("--top", help="topology for inputs that carry none (xtc, dcd, ...), e.g. a PDB of the system")
     p.add_argument("-o", "--output", help="output CG file (default: INPUT with its extension replaced by .cg.h5)")
     p.add_argument("--chunk", type=int, default=1000, metavar="N", help="frames read per chunk (default 1000)")
-    p.add_argument("--cg", default="ca", choices=("ca", "com"),
-                   help="the bead of each residue: ca (its C-alpha, the default) or com (the mass-weighted centre "
-                        "of its heavy atoms present)")
+    p.add_argument("--cg", default="ca", choices=("ca", "com", "martini3"),
+                   help="the beads of each residue: ca (its C-alpha, the default), com (the mass-weighted centre "
+                        "of its heavy atoms present) or martini3 (BB and SC1..SC5 as martinize2 places them from "
+                        "vermouth's martini3001 mapping files; written by the extension of -o: .gro, .pdb, .h5, "
+                        "or .xtc/.dcd/.trr with OUT.gro beside it)")
     p.add_argument("--keep-unknown", action="store_true",
                    help="keep non-standard amino acids as UNK instead of stopping with an error")
     common.add_overwrite_option(p)
@@ -58,9 +60,15 @@ def run(args) -> int:
     common.check_output(output, args.overwrite)
     residue_map = common.parse_residue_map(args.map_residue)
 
-    n_frames, residues, summary = coarsen(args.input, output, top=args.top, residue_map=residue_map,
-                                          keep_unknown=args.keep_unknown, overwrite=args.overwrite,
-                                          chunk=args.chunk, cg=args.cg)
+    if args.cg == "martini3":
+        from ldb_hpc.io.martini import write_martini
+
+        n_frames, residues, summary = write_martini(args.input, output, top=args.top, residue_map=residue_map,
+                                                    keep_unknown=args.keep_unknown, overwrite=args.overwrite)
+    else:
+        n_frames, residues, summary = coarsen(args.input, output, top=args.top, residue_map=residue_map,
+                                              keep_unknown=args.keep_unknown, overwrite=args.overwrite,
+                                              chunk=args.chunk, cg=args.cg)
     n_chains = len(set(residues.chain_id.tolist()))
     n_seg = int(residues.segment.max()) + 1
     print(f"coarsened {n_frames} frame(s), {len(residues)} residues ({n_chains} chain(s), {n_seg} segment(s)) "

@@ -100,7 +100,8 @@ class Engine:
         cys = ca0[0, residues.restype == RESTYPE_INDEX["CYS"]]
         if len(cys) < 2:
             return []
-        gaps = np.linalg.norm(cys[:, None] - cys[None], axis=-1) + 99 * np.eye(len(cys))
-        if gaps.min() > _SS_CA_REACH:
-            return []
+        if self.job.cg == "ca":  # other beads are not where the CA is: no prefilter there
+            gaps = np.linalg.norm(cys[:, None] - cys[None], axis=-1) + 99 * np.eye(len(cys))
+            if gaps.min() > _SS_CA_REACH:
+                return []
         return disulfide_pairs(self.rows(ca0, residues, np.zeros(1, dtype=np.int64))[0, 0], residues.restype)

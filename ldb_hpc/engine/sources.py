@@ -125,6 +125,70 @@ class COMSource(BeadTrace):
     mapping = "com"
 
 
+@register_source("martini3")
+class MartiniSource:
+    """Martini 3: a backbone bead BB and 0–5 side-chain beads per residue (GROMACS .gro/.xtc/.trr, or any file
+    mdtraj reads with its topology; ldb_hpc.io.martini), or an ``mdtraj.Trajectory`` of such beads. Frames carry
+    the beads [n, L, NB, 3] Å in ``ca``; water, ions, lipids and Gō virtual sites are dropped and counted
+    (``dropped``, ``note()``)."""
+
+    mapping = "martini3"
+
+    def __init__(self, input, top: str | None = None, residue_map: dict | None = None):
+        from ldb_hpc.io.martini import MartiniTrajectory, MemoryMartini
+
+        if isinstance(input, (str, os.PathLike)):
+            self._t = MartiniTrajectory(os.fspath(input), top=top, residue_map=residue_map)
+        else:
+            self._t = MemoryMartini(input, residue_map)
+        self.residues, self.n_frames, self.has_cell = self._t.residues, self._t.n_frames, self._t.has_cell
+        self.dropped = self._t.dropped
+        self.cell_nm_deg = getattr(self._t, "cell_nm_deg", None)
+
+    @property
+    def n_residues(self) -> int:
+        return len(self.residues)
+
+    @property
+    def time(self) -> np.ndarray:
+        return self._t.time
+
+    def note(self) -> str:
+        return self._t.note()
+
+    def read(self, start: int, stop: int) -> CGFrames:
+        return self._t.read(start, stop)
+
+    def close(self) -> None:
+        self._t.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def detect_mapping(input, top: str | None = None) -> str:
+    """The mapping of an input whose ``--cg`` was not given: martini3 when its topology has Martini backbone beads
+    (BB), else ca (COM traces name their beads CA: they need ``--cg com``)."""
+    from ldb_hpc.io.martini import is_martini
+
+    if isinstance(input, (str, os.PathLike)):
+        from ldb_hpc.io import mdtraj_bridge as mb
+
+        path = os.fspath(input)
+        if not os.path.isfile(path):
+            return "ca"
+        try:
+            topology = mb.load_topology(path, top)
+        except InputError:
+            return "ca"  # the CA reader says what is wrong with it
+    else:
+        topology = input.topology
+    return "martini3" if is_martini(topology) else "ca"
+
+
 def bead_residues(residues, first: np.ndarray, mapping_name: str, name: str):
     """The residues of a trace of ``mapping_name`` beads whose frame 0 is ``first`` [L, 3] Å: a C-alpha trace is
     checked (:func:`check_ca_spacing`); another mapping's segments follow its own bead spacing (the readers break

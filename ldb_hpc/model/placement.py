@@ -89,6 +89,30 @@ class BeadPlacer(nn.Module):
         return out if all_rounds else trace
 
 
+TRANS_CA_CA, CIS_CA_CA = 3.80, 2.95  # Å
+
+
+def regularize_trace(ca: torch.Tensor, segment: torch.Tensor, iterations: int = 30) -> torch.Tensor:
+    """Consecutive CAs of a segment moved to the C-alpha spacing (3.80 Å trans; 2.95 Å where a link is nearer that
+    than 3.35 Å: cis), each link's error shared by its two ends, ``iterations`` Jacobi passes: a placed trace whose
+    links are a few hundredths of an Å off would stretch the peptide bonds the builder places on them.
+    ca [B, L, 3] Å, segment [L] → [B, L, 3] Å."""
+    if ca.shape[-2] < 2:
+        return ca
+    link = (segment[1:] == segment[:-1]).to(ca.dtype).unsqueeze(-1)  # [L-1, 1]
+    d0 = None
+    for _ in range(iterations):
+        v = ca[:, 1:] - ca[:, :-1]
+        d = v.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        if d0 is None:
+            d0 = torch.where(d < 3.35, torch.full_like(d, CIS_CA_CA), torch.full_like(d, TRANS_CA_CA))
+        step = 0.5 * (d - d0) / d * v * link
+        ca = ca.clone()
+        ca[:, :-1] += 0.5 * step
+        ca[:, 1:] -= 0.5 * step
+    return ca
+
+
 def save_placer(placer: BeadPlacer, path, ca_model: str, metadata: dict | None = None) -> str:
     """Write ``placer`` to directory ``path`` (it feeds the CA model named ``ca_model``); returns its hash."""
     from safetensors.torch import save_file
@@ -150,6 +174,7 @@ class PlacedBackmapper:
     def __init__(self, path, ca_backmapper):
         self.placer, config = load_placer(path)
         self.cg = self.placer.cfg.cg
+        self.n_beads = self.placer.n_beads
         self.inner = ca_backmapper
         self.name = Path(path).name
         self.hash = "sha256:" + hashlib.sha256((config["hash"] + ca_backmapper.hash).encode()).hexdigest()[:16]
@@ -169,12 +194,23 @@ class PlacedBackmapper:
             beads = beads.unsqueeze(-2)
         dev = beads.device
         mask = torch.as_tensor(mapping(self.cg).bead_mask(residues.restype), device=dev)
+        segment = torch.as_tensor(residues.segment, device=dev)
         with torch.no_grad():
-            return self.placer(beads.float(), mask, torch.as_tensor(residues.restype, device=dev),
-                               torch.as_tensor(residues.segment, device=dev))
+            ca = self.placer(beads.float(), mask, torch.as_tensor(residues.restype, device=dev), segment)
+        return regularize_trace(ca, segment)
 
     def backmap(self, beads, residues, frame_index, samples: int = 1, seed: int = 0, temperature=None):
-        return self.inner.backmap(self.place(beads, residues), residues, frame_index, samples, seed, temperature)
+        if beads.dim() == 3:
+            beads = beads.unsqueeze(-2)
+        pos = self.inner.backmap(self.place(beads, residues), residues, frame_index, samples, seed, temperature)
+        if self.n_beads > 1:  # side-chain beads: the side chains are fitted to them (ldb_hpc.model.bead_fit)
+            from ldb_hpc.model.bead_fit import fit_side_chains
+
+            dev = beads.device
+            mask = torch.as_tensor(mapping(self.cg).bead_mask(residues.restype), device=dev)
+            pos = fit_side_chains(pos, beads.float(), mask, torch.as_tensor(residues.restype, device=dev),
+                                  torch.as_tensor(residues.segment, device=dev), self.cg)
+        return pos
 
 
 __all__ = ["BeadPlacer", "PlacerConfig", "PlacedBackmapper", "bead_features", "default_placer_path", "load_placer",

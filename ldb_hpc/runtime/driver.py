@@ -193,7 +193,7 @@ def _summarise(cfg: BackmapConfig, comm, record: RunRecord, folder: str, all_sta
         close_contacts=CloseContactReport.merge([s.close_contacts for s in all_stats]),
         kernels=sorted({s.kernels for s in all_stats}), frames_per_s=round(frames / max(wall, 1e-9), 3),
         residue_frames_per_s=round(frames * n_res / max(wall, 1e-9), 1),
-        peak_rss_mb_max=max(s.peak_rss_mb for s in all_stats), per_rank=all_stats)
+        peak_rss_mb_max=max(s.peak_rss_mb for s in all_stats), per_rank=all_stats, input_note=record.input_note)
     if cfg.shard is None:
         summary.published = finish(summary.output, folder, record)
         summary.summary_path = summary.output + ".summary.json"

@@ -89,10 +89,12 @@ class RunRecord:
     provenance: dict
     created: str
     hydrogens: Hydrogens | None = None
+    input_note: str = ""  # what the input held beside the protein beads, dropped and counted
 
     @classmethod
     def create(cls, identity: InputIdentity, model, seed: int, samples: int, io: IOMode, plan: ChunkPlan,
-               has_cell: bool, provenance: dict, hydrogens: Hydrogens | None = None) -> RunRecord:
+               has_cell: bool, provenance: dict, hydrogens: Hydrogens | None = None,
+               input_note: str = "") -> RunRecord:
         """A new record for ``model`` (a backmapper: name, hash, sampling)."""
         sampling = dict(getattr(model, "sampling", {}))
         ident = {k: v for k, v in asdict(identity).items() if k != "path"}
@@ -100,7 +102,7 @@ class RunRecord:
                 "io": IOMode(io).value, "plan": plan.to_dict(), "sampling": sampling}
         run_id = content_hash(json.dumps(same, sort_keys=True).encode())
         return cls(run_id, identity, ModelRef(model.name, model.hash), int(seed), int(samples), IOMode(io), plan,
-                   sampling, bool(has_cell), provenance, time.strftime("%Y-%m-%dT%H:%M:%S"), hydrogens)
+                   sampling, bool(has_cell), provenance, time.strftime("%Y-%m-%dT%H:%M:%S"), hydrogens, input_note)
 
     def to_json(self) -> dict:
         out = {"format": FORMAT, "run_id": self.run_id, "input": asdict(self.input), "model": asdict(self.model),
@@ -110,6 +112,8 @@ class RunRecord:
         if self.hydrogens is not None:
             out["hydrogens"] = {"disulfides": [list(p) for p in self.hydrogens.disulfides],
                                 "note": self.hydrogens.note}
+        if self.input_note:
+            out["input_note"] = self.input_note
         return out
 
     @classmethod
@@ -121,7 +125,7 @@ class RunRecord:
         return cls(str(d["run_id"]), InputIdentity(**d["input"]), ModelRef(**d["model"]), int(d["seed"]),
                    int(d["samples"]), IOMode(d["io"]), ChunkPlan.from_dict(d["plan"]), dict(d.get("sampling", {})),
                    bool(d.get("has_cell", False)), dict(d.get("provenance", {})), str(d.get("created", "")),
-                   hydrogens)
+                   hydrogens, str(d.get("input_note", "")))
 
     def differences(self, current: RunRecord) -> list[str]:
         """What differs between this (recorded) run and ``current``, as short phrases ("seed 0 vs 1"); empty when
@@ -203,6 +207,7 @@ class RunSummary:
     per_rank: list[RankStats]
     published: dict = field(default_factory=dict)  # what publishing the output recorded (runtime.publish)
     summary_path: str | None = None
+    input_note: str = ""  # what the input held beside the protein beads, dropped and counted
 
     @property
     def topology_pdb(self) -> str | None:
@@ -217,6 +222,8 @@ class RunSummary:
                "devices": self.devices, "close_contacts": self.close_contacts.to_json(), "kernels": self.kernels,
                "frames_per_s": self.frames_per_s, "residue_frames_per_s": self.residue_frames_per_s,
                "peak_rss_mb_max": self.peak_rss_mb_max, "per_rank": [s.to_json() for s in self.per_rank]}
+        if self.input_note:
+            out["input_note"] = self.input_note
         out.update(self.published)
         return out
 

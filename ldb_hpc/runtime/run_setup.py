@@ -115,13 +115,16 @@ def setup(cfg: BackmapConfig, size: int) -> RunState:
         identity = resume.input_identity(cfg.input, cg)
         has_cell = cg.has_cell
         hydrogens = _hydrogens(engine, cg) if job.hydrogens else None
+        input_note = cg.note() if hasattr(cg, "note") else ""
     n_shards = cfg.shard[1] if cfg.shard else size
     plan = ChunkPlan(identity.n_frames, job.batch_frames, n_shards)
     provenance = dict(engine.provenance(), input=os.path.basename(cfg.input))
     if hydrogens is not None:
         provenance["hydrogens"] = hydrogens.note
+    if input_note:
+        provenance["dropped"] = input_note
     current = RunRecord.create(identity, engine.model, job.seed, job.samples, IOMode(cfg.io), plan, has_cell,
-                               provenance, hydrogens)
+                               provenance, hydrogens, input_note)
 
     recorded = None
     if os.path.isdir(folder):
