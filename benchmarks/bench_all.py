@@ -5,7 +5,8 @@ report (benchmarks/README.md, benchmarks/plots/, the table in README.md, the num
 Parts (``--parts`` picks some; each prints its wall time and records it as a ``bench_time`` row):
 
 - throughput  benchmarks/throughput.py: residue-frames/s per core of `--model ideal` and the default model
-              (`backmap --threads 1`, one rank, the 135-residue example), the figure of the README table.
+              (`backmap --threads 1`, one rank, the 135-residue example), the figure of the README table; and of
+              the shipped COM and Martini 3 models on the same frames coarsened (`--cg com|martini3`).
 - startup     benchmarks/startup.py --parts startup: a one-frame backmap of the example as a CA PDB against
               `python -c "import torch"` (median of 5); the folder-vs-PULCHRA part is `make bench-startup`.
 - sweeps      the default model on `ldb-hpc synth` trajectories, one thread per rank: batch size
@@ -16,7 +17,9 @@ Parts (``--parts`` picks some; each prints its wall time and records it as a ``b
               the writer is busy), against `dd` of the same number of bytes into the same folder, with and
               without conv=fsync (backmap fsyncs every chunk before recording it done).
 - accuracy    benchmarks/accuracy_casp12.py on test/casp12 (default model, --model ideal, PULCHRA; and the
-              default model with 10 samples for diversity) and on valid/pfam40; and the lysozyme 1AM7 MD
+              default model with 10 samples for diversity) and on valid/pfam40; the COM and Martini 3 rows
+              (inputs coarsened from the references by `coarsen --cg`, the shipped model of each mapping, one
+              sample; CASP12 also with 10 samples); and the lysozyme 1AM7 MD
               trajectory: `coarsen` the frames, backmap, `evaluate` against the all-atom frames; PULCHRA
               runs once per frame (one process each, as users run it). Needs ../shared/data (else skipped).
 - roofline    benchmarks/roofline.py: FLOPs and bytes per residue-frame, this CPU's peaks, the floors.
@@ -183,6 +186,10 @@ class Bench:
         _, out = run([sys.executable, HERE / "throughput.py", "--frames", c["throughput_frames"], "--models", "ideal",
                       DEFAULT_MODEL, "--results", self.results])
         print("".join(f"  {line}\n" for line in out.splitlines()), end="", flush=True)
+        for cg in ("com", "martini3"):  # the shipped model of each other mapping (issue 19)
+            _, out = run([sys.executable, HERE / "throughput.py", "--frames", c["throughput_frames"], "--models",
+                          "default", "--cg", cg, "--results", self.results])
+            print("".join(f"  {line}\n" for line in out.splitlines()), end="", flush=True)
 
     def part_sweeps(self) -> None:
         c, rows = self.cfg, []
@@ -280,10 +287,16 @@ class Bench:
         jobs = [("casp12", [DATA / "test" / "casp12", "--models", DEFAULT_MODEL, "ideal"]),
                 ("pfam40", [DATA / "valid" / "pfam40", "--models", DEFAULT_MODEL, "ideal"]),
                 ("PED00151", ped + ["ideal"])]
+        for cg in ("com", "martini3"):  # inputs coarsened from the references by `coarsen --cg` (issue 19)
+            for name, folder in (("casp12", DATA / "test" / "casp12"), ("pfam40", DATA / "valid" / "pfam40")):
+                jobs.append((f"{name} {cg}", [folder, "--models", "default", "--cg", cg, "--no-pulchra"]))
         if c["casp12_samples10"]:
             jobs.append(("casp12 ×10 samples", [DATA / "test" / "casp12", "--models", DEFAULT_MODEL, "--samples", 10,
                                                 "--no-pulchra"]))
             jobs.append(("PED00151 ×10 samples", ped + ["--samples", 10]))
+            for cg in ("com", "martini3"):
+                jobs.append((f"casp12 {cg} ×10 samples", [DATA / "test" / "casp12", "--models", "default", "--cg", cg,
+                                                           "--samples", 10, "--no-pulchra"]))
         sets = []
         for name in ("casp12", "pfam40"):
             folder = DATA / ("test" if name == "casp12" else "valid") / name

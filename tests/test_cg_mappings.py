@@ -120,3 +120,45 @@ def test_a_placer_trains_resumes_and_feeds_the_ca_model(tmp_path, run_cli):
         load_placer(out / "model")
     code, _, err = run_cli("train", "placement", "--data", data, "--out", tmp_path / "p2", "--steps", 1)
     assert_one_line_error(code, err, "needs --cg com|martini3")
+
+
+def test_com_runs_keep_every_guarantee_of_the_ca_path(tmp_path, run_cli, monkeypatch):
+    """A COM trajectory through the whole command: rows independent of --batch-frames, the seed decides the
+    samples, an interrupted-then-resumed run equals one run, --hydrogens adds OXT and hydrogens, and the summary
+    records the mapping in its provenance."""
+    import mdtraj as md
+    from test_runtime import make_cg
+
+    from ldb_hpc.model.placement import BeadPlacer, PlacerConfig, save_placer
+
+    torch.manual_seed(0)
+    placer_dir = tmp_path / "placer"
+    save_placer(BeadPlacer(PlacerConfig(cg="com", dim=16, layers=1, rounds=1)), placer_dir, "ldb-default")
+    aa = tmp_path / "aa.h5"
+    assert run_cli("backmap", make_cg(tmp_path / "ca.h5", n_frames=6), "-o", aa, "--no-progress")[0] == 0
+    com = tmp_path / "com.h5"
+    assert run_cli("coarsen", aa, "--cg", "com", "-o", com)[0] == 0
+    common = ["--cg", "com", "--model", placer_dir, "--no-progress", "--samples", 2, "--seed", 4]
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    assert run_cli("backmap", com, "-o", a, "--batch-frames", 4, *common)[0] == 0
+    assert run_cli("backmap", com, "-o", b, "--batch-frames", 1, *common)[0] == 0
+    ta, tb = md.load(str(a)), md.load(str(b))
+    assert ta.n_frames == 12 and np.abs(ta.xyz - tb.xyz).max() < 1e-4
+    assert np.abs(ta.xyz[0] - ta.xyz[1]).max() > 0.01  # two samples of frame 0 differ
+    h = tmp_path / "h.h5"
+    code, _, err = run_cli("backmap", com, "-o", h, "--hydrogens", *common)
+    assert code == 0, err
+    th = md.load(str(h))
+    assert th.n_atoms > ta.n_atoms and any(x.element.symbol == "H" for x in th.topology.atoms)
+    heavy = [x.index for x in th.topology.atoms if x.element.symbol != "H" and x.name != "OXT"]
+    assert np.abs(th.xyz[:, heavy] - ta.xyz).max() < 1e-4
+    summary = json.loads((tmp_path / "a.h5.summary.json").read_text())
+    assert summary["model"]["name"] == "placer" and summary["rows"] == 12
+    r = tmp_path / "r.h5"
+    monkeypatch.setenv("LDB_HPC_TEST_FAIL_RANK", "0")  # the last chunk fails: the run stops unpublished
+    code, _, err = run_cli("backmap", com, "-o", r, "--batch-frames", 4, *common)
+    assert code == 1 and not r.exists()
+    monkeypatch.delenv("LDB_HPC_TEST_FAIL_RANK")
+    code, _, err = run_cli("backmap", com, "-o", r, "--batch-frames", 4, "--resume", *common)
+    assert code == 0, err
+    assert np.array_equal(md.load(str(r)).xyz, ta.xyz)  # resumed = uninterrupted
