@@ -150,7 +150,7 @@ def test_memory_source_refuses_what_cannot_be_backmapped():
 
 def test_mappings_are_resolved_through_one_table():
     assert SOURCES["ca"] is CASource
-    with pytest.raises(InputError, match="unknown coarse-grained mapping .nope.; known: ca, com$"):
+    with pytest.raises(InputError, match="unknown coarse-grained mapping .nope.; known: ca, com, martini3$"):
         open_source(str(EXAMPLE), "nope")
     with pytest.raises(ValueError, match="registered twice"):
         register_source("ca")(CASource)

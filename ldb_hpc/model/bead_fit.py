@@ -1,5 +1,6 @@
-"""Side chains fitted to side-chain beads (Martini 3's SC1…SC5): the χ angles of every residue moved so that the
-beads of the built atoms (the same mapping, ldb_hpc.chem.cg_mappings) lie where the input's beads are.
+"""Side chains fitted to the beads (Martini 3's SC1…SC5, or a residue's centre of mass): the χ angles of every
+residue moved so that the beads of the built atoms (the same mapping, ldb_hpc.chem.cg_mappings) lie where the
+input's beads are.
 
 The LDB model builds from the C-alpha trace; a mapping with side-chain beads says far more about side chains than
 the trace does. The fit keeps the backbone and searches χ1…χ4 in coordinate sweeps (:func:`fit_side_chains`),
@@ -24,8 +25,29 @@ def _misfit(pos, target, sc_mask, w, w_sum):
     return (((built - target) ** 2).sum(-1) * sc_mask).sum(-1)
 
 
-# Coordinate sweeps over χ1…χ4: a coarse grid over the whole circle, then two finer ones around the best.
-_SWEEPS = (torch.arange(-180.0, 180.0, 15.0), torch.arange(-12.0, 12.1, 4.0), torch.arange(-3.0, 3.1, 1.5))
+# χ between two sp3 atoms: three staggered wells (60°, 180°, 300°); every χ1 (proline's ring is not fitted), χ2 of
+# Arg, Gln, Glu, Ile, Leu, Lys, Met, χ3 of Arg, Lys, Met, χ4 of Lys.
+_STAGGERED = {"ARG": (0, 1, 2), "GLN": (0, 1), "GLU": (0, 1), "ILE": (0, 1), "LEU": (0, 1), "LYS": (0, 1, 2, 3),
+              "MET": (0, 1, 2)}
+STAGGERED = torch.zeros(len(rc.RESTYPES_3), 4, dtype=torch.bool)
+for _t, _res in enumerate(rc.RESTYPES_3):
+    STAGGERED[_t, list(_STAGGERED.get(_res, (0,) if rc.CHI_MASK[_t][0] else ()))] = True
+WELL_WEIGHT = 0.015  # Å² at an eclipsed angle: the beads decide, the wells break their ties
+MODEL_WEIGHT = 0.01  # Å² at the opposite angle: among fits the beads cannot tell apart, the model's χ
+
+
+def _prior(chi, chi0, staggered):
+    """[..., L] the χ prior: eclipsed sp3 torsions and distance from the model's χ."""
+    wells = ((1 - torch.cos(3 * chi)) / 2 * staggered).sum(-1)
+    return WELL_WEIGHT * wells + MODEL_WEIGHT * ((1 - torch.cos(chi - chi0)) / 2).sum(-1)
+
+
+# Coordinate sweeps over χ1…χ4: the whole circle every 15° (χ1…χ4, then χ1 and χ2 again), then finer steps around
+# the best (±12° by 4°, ±3° by 1.5°).
+_COARSE = torch.arange(-180.0, 180.0, 15.0)
+_PLAN = ([(k, _COARSE, True) for k in (0, 1, 2, 3, 0, 1)] + [(k, torch.arange(-12.0, 12.1, 4.0), False)
+                                                              for k in range(4)]
+         + [(k, torch.arange(-3.0, 3.1, 1.5), False) for k in range(4)])
 
 
 def fit_side_chains(pos: torch.Tensor, beads: torch.Tensor, bead_mask: torch.Tensor, restype: torch.Tensor,
@@ -33,11 +55,10 @@ def fit_side_chains(pos: torch.Tensor, beads: torch.Tensor, bead_mask: torch.Ten
     """pos [B, S, L, 14, 3] Å (every sample of B frames), beads [B, L, NB, 3] Å, bead_mask [L, NB] bool, restype,
     segment [L] → positions [B, S, L, 14, 3] Å with χ fitted to the side-chain beads, clashes repaired.
 
-    Each χ in turn (χ1…χ4, three sweeps: every 15°, then ±12° by 4°, then ±3° by 1.5°) takes, per residue, the value
-    of its candidates whose built side-chain beads lie nearest the targets, all candidates of a step built in one
-    batched call of the atom builder (no gradients). The first sweep is absolute for χ1 only; χ2…χ4 start from the
-    model's values and move by the finer sweeps, so the model's rotamer knowledge is kept where the beads are
-    silent."""
+    Each χ in turn (the sweeps of ``_PLAN``) takes, per residue, the candidate value whose built side-chain beads
+    lie nearest the targets (plus a small prior: staggered wells for sp3 torsions, the model's own χ), all
+    candidates of a step built in one batched call of the atom builder over the residues that have that χ (no
+    gradients)."""
     from ldb_hpc import ops
     from ldb_hpc.model.packing import repack
     from ldb_hpc.model.rescue import rescue
@@ -46,34 +67,37 @@ def fit_side_chains(pos: torch.Tensor, beads: torch.Tensor, bead_mask: torch.Ten
     x = pos.reshape(B * S, L, rc.NUM_SLOTS, 3).float()
     dev = x.device
     target = beads.float().repeat_interleave(S, dim=0)  # [B·S, L, NB, 3]
-    w = torch.as_tensor(mapping(cg).weights, dtype=x.dtype, device=dev)[restype]  # [L, NB, 14]
-    w_sum = w.sum(-1).clamp_min(1e-9).unsqueeze(-1)
-    sc_mask = bead_mask.to(x.dtype).clone()
-    sc_mask[:, 0] = 0.0  # the backbone bead: the backbone stays
+    w_all = torch.as_tensor(mapping(cg).weights, dtype=x.dtype, device=dev)[restype]  # [L, NB, 14]
+    sc_all = bead_mask.to(x.dtype).clone()
+    if cg == "martini3":
+        sc_all[:, 0] = 0.0  # the backbone bead BB: the backbone stays (a COM bead holds the side chain too)
     n, ca, c = x[..., 0, :], x[..., 1, :], x[..., 2, :]
     o_t = dihedral(n, ca, c, x[..., 3, :])
     tor, _ = measure_torsions(x, restype)
-    chi = tor[..., 1:].clone()
+    chi0 = tor[..., 1:].clone()
+    chi = chi0.clone()
     has = torch.as_tensor(rc.CHI_MASK, device=dev)[restype].bool()  # [L, 4]
-    movable = has[:, 0] & (restype != rc.RESTYPE_INDEX["PRO"]) & (sc_mask.sum(-1) > 0)
+    stag_all = STAGGERED.to(dev)[restype].to(x.dtype)
+    movable = has[:, 0] & (restype != rc.RESTYPE_INDEX["PRO"]) & (sc_all.sum(-1) > 0)
     if not bool(movable.any()):
         return pos
     with torch.no_grad():
-        for sweep, grid in enumerate(_SWEEPS):
-            for k in range(4):
-                if not bool((has[:, k] & movable).any()) or (sweep == 0 and k > 0):
-                    continue
-                steps = torch.deg2rad(grid).to(dev, x.dtype)
-                cand = chi.unsqueeze(0).repeat(len(steps), 1, 1, 1)  # [C, B·S, L, 4]
-                cand[..., k] = (steps.view(-1, 1, 1) if sweep == 0 else cand[..., k] + steps.view(-1, 1, 1))
-                C = len(steps)
-                built = ops.atoms_from_backbone(n.expand(C, *n.shape), ca.expand(C, *ca.shape),
-                                                c.expand(C, *c.shape), o_t.expand(C, *o_t.shape), cand, restype)
-                err = _misfit(built, target, sc_mask, w, w_sum)  # [C, B·S, L]
-                best = err.argmin(0)  # [B·S, L]
-                pick = cand.gather(0, best[None, ..., None].expand(1, *chi.shape))[0]
-                sel = (has[:, k] & movable)[:, None] & (torch.arange(4, device=dev) == k)  # [L, 4]
-                chi = torch.where(sel, pick, chi)
+        for k, grid, absolute in _PLAN:
+            idx = torch.nonzero(has[:, k] & movable).flatten()  # the residues that have χk
+            if idx.numel() == 0:
+                continue
+            steps = torch.deg2rad(grid).to(dev, x.dtype).view(-1, 1, 1)
+            C = steps.shape[0]
+            sub = chi[:, idx]  # [B·S, l, 4]
+            cand = sub.unsqueeze(0).repeat(C, 1, 1, 1)  # [C, B·S, l, 4]
+            cand[..., k] = steps if absolute else cand[..., k] + steps
+            parts = [t[:, idx].expand(C, *t[:, idx].shape) for t in (n, ca, c, o_t)]
+            built = ops.atoms_from_backbone(*parts, cand, restype[idx])
+            w = w_all[idx]
+            err = _misfit(built, target[:, idx], sc_all[idx], w, w.sum(-1).clamp_min(1e-9).unsqueeze(-1))
+            err = err + _prior(cand, chi0[:, idx], stag_all[idx])
+            best = err.argmin(0)  # [B·S, l]
+            chi[:, idx] = cand.gather(0, best[None, ..., None].expand(1, *sub.shape))[0]
         out = ops.atoms_from_backbone(n, ca, c, o_t, chi, restype)
         out = torch.where(movable[:, None, None], out, x)
         out = repack(out, ca, n, c, o_t, chi, restype, segment)

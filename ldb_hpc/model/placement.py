@@ -203,14 +203,14 @@ class PlacedBackmapper:
         if beads.dim() == 3:
             beads = beads.unsqueeze(-2)
         pos = self.inner.backmap(self.place(beads, residues), residues, frame_index, samples, seed, temperature)
-        if self.n_beads > 1:  # side-chain beads: the side chains are fitted to them (ldb_hpc.model.bead_fit)
-            from ldb_hpc.model.bead_fit import fit_side_chains
+        # The side chains are fitted to the beads (ldb_hpc.model.bead_fit): Martini's side-chain beads, or the
+        # residue's centre of mass, which pins where its side chain's mass is (pfam40: 1.20 → 0.80 Å, χ1 74 → 77 %).
+        from ldb_hpc.model.bead_fit import fit_side_chains
 
-            dev = beads.device
-            mask = torch.as_tensor(mapping(self.cg).bead_mask(residues.restype), device=dev)
-            pos = fit_side_chains(pos, beads.float(), mask, torch.as_tensor(residues.restype, device=dev),
-                                  torch.as_tensor(residues.segment, device=dev), self.cg)
-        return pos
+        dev = beads.device
+        mask = torch.as_tensor(mapping(self.cg).bead_mask(residues.restype), device=dev)
+        return fit_side_chains(pos, beads.float(), mask, torch.as_tensor(residues.restype, device=dev),
+                               torch.as_tensor(residues.segment, device=dev), self.cg)
 
 
 __all__ = ["BeadPlacer", "PlacerConfig", "PlacedBackmapper", "bead_features", "default_placer_path", "load_placer",

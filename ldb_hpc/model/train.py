@@ -250,6 +250,25 @@ def load_train_state(path: Path, device) -> dict:
                          f"older ldb-hpc with pickled random state?); remove it to start over ({exc})") from None
 
 
+def optimizer_state(cfg: TrainConfig, model, params: list, state_file: Path, device, rank: int):
+    """AdamW with warm-up then cosine decay over cfg.steps, and where a run left off: (optimizer, scheduler, first
+    step, history), resumed from ``state_file`` when it exists (the model's weights too)."""
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
+    warmup = max(1, cfg.steps // 50)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))) + 0.02)
+    start, history = 0, []
+    if state_file.exists():
+        st = load_train_state(state_file, device)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        start, history = int(st["step"]), list(st.get("history", []))
+        if rank == 0:
+            print(f"resuming {cfg.stage.value} at step {start}", file=sys.stderr)
+    return opt, sched, start, history
+
+
 def _average_gradients(params: list, coll) -> None:
     """Mean gradient over the ranks in one all-reduce. A parameter without a gradient on every rank keeps none
     (as in a serial step); one with a gradient on some ranks only counts zeros on the others."""
@@ -286,19 +305,7 @@ def train(cfg: TrainConfig, data: TrainingData, collectives=None, device: str | 
     torch.manual_seed(cfg.seed)  # the same initial model on every rank (rank 0's is broadcast all the same)
     model = _build_model(cfg).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
-    warmup = max(1, cfg.steps // 50)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))) + 0.02)
-    start, history = 0, []
-    if state_file.exists():
-        st = load_train_state(state_file, device)
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        sched.load_state_dict(st["sched"])
-        start, history = int(st["step"]), list(st.get("history", []))
-        if rank == 0:
-            print(f"resuming {cfg.stage.value} at step {start}", file=sys.stderr)
+    opt, sched, start, history = optimizer_state(cfg, model, params, state_file, device, rank)
     with torch.no_grad():
         coll.broadcast([t.detach() for t in (*model.parameters(), *model.buffers())], src=0)
     serial_fns = model.vq.all_reduce_fn, model.vq.broadcast_fn

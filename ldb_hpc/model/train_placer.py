@@ -9,7 +9,6 @@ CA model receives keeps its 3.8 Å links. Resumable from OUT/train_state.pt; the
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -20,7 +19,7 @@ import torch
 
 from ldb_hpc.chem.cg_mappings import mapping
 from ldb_hpc.model.placement import BeadPlacer, PlacerConfig, save_placer
-from ldb_hpc.model.train import SerialCollectives, TrainResult, WindowSampler, load_train_state
+from ldb_hpc.model.train import SerialCollectives, TrainResult, WindowSampler, optimizer_state
 
 
 def placement_loss(placer: BeadPlacer, pos, mask, restype, segment) -> dict:
@@ -67,19 +66,7 @@ def train_placer(cfg, data, collectives=None, device="cpu", valid=None) -> Train
     torch.manual_seed(cfg.seed)
     placer = BeadPlacer(PlacerConfig(cg=cfg.cg, **(cfg.architecture or {}))).to(device)
     params = list(placer.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
-    warmup = max(1, cfg.steps // 50)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))) + 0.02)
-    start, history = 0, []
-    if state_file.exists():
-        st = load_train_state(state_file, device)
-        placer.load_state_dict(st["model"])
-        opt.load_state_dict(st["opt"])
-        sched.load_state_dict(st["sched"])
-        start, history = int(st["step"]), list(st.get("history", []))
-        if rank == 0:
-            print(f"resuming placement at step {start}", file=sys.stderr)
+    opt, sched, start, history = optimizer_state(cfg, placer, params, state_file, device, rank)
     with torch.no_grad():
         coll.broadcast([t.detach() for t in placer.parameters()], src=0)
     valid = [tuple(t.to(device) for t in s) for s in valid or []] if rank == 0 else []
