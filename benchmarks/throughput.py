@@ -43,9 +43,10 @@ def main(argv=None) -> int:
         if args.cg != "ca":  # all atoms of the synth frames, coarsened to the mapping
             aa = os.path.join(tmp, "aa.h5")
             subprocess.run([exe, "backmap", cg, "-o", aa, "--no-progress"], check=True, capture_output=True)
-            cg = os.path.join(tmp, "in." + ("gro" if args.cg == "martini3" else "com.h5"))
+            # Martini as GROMACS writes it: .xtc + .gro (coarsen writes in.gro beside in.xtc)
+            cg = os.path.join(tmp, "in." + ("xtc" if args.cg == "martini3" else "com.h5"))
             subprocess.run([exe, "coarsen", aa, "--cg", args.cg, "-o", cg], check=True, capture_output=True)
-            cg_opt = ["--cg", args.cg]
+            cg_opt = ["--cg", args.cg] + (["--top", os.path.join(tmp, "in.gro")] if args.cg == "martini3" else [])
         for model in args.models:
             out = os.path.join(tmp, "out.h5")
             subprocess.run([exe, "backmap", cg, "-o", out, "--model", model, "--threads", "1", "--overwrite",

@@ -76,12 +76,13 @@ class Residues:
 
 
 def segments_from_ca(chain_id: np.ndarray, ca: np.ndarray, ca_present: np.ndarray | None = None,
-                     max_gap: float = CHAIN_BREAK_CA_CA) -> np.ndarray:
+                     max_gap: float = CHAIN_BREAK_CA_CA, resseq: np.ndarray | None = None) -> np.ndarray:
     """Segment index per residue from chains and CA–CA distances.
 
     chain_id: [L] chain identifiers; ca: [L, 3] CA positions in Å (or another bead per residue, with its own
     ``max_gap``: ldb_hpc.chem.cg_mappings); ca_present: [L] bool (a residue without a CA breaks the chain on both
-    sides). Returns [L] int64.
+    sides); resseq: [L] residue numbers, when given a jump of more than one also breaks the chain (for beads
+    whose spacing cannot show a short gap, e.g. residue centres of mass). Returns [L] int64.
     """
     n = len(chain_id)
     if n == 0:
@@ -94,6 +95,8 @@ def segments_from_ca(chain_id: np.ndarray, ca: np.ndarray, ca_present: np.ndarra
     new[1:] |= chain[1:] != chain[:-1]
     d = np.linalg.norm(ca[1:] - ca[:-1], axis=-1)
     new[1:] |= ~(d <= max_gap)  # NaN distances break too
+    if resseq is not None:
+        new[1:] |= np.diff(np.asarray(resseq, dtype=np.int64)) > 1
     new[1:] |= ~present[1:] | ~present[:-1]
     return np.cumsum(new).astype(np.int64) - 1
 

@@ -62,6 +62,10 @@ def add_parser(sub) -> None:
     p.add_argument("--cg", default=None, choices=("com", "martini3"),
                    help="placement: the coarse-grained mapping whose beads place the CAs (residue centre of mass or "
                         "Martini 3; ldb_hpc.chem.cg_mappings)")
+    p.add_argument("--dim", type=int, default=None, metavar="D",
+                   help="placement: width of the placer's message passing (default 96)")
+    p.add_argument("--layers", type=int, default=None, metavar="N",
+                   help="placement: message-passing layers per round (default 5)")
     p.add_argument("--chi-modes", action="store_true",
                    help="refine: add a head that classifies each residue's χ1 well (g+, t, g−) and train it")
     p.add_argument("--chi-mode-p", type=float, default=None, metavar="P",
@@ -97,6 +101,9 @@ def run(args) -> int:
                          "apply to `train refine` only")
     if (stage is Stage.PLACEMENT) != (args.cg is not None):
         raise InputError("`train placement` needs --cg com|martini3, and --cg applies to it only")
+    placer = {k: v for k, v in (("dim", args.dim), ("layers", args.layers)) if v is not None}
+    if any(v < 1 for v in placer.values()) or (placer and stage is not Stage.PLACEMENT):
+        raise InputError("--dim and --layers (at least 1) apply to `train placement` only")
     cfg = TrainConfig(stage=stage, data=args.data, out=args.out, init=args.init, steps=args.steps,
                       windows=args.windows, crop=args.crop, lr=args.lr, seed=args.seed, valid=args.valid,
                       valid_every=args.valid_every, save_every=args.save_every, log_every=args.log_every,
@@ -104,7 +111,7 @@ def run(args) -> int:
                       ensemble_temperature=args.ensemble_temperature, split_batch=args.split_batch,
                       sample_extra_layers=args.sample_extra_layers, context_extra_layers=args.context_extra_layers,
                       ca_noise=args.ca_noise, chi_modes=args.chi_modes, chi_mode_p=args.chi_mode_p,
-                      cg=args.cg or "ca")
+                      cg=args.cg or "ca", architecture=placer or None)
     result = run_training(cfg, device=args.device)
     if result.rank == 0:
         print(f"trained {stage.value}: {result.metrics} -> {args.out}/model")

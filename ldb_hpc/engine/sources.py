@@ -192,7 +192,8 @@ def detect_mapping(input, top: str | None = None) -> str:
 def bead_residues(residues, first: np.ndarray, mapping_name: str, name: str):
     """The residues of a trace of ``mapping_name`` beads whose frame 0 is ``first`` [L, 3] Å: a C-alpha trace is
     checked (:func:`check_ca_spacing`); another mapping's segments follow its own bead spacing (the readers break
-    chains at CA–CA > 4.2 Å; ldb_hpc.chem.cg_mappings gives each mapping its own gap)."""
+    chains at CA–CA > 4.2 Å; ldb_hpc.chem.cg_mappings gives each mapping its own gap) and the residue numbers (a
+    jump of more than one is a gap that bead spacing alone may not show)."""
     from ldb_hpc.chem.cg_mappings import mapping
     from ldb_hpc.chem.protein import segments_from_ca
 
@@ -200,7 +201,8 @@ def bead_residues(residues, first: np.ndarray, mapping_name: str, name: str):
         check_ca_spacing(first, residues.chain_id, name)
         return residues
     gap = mapping(mapping_name).max_gap
-    return dataclasses.replace(residues, segment=segments_from_ca(residues.chain_id, first, max_gap=gap))
+    return dataclasses.replace(residues, segment=segments_from_ca(residues.chain_id, first, max_gap=gap,
+                                                                  resseq=residues.resseq))
 
 
 def check_ca_spacing(first: np.ndarray, chain_id, name: str) -> None:

@@ -102,7 +102,8 @@ class MartiniTrajectory:
         first = self.read(0, 1)
         self.has_cell = first.cell_lengths is not None
         bb = first.ca[0, :, 0]
-        self.residues.segment = segments_from_ca(self.residues.chain_id, bb, max_gap=mapping("martini3").max_gap)
+        self.residues.segment = segments_from_ca(self.residues.chain_id, bb, max_gap=mapping("martini3").max_gap,
+                                                 resseq=self.residues.resseq)
 
     @property
     def n_residues(self) -> int:
@@ -159,7 +160,8 @@ class MemoryMartini:
         self.has_cell = traj.unitcell_lengths is not None and traj.unitcell_angles is not None
         self.cell_nm_deg = (traj.unitcell_lengths, traj.unitcell_angles) if self.has_cell else None
         bb = self.read(0, 1).ca[0, :, 0]
-        self.residues.segment = segments_from_ca(self.residues.chain_id, bb, max_gap=mapping("martini3").max_gap)
+        self.residues.segment = segments_from_ca(self.residues.chain_id, bb, max_gap=mapping("martini3").max_gap,
+                                                 resseq=self.residues.resseq)
 
     note = MartiniTrajectory.note
 

@@ -85,13 +85,14 @@ class LDBBackmapper:
         return self
 
     def backmap(self, ca: torch.Tensor, residues: Residues, frame_index: torch.Tensor, samples: int = 1,
-                seed: int = 0, temperature: float | None = None) -> torch.Tensor:
+                seed: int = 0, temperature: float | None = None, pack: bool = True) -> torch.Tensor:
+        """``pack=False``: without the clash repair (a caller that moves side chains after, and repairs then)."""
         temp = self.temperature if temperature is None else temperature
         with torch.no_grad():
             return self.model.sample(ca.float(), torch.as_tensor(residues.restype, device=ca.device),
                                      torch.as_tensor(residues.segment, device=ca.device),
                                      frame_index.long(), samples=samples, seed=seed, steps=self.steps,
-                                     temperature=temp)
+                                     temperature=temp, pack=pack)
 
 
 def default_model_path():

@@ -33,6 +33,7 @@ STAGGERED = torch.zeros(len(rc.RESTYPES_3), 4, dtype=torch.bool)
 for _t, _res in enumerate(rc.RESTYPES_3):
     STAGGERED[_t, list(_STAGGERED.get(_res, (0,) if rc.CHI_MASK[_t][0] else ()))] = True
 WELL_WEIGHT = 0.015  # Å² at an eclipsed angle: the beads decide, the wells break their ties
+GOOD_FIT = 0.05  # Å²: side-chain beads this near their targets in every sample are left as the model built them
 MODEL_WEIGHT = 0.01  # Å² at the opposite angle: among fits the beads cannot tell apart, the model's χ
 
 
@@ -42,10 +43,10 @@ def _prior(chi, chi0, staggered):
     return WELL_WEIGHT * wells + MODEL_WEIGHT * ((1 - torch.cos(chi - chi0)) / 2).sum(-1)
 
 
-# Coordinate sweeps over χ1…χ4: the whole circle every 15° (χ1…χ4, then χ1 and χ2 again), then finer steps around
-# the best (±12° by 4°, ±3° by 1.5°).
-_COARSE = torch.arange(-180.0, 180.0, 15.0)
-_PLAN = ([(k, _COARSE, True) for k in (0, 1, 2, 3, 0, 1)] + [(k, torch.arange(-12.0, 12.1, 4.0), False)
+# Coordinate sweeps over χ1…χ4: the whole circle every 30° (χ1, χ2, χ3, χ4 in turn), then finer steps around
+# the best (±16° by 4°, ±3° by 1.5°).
+_COARSE = torch.arange(-180.0, 180.0, 30.0)
+_PLAN = ([(k, _COARSE, True) for k in (0, 1, 2, 3)] + [(k, torch.arange(-16.0, 16.1, 4.0), False)
                                                               for k in range(4)]
          + [(k, torch.arange(-3.0, 3.1, 1.5), False) for k in range(4)])
 
@@ -60,8 +61,6 @@ def fit_side_chains(pos: torch.Tensor, beads: torch.Tensor, bead_mask: torch.Ten
     candidates of a step built in one batched call of the atom builder over the residues that have that χ (no
     gradients)."""
     from ldb_hpc import ops
-    from ldb_hpc.model.packing import repack
-    from ldb_hpc.model.rescue import rescue
 
     B, S, L = pos.shape[:3]
     x = pos.reshape(B * S, L, rc.NUM_SLOTS, 3).float()
@@ -79,11 +78,16 @@ def fit_side_chains(pos: torch.Tensor, beads: torch.Tensor, bead_mask: torch.Ten
     has = torch.as_tensor(rc.CHI_MASK, device=dev)[restype].bool()  # [L, 4]
     stag_all = STAGGERED.to(dev)[restype].to(x.dtype)
     movable = has[:, 0] & (restype != rc.RESTYPE_INDEX["PRO"]) & (sc_all.sum(-1) > 0)
-    if not bool(movable.any()):
-        return pos
+    with torch.no_grad():
+        # Residues whose beads the model's build already meets (within GOOD_FIT in every frame and sample) keep
+        # their χ: the search is for the others.
+        start = _misfit(x, target, sc_all, w_all, w_all.sum(-1).clamp_min(1e-9).unsqueeze(-1))  # [B·S, L]
+        search = movable & (start > GOOD_FIT).any(0)
+    if not bool(search.any()):
+        return _repaired(x, chi, n, ca, c, o_t, restype, segment).reshape(pos.shape).to(pos.dtype)
     with torch.no_grad():
         for k, grid, absolute in _PLAN:
-            idx = torch.nonzero(has[:, k] & movable).flatten()  # the residues that have χk
+            idx = torch.nonzero(has[:, k] & search).flatten()  # the residues that have χk
             if idx.numel() == 0:
                 continue
             steps = torch.deg2rad(grid).to(dev, x.dtype).view(-1, 1, 1)
@@ -99,7 +103,15 @@ def fit_side_chains(pos: torch.Tensor, beads: torch.Tensor, bead_mask: torch.Ten
             best = err.argmin(0)  # [B·S, l]
             chi[:, idx] = cand.gather(0, best[None, ..., None].expand(1, *sub.shape))[0]
         out = ops.atoms_from_backbone(n, ca, c, o_t, chi, restype)
-        out = torch.where(movable[:, None, None], out, x)
-        out = repack(out, ca, n, c, o_t, chi, restype, segment)
-        out = rescue(out, ca, n, c, o_t, restype, segment)
-    return out.reshape(B, S, L, rc.NUM_SLOTS, 3).to(pos.dtype)
+        out = torch.where(search[:, None, None], out, x)
+    return _repaired(out, chi, n, ca, c, o_t, restype, segment).reshape(pos.shape).to(pos.dtype)
+
+
+def _repaired(x, chi, n, ca, c, o_t, restype, segment):
+    """The clash repair of the C-alpha path (ldb_hpc.model.packing, then ldb_hpc.model.rescue) on atoms x."""
+    from ldb_hpc.model.packing import repack
+    from ldb_hpc.model.rescue import rescue
+
+    with torch.no_grad():
+        x = repack(x, ca, n, c, o_t, chi, restype, segment)
+        return rescue(x, ca, n, c, o_t, restype, segment)

@@ -202,15 +202,48 @@ class PlacedBackmapper:
     def backmap(self, beads, residues, frame_index, samples: int = 1, seed: int = 0, temperature=None):
         if beads.dim() == 3:
             beads = beads.unsqueeze(-2)
-        pos = self.inner.backmap(self.place(beads, residues), residues, frame_index, samples, seed, temperature)
+        # The C-alpha model without its clash repair: the fit moves the side chains and repairs after.
+        pos = self.inner.backmap(self.place(beads, residues), residues, frame_index, samples, seed, temperature,
+                                 pack=False)
         # The side chains are fitted to the beads (ldb_hpc.model.bead_fit): Martini's side-chain beads, or the
         # residue's centre of mass, which pins where its side chain's mass is (pfam40: 1.20 → 0.80 Å, χ1 74 → 77 %).
         from ldb_hpc.model.bead_fit import fit_side_chains
 
         dev = beads.device
         mask = torch.as_tensor(mapping(self.cg).bead_mask(residues.restype), device=dev)
-        return fit_side_chains(pos, beads.float(), mask, torch.as_tensor(residues.restype, device=dev),
-                               torch.as_tensor(residues.segment, device=dev), self.cg)
+        restype = torch.as_tensor(residues.restype, device=dev)
+        segment = torch.as_tensor(residues.segment, device=dev)
+        pos = fit_side_chains(pos, beads.float(), mask, restype, segment, self.cg)
+        if samples > 1:
+            pos = self._replace_close_members(pos, beads, residues, frame_index, mask, restype, segment)
+        return pos
+
+    def _replace_close_members(self, pos, beads, residues, frame_index, mask, restype, segment):
+        """An ensemble member that keeps a heavy-atom pair < 1.2 Å after the fit and the repair (rare: a sampled
+        backbone the repair cannot mend, e.g. a cis peptide at a chain start on a placed trace) is replaced by
+        the frame's most likely structure (temperature 0), fitted the same way, where that one has no such pair:
+        every row the engine writes stays clash-free without dropping or re-drawing any."""
+        import numpy as np
+
+        from ldb_hpc.chem.residues import NUM_SLOTS, SLOT_MASK
+        from ldb_hpc.geometry import metrics
+        from ldb_hpc.model.bead_fit import fit_side_chains
+
+        B, S = pos.shape[:2]
+        topo = metrics.build_topology(residues.restype, residues.segment, SLOT_MASK[residues.restype])
+        x = pos.detach().to("cpu", torch.float32).numpy().reshape(B * S, -1, NUM_SLOTS, 3)
+        rows = np.unique(metrics.clashing_pairs(x, topo, 1.2)[0])
+        frames = sorted({int(r) // S for r in rows})
+        for f in frames:
+            with torch.no_grad():
+                one = self.inner.backmap(self.place(beads[f:f + 1], residues), residues, frame_index[f:f + 1], 1, 0,
+                                         0.0, pack=False)
+            one = fit_side_chains(one, beads[f:f + 1].float(), mask, restype, segment, self.cg)
+            if metrics.clashing_pairs(one.detach().to("cpu", torch.float32).numpy()[0], topo, 1.2)[0].size:
+                continue  # the most likely structure keeps it too: the rows stay, counted by the engine
+            for r in (int(r) for r in rows if int(r) // S == f):
+                pos[f, r % S] = one[0, 0]
+        return pos
 
 
 __all__ = ["BeadPlacer", "PlacerConfig", "PlacedBackmapper", "bead_features", "default_placer_path", "load_placer",
