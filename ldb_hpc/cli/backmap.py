@@ -200,10 +200,9 @@ def run_many(args) -> int:
     more = "".join(f"; {n} {k}" for k, n in (("failed", s.failed), ("skipped", s.count(FileStatus.SKIPPED))) if n)
     present = s.count(FileStatus.PRESENT)
     more += f"; {present} already written (--resume)" if present else ""
-    devices, kernels = sorted({r["device"] for r in s.per_rank}), sorted({r["kernels"] for r in s.per_rank})
     print(f"backmapped {len(s.done())} of {len(s.files)} structure file(s): {s.frames} frame(s) x {s.samples} "
-          f"sample(s) = {s.rows} rows, {s.residues} residues with model '{s.model['name']}' on {s.ranks} "
-          f"rank(s) ({', '.join(devices)}; {', '.join(kernels)} kernels) in {s.wall_s:.2f} s "
+          f"sample(s) = {s.rows} rows, {s.residues} residues with model '{s.model_name}' on {s.ranks} "
+          f"rank(s) ({', '.join(s.devices)}; {', '.join(s.kernels)} kernels) in {s.wall_s:.2f} s "
           f"({s.residue_rows_per_s:,.0f} residue-rows/s){more} -> {where}",
           file=sys.stderr if stream else sys.stdout)
     note = s.warning(None if stream else where)

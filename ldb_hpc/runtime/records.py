@@ -277,6 +277,18 @@ class StructuresSummary:
     per_rank: list[dict]
     summary_path: str | None = None
 
+    @property
+    def devices(self) -> list[str]:
+        return sorted({s["device"] for s in self.per_rank})
+
+    @property
+    def kernels(self) -> list[str]:
+        return sorted({s["kernels"] for s in self.per_rank})
+
+    @property
+    def model_name(self) -> str:
+        return self.model["name"]
+
     def done(self) -> list[FileResult]:
         return [f for f in self.files if f.status is FileStatus.WRITTEN]
 
@@ -319,8 +331,7 @@ class StructuresSummary:
             "present": self.count(FileStatus.PRESENT), "frames": self.frames, "samples": self.samples,
             "rows": self.rows, "residues": self.residues, "residue_rows": sum(f.residues * f.rows for f in done),
             "model": self.model, "seed": self.seed, "batch_frames": self.batch_frames, "ranks": self.ranks,
-            "threads": self.threads, "devices": sorted({s["device"] for s in self.per_rank}),
-            "kernels": sorted({s["kernels"] for s in self.per_rank}), "wall_s": self.wall_s,
+            "threads": self.threads, "devices": self.devices, "kernels": self.kernels, "wall_s": self.wall_s,
             "residue_rows_per_s": self.residue_rows_per_s,
             "close_contacts": {"cutoff_A": CUTOFF, "files": len(contacts),
                                "rows": sum(f.close_contact_rows for f in contacts),
