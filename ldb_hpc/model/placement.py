@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ldb_hpc.chem.cg_mappings import mapping
+from ldb_hpc.chem.residues import RESTYPE_INDEX
 from ldb_hpc.errors import InputError
 from ldb_hpc.model.features import EDGE_DIM, NODE_DIM, featurize
 from ldb_hpc.model.networks import mlp, mp_layers
@@ -92,11 +93,13 @@ class BeadPlacer(nn.Module):
 TRANS_CA_CA, CIS_CA_CA = 3.80, 2.95  # Å
 
 
-def regularize_trace(ca: torch.Tensor, segment: torch.Tensor, iterations: int = 30) -> torch.Tensor:
-    """Consecutive CAs of a segment moved to the C-alpha spacing (3.80 Å trans; 2.95 Å where a link is nearer that
-    than 3.35 Å: cis), each link's error shared by its two ends, ``iterations`` Jacobi passes: a placed trace whose
-    links are a few hundredths of an Å off would stretch the peptide bonds the builder places on them.
-    ca [B, L, 3] Å, segment [L] → [B, L, 3] Å."""
+def regularize_trace(ca: torch.Tensor, segment: torch.Tensor, restype: torch.Tensor | None = None,
+                     iterations: int = 30) -> torch.Tensor:
+    """Consecutive CAs of a segment moved to the C-alpha spacing (3.80 Å trans; 2.95 Å cis, for a link into a
+    proline placed nearer than 3.35 Å: cis peptides are nearly all X–Pro, and a trans link placed short must not
+    become one), each link's error shared by its two ends, ``iterations`` Jacobi passes: a placed trace whose links
+    are a few hundredths of an Å off would stretch the peptide bonds the builder places on them.
+    ca [B, L, 3] Å, segment [L], restype [L] (None: any short link may be cis) → [B, L, 3] Å."""
     if ca.shape[-2] < 2:
         return ca
     link = (segment[1:] == segment[:-1]).to(ca.dtype).unsqueeze(-1)  # [L-1, 1]
@@ -105,7 +108,10 @@ def regularize_trace(ca: torch.Tensor, segment: torch.Tensor, iterations: int = 
         v = ca[:, 1:] - ca[:, :-1]
         d = v.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         if d0 is None:
-            d0 = torch.where(d < 3.35, torch.full_like(d, CIS_CA_CA), torch.full_like(d, TRANS_CA_CA))
+            cis = d < 3.35
+            if restype is not None:
+                cis = cis & (restype[1:] == RESTYPE_INDEX["PRO"]).unsqueeze(-1)
+            d0 = torch.where(cis, torch.full_like(d, CIS_CA_CA), torch.full_like(d, TRANS_CA_CA))
         step = 0.5 * (d - d0) / d * v * link
         ca = ca.clone()
         ca[:, :-1] += 0.5 * step
@@ -195,9 +201,10 @@ class PlacedBackmapper:
         dev = beads.device
         mask = torch.as_tensor(mapping(self.cg).bead_mask(residues.restype), device=dev)
         segment = torch.as_tensor(residues.segment, device=dev)
+        restype = torch.as_tensor(residues.restype, device=dev)
         with torch.no_grad():
-            ca = self.placer(beads.float(), mask, torch.as_tensor(residues.restype, device=dev), segment)
-        return regularize_trace(ca, segment)
+            ca = self.placer(beads.float(), mask, restype, segment)
+        return regularize_trace(ca, segment, restype)
 
     def backmap(self, beads, residues, frame_index, samples: int = 1, seed: int = 0, temperature=None):
         if beads.dim() == 3:
