@@ -75,6 +75,21 @@ def test_two_ranks_equal_one_rank_for_any_batch(tmp_path):
     assert verify(tmp_path / "two.h5").returncode == 0
 
 
+@pytest.mark.parametrize("cg", ["com", "martini3"])
+def test_two_ranks_equal_one_rank_for_the_other_mappings(cg, tmp_path):
+    """The shipped COM and Martini 3 models under two ranks: the rows of one rank, whatever the batch."""
+    serial(make_cg(tmp_path / "ca.h5", n_frames=9), tmp_path / "aa.h5")  # all atoms to coarsen from
+    cg_file = tmp_path / ("in.gro" if cg == "martini3" else "in.com.h5")
+    from ldb_hpc.cli.main import main
+
+    assert main(["coarsen", str(tmp_path / "aa.h5"), "--cg", cg, "-o", str(cg_file)]) == 0
+    ref = serial(cg_file, tmp_path / "one.h5", "--samples", 2, "--cg", cg)
+    p = run_mpi(2, cg_file, "-o", tmp_path / "two.h5", "--batch-frames", 2, "--samples", 2, "--cg", cg)
+    assert p.returncode == 0, p.stderr
+    two = md.load(str(tmp_path / "two.h5")).xyz
+    assert two.shape == ref.shape and (np.abs(two - ref).max(-1) < 1e-4).mean() >= 0.999
+
+
 def kill_midway(cmd, logs, delay: float = 0.4) -> None:
     """Run an MPI job slowed to ``delay`` s per chunk and SIGKILL it (mpiexec and every rank) once each rank has
     recorded at least one chunk in its log and before the end."""

@@ -17,12 +17,19 @@ from ldb_hpc.chem.cg_mappings import mapping
 from ldb_hpc.geometry.builder import measure_torsions
 from ldb_hpc.geometry.vectors import dihedral
 
+QUANTUM = 1e-3  # Å²: scores are compared in these steps, so that float rounding (which differs with the batch a
+# frame is computed in) does not flip a choice between candidates that fit equally well
+
 
 def _misfit(pos, target, sc_mask, w, w_sum):
     """Per-residue squared distance of the side-chain beads of atoms ``pos`` [..., L, 14, 3] to ``target``
     [..., L, NB, 3] → [..., L]."""
     built = torch.einsum("lbs,...lsx->...lbx", w, pos) / w_sum
     return (((built - target) ** 2).sum(-1) * sc_mask).sum(-1)
+
+
+def _steps(score: torch.Tensor) -> torch.Tensor:
+    return torch.round(score / QUANTUM)
 
 
 # χ between two sp3 atoms: three staggered wells (60°, 180°, 300°); every χ1 (proline's ring is not fitted), χ2 of
@@ -82,12 +89,12 @@ def fit_side_chains(pos: torch.Tensor, beads: torch.Tensor, bead_mask: torch.Ten
         # Residues whose beads the model's build already meets (within GOOD_FIT in every frame and sample) keep
         # their χ: the search is for the others.
         start = _misfit(x, target, sc_all, w_all, w_all.sum(-1).clamp_min(1e-9).unsqueeze(-1))  # [B·S, L]
-        search = movable & (start > GOOD_FIT).any(0)
+        search = movable & (_steps(start) > round(GOOD_FIT / QUANTUM))  # per row: rows never depend on each other
     if not bool(search.any()):
         return _repaired(x, chi, n, ca, c, o_t, restype, segment).reshape(pos.shape).to(pos.dtype)
     with torch.no_grad():
         for k, grid, absolute in _PLAN:
-            idx = torch.nonzero(has[:, k] & search).flatten()  # the residues that have χk
+            idx = torch.nonzero(has[:, k] & search.any(0)).flatten()  # the residues that have χk, searched
             if idx.numel() == 0:
                 continue
             steps = torch.deg2rad(grid).to(dev, x.dtype).view(-1, 1, 1)
@@ -100,10 +107,11 @@ def fit_side_chains(pos: torch.Tensor, beads: torch.Tensor, bead_mask: torch.Ten
             w = w_all[idx]
             err = _misfit(built, target[:, idx], sc_all[idx], w, w.sum(-1).clamp_min(1e-9).unsqueeze(-1))
             err = err + _prior(cand, chi0[:, idx], stag_all[idx])
-            best = err.argmin(0)  # [B·S, l]
-            chi[:, idx] = cand.gather(0, best[None, ..., None].expand(1, *sub.shape))[0]
+            best = _steps(err).argmin(0)  # [B·S, l]: the first of equal candidates
+            pick = cand.gather(0, best[None, ..., None].expand(1, *sub.shape))[0]
+            chi[:, idx] = torch.where(search[:, idx].unsqueeze(-1), pick, sub)
         out = ops.atoms_from_backbone(n, ca, c, o_t, chi, restype)
-        out = torch.where(search[:, None, None], out, x)
+        out = torch.where(search[..., None, None], out, x)
     return _repaired(out, chi, n, ca, c, o_t, restype, segment).reshape(pos.shape).to(pos.dtype)
 
 
