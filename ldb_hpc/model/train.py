@@ -250,6 +250,19 @@ def load_train_state(path: Path, device) -> dict:
                          f"older ldb-hpc with pickled random state?); remove it to start over ({exc})") from None
 
 
+def start_run(cfg: TrainConfig, data: TrainingData, collectives, device):
+    """What every training loop starts from: (collectives, rank, world, device, this rank's WindowSampler, the run
+    folder, created)."""
+    coll = collectives or SerialCollectives()
+    rank, world, device = coll.rank, coll.world, torch.device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    sampler = WindowSampler(data, cfg.windows, cfg.crop, cfg.seed, rank, world, cfg.split_batch)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return coll, rank, world, device, sampler, out
+
+
 def optimizer_state(cfg: TrainConfig, model, params: list, state_file: Path, device, rank: int):
     """AdamW with warm-up then cosine decay over cfg.steps, and where a run left off: (optimizer, scheduler, first
     step, history), resumed from ``state_file`` when it exists (the model's weights too)."""
@@ -293,13 +306,7 @@ def train(cfg: TrainConfig, data: TrainingData, collectives=None, device: str | 
     """
     from ldb_hpc.model.checkpoint import save_checkpoint
 
-    coll = collectives or SerialCollectives()
-    rank, world, device = coll.rank, coll.world, torch.device(device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    sampler = WindowSampler(data, cfg.windows, cfg.crop, cfg.seed, rank, world, cfg.split_batch)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    coll, rank, world, device, sampler, out = start_run(cfg, data, collectives, device)
     state_file = out / "train_state.pt"
 
     torch.manual_seed(cfg.seed)  # the same initial model on every rank (rank 0's is broadcast all the same)

@@ -12,14 +12,13 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ldb_hpc.chem.cg_mappings import mapping
 from ldb_hpc.model.placement import BeadPlacer, PlacerConfig, save_placer
-from ldb_hpc.model.train import SerialCollectives, TrainResult, WindowSampler, optimizer_state
+from ldb_hpc.model.train import TrainResult, optimizer_state, start_run
 
 
 def placement_loss(placer: BeadPlacer, pos, mask, restype, segment) -> dict:
@@ -55,13 +54,7 @@ def validate_placer(placer: BeadPlacer, structures) -> dict:
 
 def train_placer(cfg, data, collectives=None, device="cpu", valid=None) -> TrainResult:
     """Run (or resume) placement training for ``cfg`` (a TrainConfig with ``cg``); see the module docstring."""
-    coll = collectives or SerialCollectives()
-    rank, world, device = coll.rank, coll.world, torch.device(device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    sampler = WindowSampler(data, cfg.windows, cfg.crop, cfg.seed, rank, world, cfg.split_batch)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    coll, rank, world, device, sampler, out = start_run(cfg, data, collectives, device)
     state_file = out / "train_state.pt"
     torch.manual_seed(cfg.seed)
     placer = BeadPlacer(PlacerConfig(cg=cfg.cg, **(cfg.architecture or {}))).to(device)
