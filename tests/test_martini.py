@@ -182,3 +182,9 @@ def _water_only(tmp_path):
     top.add_atom("W", md.element.virtual, top.add_residue("W", ch))
     md.Trajectory(np.zeros((1, 1, 3), np.float32), top).save_gro(str(tmp_path / "w.gro"))
     return open_source(str(tmp_path / "w.gro"), "martini3")
+
+
+def test_martini_is_one_trajectory_input(tmp_path, run_cli):
+    """Several structure files are C-alpha or COM traces; Martini systems come as one trajectory (+ topology)."""
+    code, _, err = run_cli("backmap", tmp_path / "a.pdb", tmp_path / "b.pdb", "--cg", "martini3", "-o", tmp_path)
+    assert_one_line_error(code, err, "--cg martini3 is for one trajectory input")

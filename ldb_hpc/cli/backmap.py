@@ -174,7 +174,8 @@ def run_many(args) -> int:
     from ldb_hpc.runtime.batch import BatchConfig, FileStatus, run_batch
     from ldb_hpc.runtime.messages import RankExit
 
-    for flag, used in (("--top", args.top), ("--shard", args.shard), ("--io mpio", args.io == "mpio")):
+    for flag, used in (("--top", args.top), ("--shard", args.shard), ("--io mpio", args.io == "mpio"),
+                       ("--cg martini3", args.cg == "martini3")):
         if used:
             raise InputError(f"{flag} is for one trajectory input, not (yet) for several structure files or -")
     stream = args.input == ["-"]
