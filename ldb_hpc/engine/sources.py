@@ -44,7 +44,34 @@ def open_source(input, mapping: str = "ca", top: str | None = None, residue_map:
     return cls(input, top=top, residue_map=residue_map)
 
 
-class BeadTrace:
+class FrameSource:
+    """What every frame source shares: ``n_residues``, ``time`` (in-memory inputs), ``close`` and the context
+    manager. Subclasses set ``residues``, ``n_frames``, ``has_cell``, ``cell_nm_deg`` and define ``read``."""
+
+    def note(self) -> str:
+        """What the input held beside the protein beads (dropped and counted), or ""."""
+        return ""
+
+    @property
+    def n_residues(self) -> int:
+        return len(self.residues)
+
+    @property
+    def time(self) -> np.ndarray:
+        """[F] ps of every frame (in-memory sources only)."""
+        return self._time
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class BeadTrace(FrameSource):
     """One bead per residue, each an atom named CA (the CA itself, or a bead at another place named CA, as CALVADOS
     writes its residue centres of mass). A path is streamed (MDTraj-HDF5 through h5py, anything else through
     mdtraj; all-atom inputs are reduced to their CA atoms: ldb_hpc.io.cg.CGTrajectory); an ``mdtraj.Trajectory``
@@ -83,15 +110,6 @@ class BeadTrace:
     def _segments(self) -> None:
         self.residues = bead_residues(self.residues, self.read(0, 1).ca[0], self.mapping, self.name)
 
-    @property
-    def n_residues(self) -> int:
-        return len(self.residues)
-
-    @property
-    def time(self) -> np.ndarray:
-        """[F] ps of every frame (in-memory sources only)."""
-        return self._time
-
     def read(self, start: int, stop: int) -> CGFrames:
         """Frames ``start`` ≤ f < ``stop`` (see the module docstring)."""
         if self._file is not None:
@@ -101,12 +119,6 @@ class BeadTrace:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 @register_source("ca")
@@ -126,7 +138,7 @@ class COMSource(BeadTrace):
 
 
 @register_source("martini3")
-class MartiniSource:
+class MartiniSource(FrameSource):
     """Martini 3: a backbone bead BB and 0–5 side-chain beads per residue (GROMACS .gro/.xtc/.trr, or any file
     mdtraj reads with its topology; ldb_hpc.io.martini), or an ``mdtraj.Trajectory`` of such beads. Frames carry
     the beads [n, L, NB, 3] Å in ``ca``; water, ions, lipids and Gō virtual sites are dropped and counted
@@ -146,10 +158,6 @@ class MartiniSource:
         self.cell_nm_deg = getattr(self._t, "cell_nm_deg", None)
 
     @property
-    def n_residues(self) -> int:
-        return len(self.residues)
-
-    @property
     def time(self) -> np.ndarray:
         return self._t.time
 
@@ -158,15 +166,6 @@ class MartiniSource:
 
     def read(self, start: int, stop: int) -> CGFrames:
         return self._t.read(start, stop)
-
-    def close(self) -> None:
-        self._t.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def detect_mapping(input, top: str | None = None) -> str:

@@ -181,12 +181,7 @@ class CGTrajectory:
         if self._cached is not None:
             traj = self._cached[start:stop]
         else:
-            traj = next(iter(mb.iterload_any(self.path, self.top, chunk=stop - start,
-                                             atom_indices=self._ca_atoms, skip=start)), None)
-            if traj is None or traj.n_frames < stop - start:
-                got = 0 if traj is None else traj.n_frames
-                raise InputError(f"{self.path}: expected frames {start}..{stop - 1} but only {got} could be "
-                                 "read (file truncated?)")
+            traj = mb.read_range(self.path, self.top, start, stop, self._ca_atoms)
         return self._from_traj(traj, start)
 
     def _from_traj(self, traj, start: int) -> CGFrames:

@@ -81,6 +81,11 @@ def select_beads(topology, residue_map: dict | None = None, source: str = "input
     return residues, np.stack(rows), dropped
 
 
+def _gather_beads(xyz: np.ndarray, columns: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """xyz [n, atoms, 3] Å → beads [n, L, NB, 3] Å: atom ``columns`` [L, NB] where ``present``, zeros elsewhere."""
+    return np.where(present[None, ..., None], xyz[:, columns], np.float32(0.0))
+
+
 class MartiniTrajectory:
     """A Martini 3 trajectory opened for streaming reads (see the module docstring); attributes residues (segments:
     chains, broken where consecutive BB beads are more than the mapping's gap apart in frame 0), n_frames,
@@ -91,6 +96,7 @@ class MartiniTrajectory:
         topology = mb.load_topology(self.path, top)
         self.residues, self._beads, self.dropped = select_beads(topology, residue_map, self.path)
         self._atoms = np.unique(self._beads[self._beads >= 0])
+        self._columns = np.searchsorted(self._atoms, np.maximum(self._beads, 0))  # [L, NB] column of each bead
         self._cached = None
         n = mb.count_frames(self.path)
         if n is None:
@@ -123,16 +129,10 @@ class MartiniTrajectory:
         if self._cached is not None:
             traj = self._cached[start:stop]
         else:
-            traj = next(iter(mb.iterload_any(self.path, self.top, chunk=stop - start, atom_indices=self._atoms,
-                                             skip=start)), None)
-            if traj is None or traj.n_frames < stop - start:
-                got = 0 if traj is None else traj.n_frames
-                raise InputError(f"{self.path}: expected frames {start}..{stop - 1} but only {got} could be read "
-                                 "(file truncated?)")
+            traj = mb.read_range(self.path, self.top, start, stop, self._atoms)
         xyz = traj.xyz.astype(np.float32) * np.float32(NM)  # [n, atoms read, 3] Å
         check_coordinates(xyz, start, self.path)
-        col = np.searchsorted(self._atoms, np.maximum(self._beads, 0))  # [L, NB] column of each bead
-        beads = np.where((self._beads >= 0)[None, ..., None], xyz[:, col], np.float32(0.0))
+        beads = _gather_beads(xyz, self._columns, self._beads >= 0)
         cl = ang = None
         if traj.unitcell_lengths is not None and traj.unitcell_angles is not None:
             cl, ang = cell_from_file(traj.unitcell_lengths, traj.unitcell_angles)
@@ -168,7 +168,7 @@ class MemoryMartini:
     def read(self, start: int, stop: int) -> CGFrames:
         xyz = self._traj.xyz[start:stop].astype(np.float32) * np.float32(NM)
         check_coordinates(xyz, start, "the trajectory")
-        beads = np.where((self._beads >= 0)[None, ..., None], xyz[:, np.maximum(self._beads, 0)], np.float32(0.0))
+        beads = _gather_beads(xyz, np.maximum(self._beads, 0), self._beads >= 0)
         return CGFrames(start, np.ascontiguousarray(beads, dtype=np.float32), self.time[start:stop])
 
     def close(self) -> None:

@@ -143,6 +143,17 @@ def iterload_any(path: str, top: str | None = None, chunk: int = 1000, atom_indi
         raise InputError(f"cannot read {path} as a trajectory: {type(exc).__name__}: {short_message(exc)}") from exc
 
 
+def read_range(path: str, top: str | None, start: int, stop: int, atom_indices=None):
+    """Frames ``start`` ≤ f < ``stop`` of a seekable trajectory as one mdtraj.Trajectory (the atoms
+    ``atom_indices``); InputError naming the range when fewer frames could be read (a truncated file)."""
+    traj = next(iter(iterload_any(path, top, chunk=stop - start, atom_indices=atom_indices, skip=start)), None)
+    if traj is None or traj.n_frames < stop - start:
+        got = 0 if traj is None else traj.n_frames
+        raise InputError(f"{path}: expected frames {start}..{stop - 1} but only {got} could be read "
+                         "(file truncated?)")
+    return traj
+
+
 def count_frames(path: str) -> int | None:
     """Number of frames of a seekable trajectory file (xtc, dcd, trr, nc, ...), None when unknown."""
     import mdtraj

@@ -181,6 +181,7 @@ class PlacedBackmapper:
         self.placer, config = load_placer(path)
         self.cg = self.placer.cfg.cg
         self.n_beads = self.placer.n_beads
+        self._topology = (None, None)  # (residues key, ldb_hpc.geometry.metrics.Topology) of the last protein
         self.inner = ca_backmapper
         self.name = Path(path).name
         self.hash = "sha256:" + hashlib.sha256((config["hash"] + ca_backmapper.hash).encode()).hexdigest()[:16]
@@ -237,7 +238,11 @@ class PlacedBackmapper:
         from ldb_hpc.model.bead_fit import fit_side_chains
 
         B, S = pos.shape[:2]
-        topo = metrics.build_topology(residues.restype, residues.segment, SLOT_MASK[residues.restype])
+        key = (residues.restype.tobytes(), residues.segment.tobytes())
+        if self._topology[0] != key:  # built once per protein, not per batch
+            self._topology = (key, metrics.build_topology(residues.restype, residues.segment,
+                                                          SLOT_MASK[residues.restype]))
+        topo = self._topology[1]
         x = pos.detach().to("cpu", torch.float32).numpy().reshape(B * S, -1, NUM_SLOTS, 3)
         rows = np.unique(metrics.clashing_pairs(x, topo, 1.2)[0])
         frames = sorted({int(r) // S for r in rows})

@@ -115,7 +115,7 @@ def setup(cfg: BackmapConfig, size: int) -> RunState:
         identity = resume.input_identity(cfg.input, cg)
         has_cell = cg.has_cell
         hydrogens = _hydrogens(engine, cg) if job.hydrogens else None
-        input_note = cg.note() if hasattr(cg, "note") else ""
+        input_note = cg.note()
     n_shards = cfg.shard[1] if cfg.shard else size
     plan = ChunkPlan(identity.n_frames, job.batch_frames, n_shards)
     provenance = dict(engine.provenance(), input=os.path.basename(cfg.input))
