@@ -28,6 +28,8 @@ class Residues:
     segment:  [L] int64, 0-based segment index over the whole structure; a new segment starts at a
               new chain and at every chain break (consecutive CA–CA > 4.2 Å). Peptide bonds join
               consecutive residues of the same segment only.
+    disulfides: the Cys–Cys SG–SG bonds of the topology, as sorted pairs (i, j), i < j, of residue indices
+              (empty until decided: ldb_hpc.geometry.disulfides); every output writes them as bonds.
     """
 
     restype: np.ndarray
@@ -36,6 +38,7 @@ class Residues:
     resseq: np.ndarray
     icode: np.ndarray
     segment: np.ndarray
+    disulfides: tuple[tuple[int, int], ...] = ()
 
     def __len__(self) -> int:
         return int(self.restype.shape[0])
@@ -51,6 +54,15 @@ class Residues:
         for name in ("resname", "chain_id", "resseq", "icode", "segment"):
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"Residues.{name} has shape {getattr(self, name).shape}, expected ({n},)")
+        self.disulfides = tuple(sorted((int(min(p)), int(max(p))) for p in self.disulfides))
+        for i, j in self.disulfides:
+            if not (0 <= i < j < n):
+                raise ValueError(f"Residues.disulfides: pair ({i}, {j}) is not two residues of {n}")
+
+    def with_disulfides(self, pairs) -> "Residues":
+        """The same residues with the disulfide bonds ``pairs`` (residue index pairs) instead of their own."""
+        return Residues(self.restype, self.resname, self.chain_id, self.resseq, self.icode, self.segment,
+                        tuple(pairs))
 
     @property
     def sequence(self) -> str:
@@ -67,8 +79,12 @@ class Residues:
         return SLOT_MASK[self.restype]
 
     def select(self, index) -> "Residues":
+        """The residues at ``index`` (in that order); a disulfide is kept when both its residues are."""
+        rows = np.arange(len(self))[index]
+        new = {int(r): k for k, r in enumerate(np.atleast_1d(rows))}
+        pairs = tuple((new[i], new[j]) for i, j in self.disulfides if i in new and j in new)
         return Residues(self.restype[index], self.resname[index], self.chain_id[index],
-                        self.resseq[index], self.icode[index], self.segment[index])
+                        self.resseq[index], self.icode[index], self.segment[index], pairs)
 
     def peptide_links(self) -> np.ndarray:
         """[L-1] bool: residue i is peptide-bonded to i+1 (same segment)."""
