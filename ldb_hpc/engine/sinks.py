@@ -68,23 +68,27 @@ def mdtraj_topology(topo_json: dict):
 
 class StructureFileSink:
     """One output file per input structure file: ``fmt`` 'pdb' (one MODEL per row) or 'h5' (MDTraj-HDF5 with the
-    provenance); each written complete or not at all. ``provenance``: the run's (the input's name is added)."""
+    provenance); each written complete or not at all, with the disulfides of ``residues`` (or of ``protonation``) as
+    bonds and the input's ``cell`` (ldb_hpc.io.structure_files.CAFrames.cell: lengths [F, 3] Å, angles [F, 3]
+    degrees; None: the input has none). ``provenance``: the run's (the input's name is added)."""
 
     def __init__(self, fmt: str, provenance: dict, overwrite: bool = False):
         self.fmt, self.provenance, self.overwrite = fmt, provenance, overwrite
 
     def write(self, output: str, input: str, residues: Residues, rows: np.ndarray,
-              protonation: Protonation | None = None) -> None:
+              protonation: Protonation | None = None, cell=None) -> None:
         prov = dict(self.provenance, input=os.path.basename(input))
-        sf.write_rows(output, self.fmt, residues, rows, prov, overwrite=self.overwrite, protonation=protonation)
+        sf.write_rows(output, self.fmt, residues, rows, prov, overwrite=self.overwrite, protonation=protonation,
+                      cell=cell)
 
 
 class StreamSink:
-    """PDB text of each structure's rows on a text stream (standard output), flushed after each structure."""
+    """PDB text of each structure's rows on a text stream (standard output), flushed after each structure; disulfides
+    and ``cell`` as :class:`StructureFileSink`."""
 
     def __init__(self, stream):
         self.stream = stream
 
-    def write(self, residues: Residues, rows: np.ndarray, protonation: Protonation | None = None) -> None:
-        self.stream.write(sf.pdb_text(residues, rows, protonation))
+    def write(self, residues: Residues, rows: np.ndarray, protonation: Protonation | None = None, cell=None) -> None:
+        self.stream.write(sf.pdb_text(residues, rows, protonation, cell))
         self.stream.flush()

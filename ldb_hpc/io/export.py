@@ -5,14 +5,17 @@
 file, one block of rows at a time (memory stays bounded whatever the length). Beside ``out.EXT``:
 
 - ``out.top.pdb`` for formats without a topology (xtc, trr, dcd, nc): the first row as a PDB file,
-  whose atoms are the trajectory's, in order (``mdtraj.load("out.xtc", top="out.top.pdb")``);
+  whose atoms are the trajectory's, in order (``mdtraj.load("out.xtc", top="out.top.pdb")``), with its disulfides
+  (SSBOND, CONECT) and the first row's cell (CRYST1);
 - ``out.EXT.manifest.json``: what the file holds (rows, atoms, frames × samples, time and cell kept or
   not, precision), the provenance of ``/ldb`` the format cannot carry, and the sha256 of every file
   written, so :func:`check_export` can tell a complete file from a truncated or altered one.
 
 Every file is written under a temporary name (ldb_hpc.io.files) and renamed when all are complete:
 topology and manifest first, the trajectory last, so ``out.EXT`` under its own name means complete.
-Units: nm, ps and degrees as in the HDF5 file; converted to each writer's units with mdtraj.
+Units: nm, ps and degrees as in the HDF5 file; converted to each writer's units with mdtraj. PDB files (``.pdb``
+and the topology PDB) are written by ldb_hpc.io.pdb from the file's topology (SSBOND and CONECT for its SG–SG bonds,
+CRYST1 where the file has a cell); the cell goes into every format that holds one (xtc, trr, dcd, nc, pdb, cif).
 Nothing here knows about ranks.
 """
 
@@ -30,6 +33,8 @@ import numpy as np
 from ldb_hpc.errors import InputError, OutputError
 from ldb_hpc.io.aa import missing_virtual_source
 from ldb_hpc.io.files import check_readable, read_json_document, replaced_when_done, temp_name
+from ldb_hpc.io.mdtraj_hdf5 import NM
+from ldb_hpc.io.pdb import PDBLayout, PDBStream
 
 NATIVE = (".h5", ".hdf5")
 MANIFEST_FORMAT = "ldb-hpc export 1"
@@ -191,8 +196,8 @@ def _box(lengths, angles):
     return np.swapaxes(np.dstack((v1, v2, v3)), 1, 2)
 
 
-def _write_block(fmt: Format, f, topology, start: int, n_rows: int, xyz, time, lengths, angles) -> None:
-    """Append rows ``start ..`` (nm, ps, degrees) to the open mdtraj file ``f`` of format ``fmt``."""
+def _write_block(fmt: Format, f, topology, xyz, time, lengths, angles) -> None:
+    """Append rows (nm, ps, degrees) to the open mdtraj file ``f`` of format ``fmt`` (any but pdb)."""
     from mdtraj.utils import in_units_of
 
     unit = f.distance_unit
@@ -204,14 +209,10 @@ def _write_block(fmt: Format, f, topology, start: int, n_rows: int, xyz, time, l
         f.write(pos, cell_lengths=cell, cell_angles=angles)
     elif fmt.name == "nc":
         f.write(pos, time=time, cell_lengths=cell, cell_angles=angles)
-    else:  # one model per row; PDB MODEL serials count from 1
+    else:  # mmCIF, one model per row: the input's chain ids and residue numbers, not new ones
         for i in range(pos.shape[0]):
             kw = {"unitcell_lengths": cell[i], "unitcell_angles": angles[i]} if cell is not None else {}
-            if fmt.name == "pdb":
-                kw["modelIndex"] = start + i + 1 if n_rows > 1 else None
-            else:  # mmCIF: the input's chain ids and residue numbers, not new ones
-                kw["keepIds"] = True
-            f.write(pos[i], topology, **kw)
+            f.write(pos[i], topology, keepIds=True, **kw)
 
 
 def sha256_file(path: str) -> str:
@@ -226,6 +227,20 @@ def _writer(fmt: Format, path: str):
     import mdtraj.formats as mf
 
     return getattr(mf, fmt.writer)(path, "w", force_overwrite=True)
+
+
+def _pdb_cell(lengths, angles):
+    """The cell of :meth:`RowBlocks.blocks` (nm, degrees) as ldb_hpc.io.pdb takes it (Å, degrees), or None."""
+    return None if lengths is None else (np.asarray(lengths, np.float64) * NM, angles)
+
+
+def _write_pdb(path: str, src: RowBlocks, block_bytes: int) -> None:
+    """Write every row of ``src`` to the PDB file ``path`` (ldb_hpc.io.pdb), streamed."""
+    with open(path, "w") as fh:
+        stream = PDBStream(fh, PDBLayout.from_topology(src.topology), src.n_rows)
+        for _, xyz, _, lengths, angles in src.blocks(block_bytes):
+            stream.write(xyz * np.float32(NM), _pdb_cell(lengths, angles))
+        stream.close()
 
 
 def export(source: str, dest: str, run: dict | None = None, block_bytes: int = BLOCK_BYTES) -> dict:
@@ -245,15 +260,21 @@ def export(source: str, dest: str, run: dict | None = None, block_bytes: int = B
     tmps = [temp_name(dest)] + ([temp_name(top_path)] if top_path else [])
     try:
         with RowBlocks(source) as src:
-            with _writer(fmt, tmps[0]) as f:
-                first = None
-                for start, xyz, time, lengths, angles in src.blocks(block_bytes):
-                    first = xyz[0].copy() if first is None else first
-                    _write_block(fmt, f, src.topology, start, src.n_rows, xyz, time if fmt.time else None,
-                                 lengths, angles)
-            if top_path:
-                with _writer(FORMATS[".pdb"], tmps[1]) as f:
-                    _write_block(FORMATS[".pdb"], f, src.topology, 0, 1, first[None], None, None, None)
+            if fmt.name == "pdb":
+                _write_pdb(tmps[0], src, block_bytes)
+            else:
+                with _writer(fmt, tmps[0]) as f:
+                    first = first_cell = None
+                    for _, xyz, time, lengths, angles in src.blocks(block_bytes):
+                        if first is None:
+                            first = xyz[0].copy()
+                            first_cell = None if lengths is None else (lengths[:1], angles[:1])
+                        _write_block(fmt, f, src.topology, xyz, time if fmt.time else None, lengths, angles)
+            if top_path:  # the first row with its cell, disulfides and atoms: the trajectory's topology
+                text = PDBLayout.from_topology(src.topology).text(first[None] * np.float32(NM),
+                                                                  _pdb_cell(*(first_cell or (None, None))))
+                with open(tmps[1], "w") as fh:
+                    fh.write(text)
             samples = int(src.provenance.get("samples", 1) or 1)
             manifest = {
                 "format": MANIFEST_FORMAT, "trajectory": os.path.basename(dest), "kind": fmt.name,

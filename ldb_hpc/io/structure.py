@@ -74,6 +74,8 @@ class ParseReport:
     mapped:             residue name → count mapped through ``residue_map``
     atoms_ignored:      reason → count of atoms of kept residues that have no atom14 slot
     atoms_missing:      heavy-atom slots of kept residues absent from the file (masked)
+    cell:               the file's unit cell (a, b, c in Å, α, β, γ in degrees; CRYST1 or _cell), None when it has
+                        none or gemmi's placeholder (1 Å cube); the space group is not kept
     """
 
     path: str = ""
@@ -88,6 +90,7 @@ class ParseReport:
     mapped: Counter = field(default_factory=Counter)
     atoms_ignored: Counter = field(default_factory=Counter)
     atoms_missing: int = 0
+    cell: tuple[float, float, float, float, float, float] | None = None
 
     def merge(self, other: "ParseReport") -> None:
         """Add ``other``'s counts to this report (for totals over many files)."""
@@ -320,6 +323,9 @@ def read_structure_with_report(path, *, models="first", residue_map: dict[str, s
     naming.check_residue_map(residue_map)
     st = _read_gemmi(path)
     report = ParseReport(path=path, n_models=len(st))
+    if st.cell.is_crystal():
+        c = st.cell
+        report.cell = (c.a, c.b, c.c, c.alpha, c.beta, c.gamma)
     if len(st) == 0:
         raise InputError(f"no atoms in {path} (is it a PDB or mmCIF file?)")
     wanted = _select_models(st, models, path)

@@ -85,13 +85,15 @@ class CAFrames:
     """The CA trace of one structure file.
 
     path: the file as named (``-`` for standard input); residues: the L residues (segments from model 1);
-    ca: [F, L, 3] float32 Å, one frame per MODEL in file order; note: what was skipped ("" when nothing).
+    ca: [F, L, 3] float32 Å, one frame per MODEL in file order; note: what was skipped ("" when nothing);
+    cell: the file's unit cell per frame (lengths [F, 3] Å, angles [F, 3] degrees; CRYST1 or ``_cell``), or None.
     """
 
     path: str
     residues: Residues
     ca: np.ndarray
     note: str = ""
+    cell: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def n_frames(self) -> int:
@@ -130,7 +132,11 @@ def read_ca_frames(path: str, residue_map: dict[str, str] | None = None, name: s
     if skipped:
         note = f"{sum(skipped.values())} non-protein residue(s) skipped (" + ", ".join(
             f"{k}×{v}" for k, v in skipped.most_common()) + ")"
-    return CAFrames(path, first, ca, note)
+    cell = None
+    if report.cell is not None:
+        cell = (np.tile(np.asarray(report.cell[:3], np.float64), (len(ca), 1)),
+                np.tile(np.asarray(report.cell[3:], np.float64), (len(ca), 1)))
+    return CAFrames(path, first, ca, note, cell)
 
 
 def read_ca_stream(data: bytes, residue_map: dict[str, str] | None = None, name: str = STDIN) -> CAFrames:
@@ -150,12 +156,15 @@ def read_ca_stream(data: bytes, residue_map: dict[str, str] | None = None, name:
 
 
 def write_rows(path: str, fmt: str, residues: Residues, positions: np.ndarray, provenance: dict | None = None,
-               overwrite: bool = False, protonation: Protonation | None = None) -> None:
+               overwrite: bool = False, protonation: Protonation | None = None, cell=None) -> None:
     """Write the rows of one input, ``positions`` [F, S, L, 14, 3] Å, to ``path`` as ``fmt`` ("pdb" or "h5");
     with a ``protonation`` (``--hydrogens``) positions have 14 + NUM_EXTRA slots and OXT and hydrogens are written.
+    Disulfides: ``residues.disulfides`` (or the protonation's) as bonds. cell: the input's per frame (lengths [F, 3]
+    Å, angles [F, 3] degrees, as :class:`CAFrames` has it), or None for none.
 
-    pdb: one MODEL per row (see :func:`pdb_text`); h5: an all-atom MDTraj-HDF5 file with ``/ldb`` provenance
-    (``provenance`` attributes, ``cg_frame``, ``sample``), time = frame index. Written under a temporary name
+    pdb: one MODEL per row (see :func:`pdb_text`; CRYST1 from ``cell``); h5: an all-atom MDTraj-HDF5 file with
+    ``/ldb`` provenance (``provenance`` attributes, ``cg_frame``, ``sample``), the cell per row, time = frame index.
+    Written under a temporary name
     and renamed when complete. OutputError when ``path`` exists without ``overwrite`` or cannot be written;
     InputError when a field does not fit the format (e.g. a chain ID of 3 characters in PDB).
     """
@@ -163,7 +172,7 @@ def write_rows(path: str, fmt: str, residues: Residues, positions: np.ndarray, p
         raise InputError(f"--format must be one of {', '.join(OUTPUT_FORMATS)}, got {fmt!r}")
     check_output_location(path, overwrite)
     if fmt == "pdb":
-        text = pdb_text(residues, positions, protonation)
+        text = pdb_text(residues, positions, protonation, cell)
         with replaced_when_done(os.path.abspath(path)) as tmp:
             with open(tmp, "w") as fh:
                 fh.write(text)
@@ -171,9 +180,11 @@ def write_rows(path: str, fmt: str, residues: Residues, positions: np.ndarray, p
     from ldb_hpc.io.aa import AllAtomWriter
 
     n_frames, samples = positions.shape[:2]
-    with AllAtomWriter(path, residues, n_frames, samples, provenance, overwrite=overwrite,
+    lengths, angles = (None, None) if cell is None else cell
+    with AllAtomWriter(path, residues, n_frames, samples, provenance, has_cell=cell is not None, overwrite=overwrite,
                        protonation=protonation) as writer:
-        writer.write(0, positions, np.arange(n_frames, dtype=np.float64))
+        writer.write(0, positions, np.arange(n_frames, dtype=np.float64), lengths,
+                     None if angles is None else np.deg2rad(np.asarray(angles, np.float64)))
 
 
 __all__ = ["CAFrames", "InputFile", "OUTPUT_FORMATS", "PDBLayout", "STDIN", "expand_inputs", "output_path",

@@ -9,8 +9,9 @@ MDTraj's HDF5 format stores the topology as one JSON string in ``/topology``::
 
 Three topologies are built here: the CG one (one atom ``CA`` per residue), the all-atom heavy one
 (atoms in atom14 slot order per residue, only the slots that exist for the residue type, standard
-bonds plus peptide bonds C(i)–N(i+1) within a segment) and, for ``--hydrogens``, the heavy one plus OXT
-and every hydrogen (ldb_hpc.chem.hydrogens; one chain per segment, disulfide bonds SG–SG).
+bonds plus peptide bonds C(i)–N(i+1) within a segment, disulfide bonds SG–SG of ``Residues.disulfides``)
+and, for ``--hydrogens``, the heavy one plus OXT and every hydrogen (ldb_hpc.chem.hydrogens; one chain per
+segment).
 ``atom_index [L, 14]`` (``[L, 14 + NUM_EXTRA]`` with hydrogens) maps slots to flat atom indices (-1 where
 absent) so that writers gather ``[..., L, K, 3] → [..., n_atoms, 3]`` with one fancy-indexing operation.
 """
@@ -85,6 +86,29 @@ def heavy_bonds(residues: Residues, atom_index: np.ndarray) -> np.ndarray:
     return np.concatenate([intra, peptide.reshape(-1, 2)], axis=0).astype(np.int64)
 
 
+def output_disulfides(residues: Residues, protonation: Protonation | None = None) -> tuple[tuple[int, int], ...]:
+    """The disulfides (residue index pairs) an output of ``residues`` bonds: ``residues.disulfides``; with a
+    ``protonation`` (``--hydrogens``) its pairs, which decide the hydrogens (no HG on a bonded SG) and must be the
+    residues' own when the residues have any (ValueError otherwise: a bond without its hydrogens removed)."""
+    if protonation is None:
+        return residues.disulfides
+    if residues.disulfides and tuple(residues.disulfides) != tuple(protonation.disulfides):
+        raise ValueError(f"the residues' disulfides {list(residues.disulfides)} differ from the protonation's "
+                         f"{list(protonation.disulfides)}")
+    return protonation.disulfides
+
+
+def disulfide_bonds(residues: Residues, pairs, atom_index: np.ndarray) -> np.ndarray:
+    """[D, 2] int64 SG–SG atom pairs of the disulfides ``pairs`` (residue index pairs); atom_index [L, K] as
+    :func:`heavy_atom_index`. ValueError when a residue of a pair is not a CYS."""
+    cys = RESTYPES_3.index("CYS")
+    bad = [(i, j) for i, j in pairs if residues.restype[i] != cys or residues.restype[j] != cys]
+    if bad:
+        raise ValueError(f"disulfides {bad} are not between two CYS residues")
+    sg = SLOT_INDEX[("CYS", "SG")]
+    return np.array([[atom_index[i, sg], atom_index[j, sg]] for i, j in pairs], dtype=np.int64).reshape(-1, 2)
+
+
 def _chain_runs(chain_id: np.ndarray) -> list[tuple[str, int, int]]:
     """Consecutive runs of equal chain ids: [(chain_id, start, stop), ...]."""
     n = len(chain_id)
@@ -133,12 +157,15 @@ def aa_topology(residues: Residues) -> tuple[dict, np.ndarray, int]:
     """The all-atom heavy topology dict.
 
     Returns (topology dict, atom_index [L, 14] int64 (-1 where absent), n_atoms). Atoms of each residue
-    are its existing atom14 slots in slot order; bonds are the standard ones plus peptide bonds.
+    are its existing atom14 slots in slot order; bonds are the standard ones, the peptide bonds, then the SG–SG
+    bonds of ``residues.disulfides``.
     """
     atom_index, n_atoms = heavy_atom_index(residues)
     names = [ATOM14[r] for r in RESTYPES_3]
     elements = [tuple(SLOT_ELEMENT[t, : len(ATOM14[r])]) for t, r in enumerate(RESTYPES_3)]
-    return _topology_dict(residues, names, elements, heavy_bonds(residues, atom_index)), atom_index, n_atoms
+    bonds = np.concatenate([heavy_bonds(residues, atom_index),
+                            disulfide_bonds(residues, residues.disulfides, atom_index)])
+    return _topology_dict(residues, names, elements, bonds), atom_index, n_atoms
 
 
 def _segment_runs(residues: Residues) -> list[tuple[str, int, int]]:
@@ -153,7 +180,8 @@ def hydrogen_topology(residues: Residues, protonation: Protonation) -> tuple[dic
 
     Returns (topology dict, atom_index [L, 14 + NUM_EXTRA] int64 (-1 where absent), n_atoms). Atoms of each residue:
     its heavy atoms in slot order, then its extra atoms in extra-slot order; bonds: the heavy ones (as
-    :func:`aa_topology`), each extra atom to its parent, then the disulfides SG–SG. Every segment is its own
+    :func:`aa_topology` without disulfides), each extra atom to its parent, then the disulfides SG–SG
+    (:func:`output_disulfides`). Every segment is its own
     chain (chain id kept), so that a PDB file written from it has TER at every chain break and no tool bonds
     across it.
     """
@@ -165,9 +193,8 @@ def hydrogen_topology(residues: Residues, protonation: Protonation) -> tuple[dic
     res, k = np.nonzero(extra)
     parent = atom_index[res, EXTRA_PARENT[residues.restype[res], k]]
     to_parent = np.stack([parent, atom_index[res, NUM_SLOTS + k]], axis=-1)
-    sg = SLOT_INDEX[("CYS", "SG")]
-    ss = np.array([[atom_index[i, sg], atom_index[j, sg]] for i, j in protonation.disulfides], dtype=np.int64)
-    bonds = np.concatenate([heavy, to_parent.reshape(-1, 2), ss.reshape(-1, 2)], axis=0)
+    ss = disulfide_bonds(residues, output_disulfides(residues, protonation), atom_index)
+    bonds = np.concatenate([heavy, to_parent.reshape(-1, 2), ss], axis=0)
     std = RESTYPES_3
 
     def names(i, t):
@@ -294,7 +321,8 @@ def aa_residues(topo: ParsedTopology) -> tuple[Residues, np.ndarray, np.ndarray]
 
     Returns (residues, atom_slot [N] int64 (-1 for atoms without a slot: hydrogens, OXT, unknown names; two atoms
     on one slot both keep it), mask [L, 14] bool). Unknown residue names become UNK. Segments follow the peptide
-    bonds C(i)–N(i+1) of the topology (consecutive residues of a chain without that bond start a new segment).
+    bonds C(i)–N(i+1) of the topology (consecutive residues of a chain without that bond start a new segment);
+    ``residues.disulfides`` are its SG–SG bonds between two CYS residues.
     """
     restype = resolve_restypes(topo.resname, keep_unknown=True)
     std = np.asarray(RESTYPES_3, dtype=object)[restype]
@@ -321,5 +349,14 @@ def aa_residues(topo: ParsedTopology) -> tuple[Residues, np.ndarray, np.ndarray]
     if n > 1:
         new[1:] = ~linked | (chain[1:] != chain[:-1])
     segment = np.cumsum(new).astype(np.int64) - 1
-    residues = Residues(restype, topo.resname, chain, topo.resseq, np.full(n, "", dtype=object), segment)
+    disulfides = []
+    if topo.bonds.size:  # SG–SG bonds between two CYS residues
+        a, b = topo.bonds[:, 0], topo.bonds[:, 1]
+        sg = SLOT_INDEX[("CYS", "SG")]
+        cys = (std[res_of_atom[a]] == "CYS") & (std[res_of_atom[b]] == "CYS")
+        ss = cys & (atom_slot[a] == sg) & (atom_slot[b] == sg) & (res_of_atom[a] != res_of_atom[b])
+        disulfides = sorted({(min(i, j), max(i, j)) for i, j in zip(res_of_atom[a][ss].tolist(),
+                                                                   res_of_atom[b][ss].tolist())})
+    residues = Residues(restype, topo.resname, chain, topo.resseq, np.full(n, "", dtype=object), segment,
+                        tuple(disulfides))
     return residues, atom_slot, mask
