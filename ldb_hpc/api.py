@@ -18,7 +18,8 @@ class CloseContactWarning(UserWarning):
 
 def backmap(traj, samples: int = 1, seed: int = 0, model=None, steps: int | None = None,
             temperature: float | None = None, batch_frames: int = 64, residue_map: dict | None = None,
-            hydrogens: bool = False, device: str = "auto", threads: int | None = None, cg: str | None = None):
+            hydrogens: bool = False, device: str = "auto", threads: int | None = None, cg: str | None = None,
+            disulfides: str = "auto"):
     """Backmap a coarse-grained trajectory.
 
     traj: ``mdtraj.Trajectory`` whose atoms include one CA per residue (other atoms are ignored); samples: samples
@@ -27,7 +28,9 @@ def backmap(traj, samples: int = 1, seed: int = 0, model=None, steps: int | None
     residue_map: {OLD: NEW} residue renames; hydrogens: also OXT at segment ends and every hydrogen, with the
     disulfides found on frame 0 (as ``ldb-hpc backmap --hydrogens``); device: auto | cpu | cuda | cuda:N; threads:
     torch threads (None: leave torch's setting); cg: the coarse-grained mapping (ca, com, martini3;
-    ldb_hpc.engine.sources; None: martini3 when the topology has BB beads, else ca).
+    ldb_hpc.engine.sources; None: martini3 when the topology has BB beads, else ca); disulfides: ``auto`` (decided
+    on frame 0's backbone and built in every frame), ``none``, or ``"A:12-A:40,…"`` (the returned topology bonds
+    them SG–SG).
     Returns an ``mdtraj.Trajectory`` with F·samples frames in frame-major order (frame f, sample s → frame
     f·samples + s), time and unit cell copied per row; the rows are those ``ldb-hpc backmap`` writes with the same
     options. Rows that keep a non-bonded heavy-atom pair closer than 1.2 Å (where the repair could not reach it)
@@ -54,7 +57,7 @@ def backmap(traj, samples: int = 1, seed: int = 0, model=None, steps: int | None
         cg = detect_mapping(traj)
     job = Job(model=model, samples=samples, seed=seed, steps=steps, temperature=temperature,
               residue_map=dict(residue_map or {}), hydrogens=hydrogens, device=device, batch_frames=batch_frames,
-              threads=threads, cg=cg)
+              threads=threads, cg=cg, disulfides=disulfides)
     job.check_ranges()
     source = open_source(traj, cg, residue_map=job.residue_map)
     if threads is not None:
@@ -71,7 +74,9 @@ def backmap(traj, samples: int = 1, seed: int = 0, model=None, steps: int | None
         problem = check_protonatable(residues.restype, residue_labels(residues.chain_id, residues.resseq))
         if problem:
             raise InputError(problem)
-        protonation = Protonation.from_pairs(engine.disulfides(source.read(0, 1).ca, residues))
+    residues = engine.topology(source.read(0, 1).ca, residues)
+    if hydrogens:
+        protonation = Protonation.from_pairs(residues.disulfides)
     sink = MemorySink(residues, source.n_frames, samples, protonation)
     contacts = CloseContacts(residues)
     for s0 in range(0, source.n_frames, batch_frames):

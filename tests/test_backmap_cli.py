@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import assert_one_line_error
 
-from ldb_hpc.chem.residues import SLOT_MASK
+from ldb_hpc.chem.residues import RESTYPE_INDEX, SLOT_MASK
 from ldb_hpc.io.cg import CGTrajectory
 
 
@@ -91,12 +91,20 @@ def test_output_equal_to_input_is_refused(example, run_cli):
     assert_one_line_error(code, err, "overwrite the input")
 
 
+def _reference_disulfides(prot) -> set[tuple[int, int]]:
+    """Cys pairs of a reference structure whose SG atoms lie within 2.3 Å."""
+    cys = [i for i in range(len(prot)) if prot.residues.restype[i] == RESTYPE_INDEX["CYS"] and prot.mask[i, 5]]
+    return {(i, j) for i in cys for j in cys
+            if i < j and np.linalg.norm(prot.positions[i, 5] - prot.positions[j, 5]) <= 2.3}
+
+
 @pytest.mark.data
 def test_casp12_every_heavy_atom_rebuilt(shared_data, tmp_path, run_cli):
-    """CA traces of all 24 CASP12 targets → all-atom files with every heavy atom, termini and breaks included."""
+    """CA traces of all 24 CASP12 targets → all-atom files with every heavy atom, termini and breaks included, and
+    their disulfides built and bonded."""
     from ldb_hpc.io.structure import read_structure
 
-    rmsd = []
+    rmsd, found = [], 0
     for path in sorted((shared_data / "test" / "casp12").glob("*.pdb")):
         prot = read_structure(str(path))[0]
         cg, out, js = (tmp_path / f"{path.stem}{s}" for s in (".cg.h5", ".aa.h5", ".json"))
@@ -110,9 +118,20 @@ def test_casp12_every_heavy_atom_rebuilt(shared_data, tmp_path, run_cli):
         assert np.isfinite(traj.xyz).all()
         # Peptide bonds exist inside segments only: one bond fewer per chain break.
         n_links = int(prot.residues.peptide_links().sum())
-        intra = sum(1 for b in traj.topology.bonds if b[0].residue.index == b[1].residue.index)
-        assert traj.topology.n_bonds - intra == n_links
+        inter = [(a, b) for a, b in traj.topology.bonds if a.residue.index != b.residue.index]
+        ss = {tuple(sorted((a.residue.index, b.residue.index))) for a, b in inter if a.name == b.name == "SG"}
+        assert len(inter) - len(ss) == n_links
+        # Disulfides (issue 20): the output bonds exactly the reference's (SG–SG <= 2.3 Å there), each at
+        # 1.95–2.15 Å, and no other Cys SG pair comes closer than 1.9 Å.
+        ref_ss = _reference_disulfides(prot)
+        assert ss == ref_ss, f"{path.name}: bonded {sorted(ss)}, reference {sorted(ref_ss)}"
+        found += len(ss)
+        sg = {r.index: traj.xyz[0, r.atom("SG").index] * 10 for r in traj.topology.residues if r.name == "CYS"}
+        for i, j in ((i, j) for i in sg for j in sg if i < j):
+            d = float(np.linalg.norm(sg[i] - sg[j]))
+            assert (1.95 <= d <= 2.15) if (i, j) in ss else d >= 1.9, f"{path.name} SG {i}-{j}: {d:.2f} Å"
         summary = json.loads(js.read_text())["summary"]
         assert summary["bond_outliers"] < 0.01
         rmsd.append(summary["rmsd"])
     assert len(rmsd) == 24 and np.mean(rmsd) < 1.75
+    assert found == 4  # T0892, T0897, T0941, T0947; T0898's metal-site Cys stay unbonded

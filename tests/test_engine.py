@@ -18,7 +18,6 @@ from ldb_hpc.engine.sinks import MemorySink, StreamSink, StructureFileSink
 from ldb_hpc.engine.sources import SOURCES, CASource, open_source, register_source
 from ldb_hpc.errors import InputError
 from ldb_hpc.geometry.contacts import CloseContacts
-from ldb_hpc.geometry.hydrogens import disulfide_pairs
 
 EXAMPLE = REPO / "examples" / "example.cg.h5"
 
@@ -95,8 +94,10 @@ def test_rows_feed_the_close_contact_log(example):
 
 
 def test_disulfides_backmap_frame_zero_only_when_two_cysteines_can_bond(example):
-    """SG lies within 3.4 Å of its CA: CYS whose CAs are more than 9.3 Å apart cannot bond, and then the first
-    frame is not backmapped at all; closer ones are looked at on the backmap's first row."""
+    """SG lies within 2.8 Å of its CA: CYS whose CAs are more than 7.8 Å apart cannot bond, and then the first
+    frame is not backmapped at all; closer ones are decided on the backmap's first row (before the SG build)."""
+    from ldb_hpc.geometry import disulfides as ss
+
     residues, frames = example
 
     class Refuses:  # a backmapper that fails when called
@@ -109,13 +110,18 @@ def test_disulfides_backmap_frame_zero_only_when_two_cysteines_can_bond(example)
     cys.restype[[2, 9]] = RESTYPE_INDEX["CYS"]
     ca = frames.ca[:1].copy()
     gap = np.linalg.norm(ca[0, 2] - ca[0, 9])
-    ca[0, 9] += (ca[0, 9] - ca[0, 2]) * (9.5 / gap - 1)  # CA–CA 9.5 Å: cannot bond
-    assert Engine(Job(model=Refuses())).disulfides(ca, cys) == []
-    ca[0, 9] = ca[0, 2] + (ca[0, 9] - ca[0, 2]) * (5.0 / 9.5)  # 5 Å: it must look
+    ca[0, 9] += (ca[0, 9] - ca[0, 2]) * (8.0 / gap - 1)  # CA–CA 8 Å: cannot bond
+    assert Engine(Job(model=Refuses())).topology(ca, cys).disulfides == ()
+    assert Engine(Job(model=Refuses(), disulfides="none")).topology(ca, cys).disulfides == ()
+    ca[0, 9] = ca[0, 2] + (ca[0, 9] - ca[0, 2]) * (5.0 / 8.0)  # 5 Å: it must look
     with pytest.raises(AssertionError, match="backmap called"):
-        Engine(Job(model=Refuses())).disulfides(ca, cys)
+        Engine(Job(model=Refuses())).topology(ca, cys)
     ideal = Engine(Job(model="ideal"))
-    assert ideal.disulfides(ca, cys) == disulfide_pairs(ideal.rows(ca, cys, np.zeros(1))[0, 0], cys.restype)
+    raw = ideal.sample(ca, cys, np.zeros(1, dtype=np.int64))[0, 0]
+    assert ideal.topology(ca, cys).disulfides == tuple(ss.decide(raw, cys.restype))
+    label = [f"{c}:{r}" for c, r in zip(cys.chain_id, cys.resseq)]
+    listed = Engine(Job(model=Refuses(), disulfides=f"{label[9]}-{label[2]}")).topology(ca, cys)
+    assert listed.disulfides == ((2, 9),)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -284,7 +284,6 @@ def test_structure_file_box_read_and_written(tmp_path):
     assert sf.read_ca_frames(str(tmp_path / "bare.pdb")).cell is None
 
 
-@pytest.mark.xfail(reason="needs ldb_hpc/runtime/batch.py._write to pass p.frames.cell to the sinks", strict=False)
 def test_many_files_mode_keeps_a_pdb_inputs_box(tmp_path, run_cli):
     res = residues(())
     lengths, angles = cells(1)

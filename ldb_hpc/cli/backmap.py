@@ -84,6 +84,10 @@ def add_parser(sub) -> None:
     p.add_argument("--hydrogens", action="store_true",
                    help="also write every hydrogen (standard protonation, HIS as HIE, PDB names) and OXT at every "
                         "segment end, so that OpenMM's amber14 takes the output as it is (docs/HYDROGENS.md)")
+    p.add_argument("--disulfides", default="auto", metavar="RULE",
+                   help="which Cys pairs are bonded SG-SG in every frame of the output: auto (decided from the "
+                        "backbone built for the first frame, default), none, or a list A:12-A:40,B:3-B:77; the "
+                        "bonds are written to every output's topology (docs/DISULFIDES.md)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per rank (default: SLURM_CPUS_PER_TASK, else cores / ranks per node)")
     p.add_argument("--io", choices=("shards", "mpio"), default="shards",
@@ -133,7 +137,7 @@ def _job(args):
     return Job(model=args.model, samples=args.samples, seed=args.seed, steps=args.steps,
                temperature=args.temperature, residue_map=common.parse_residue_map(args.map_residue),
                hydrogens=args.hydrogens, device=args.device, batch_frames=args.batch_frames, threads=args.threads,
-               cg=args.cg)
+               cg=args.cg, disulfides=args.disulfides.strip())
 
 
 def run(args) -> int:

@@ -139,6 +139,22 @@ def ideal_bond_table(ref_pos, ref_mask, pred_pos, pred_mask, residues):
     return bond, pep, "medians of REF (shipped ideal table not found)"
 
 
+def topology_disulfides(traj, residue_map, keep_unknown: bool, source: str) -> list[tuple[int, int]]:
+    """The SG–SG bonds of PRED's own topology (MDTraj-HDF5 bonds, PDB CONECT) as residue index pairs of its
+    protein residues: the only SG–SG pairs the clash rule takes as bonded."""
+    from ldb_hpc.io import mdtraj_bridge as mb
+
+    sel = mb.select_protein(traj.topology, residue_map, keep_unknown, source)
+    ours = {int(r): k for k, r in enumerate(sel.residue_index)}
+    pairs = set()
+    for a, b in traj.topology.bonds:
+        if a.name == b.name == "SG" and a.residue.index in ours and b.residue.index in ours:
+            i, j = ours[a.residue.index], ours[b.residue.index]
+            if i != j:
+                pairs.add((min(i, j), max(i, j)))
+    return sorted(pairs)
+
+
 def _clean(v):
     v = float(v)
     return None if math.isnan(v) else v
@@ -157,8 +173,9 @@ def run(args) -> int:
         common.check_output(args.json, args.overwrite)
     residue_map = common.parse_residue_map(args.map_residue)
 
-    pred_res, pred, pred_mask = mb.traj_to_atom14(mb.load_any(args.pred, args.top), residue_map,
-                                                  args.keep_unknown, source=args.pred)
+    pred_traj = mb.load_any(args.pred, args.top)
+    pred_res, pred, pred_mask = mb.traj_to_atom14(pred_traj, residue_map, args.keep_unknown, source=args.pred)
+    pred_res = pred_res.with_disulfides(topology_disulfides(pred_traj, residue_map, args.keep_unknown, args.pred))
     ref_res, ref, ref_mask = mb.traj_to_atom14(mb.load_any(args.ref, args.ref_top), residue_map,
                                                args.keep_unknown, source=args.ref)
     check_same_residues(pred_res, ref_res)
@@ -168,7 +185,7 @@ def run(args) -> int:
     ideal_bond, ideal_peptide, ideal_source = ideal_bond_table(ref, ref_mask, pred, pred_mask, pred_res)
 
     per = evaluate_frames(pred, ref, pred_res.restype, pred_res.segment, pred_mask, ref_mask, samples=S,
-                          ideal_bond=ideal_bond, ideal_peptide=ideal_peptide)
+                          ideal_bond=ideal_bond, ideal_peptide=ideal_peptide, disulfides=pred_res.disulfides)
     summary = aggregate(per)
     ref_rows = ref[np.arange(pred.shape[0]) // S] if ref.shape[0] > 1 else ref
     by_type = chi_by_residue_type(pred, ref_rows, pred_mask, ref_mask, pred_res.restype)

@@ -14,10 +14,55 @@ from ldb_hpc.chem.hydrogens import Protonation
 from ldb_hpc.chem.protein import Residues
 from ldb_hpc.chem.residues import NUM_SLOTS, RESTYPE_INDEX
 from ldb_hpc.engine.job import Job
+from ldb_hpc.errors import InputError
 from ldb_hpc.geometry.contacts import CloseContacts
 
-# SG is less than CA–CB + CB–SG = 3.4 Å from its CA: CYS pairs with CA–CA > 2 × 3.4 + 2.5 Å cannot be bonded.
-_SS_CA_REACH = 9.3  # Å
+_NAMED = 10  # frames named in a report
+
+
+class DisulfideLog:
+    """The frames whose own geometry disagrees with the output's disulfide topology (one topology per output: the
+    bonds decided on frame 0, or given, are built in every frame; :func:`ldb_hpc.geometry.disulfides.disagreements`
+    says which frames would have decided otherwise). ``count`` and the first ``first`` global frame indices."""
+
+    def __init__(self):
+        self.count = 0
+        self.first: list[int] = []
+
+    def add(self, frames: np.ndarray) -> None:
+        self.count += len(frames)
+        self.first = sorted(self.first + [int(f) for f in frames[:_NAMED]])[:_NAMED]
+
+    def merge(self, other: "DisulfideLog") -> None:
+        self.count += other.count
+        self.first = sorted(self.first + other.first)[:_NAMED]
+
+
+def parse_disulfide_list(text: str, residues: Residues) -> list[tuple[int, int]]:
+    """``--disulfides A:12-A:40,B:3-B:77`` → residue index pairs; InputError for a residue that is not there, not a
+    CYS, or in two bonds."""
+    from ldb_hpc.io.topology import residue_labels
+
+    index = {label: i for i, label in enumerate(residue_labels(residues.chain_id, residues.resseq, residues.icode))}
+    pairs, seen = [], set()
+    for item in (t.strip() for t in text.split(",")):
+        parts = item.split("-") if item.count("-") == 1 else []
+        if len(parts) != 2 or not all(":" in p for p in parts):
+            raise InputError(f"--disulfides: '{item}' is not CHAIN:RESNUM-CHAIN:RESNUM (e.g. A:12-A:40)")
+        ij = []
+        for label in parts:
+            if label not in index:
+                raise InputError(f"--disulfides: residue {label} is not in the input")
+            if residues.restype[index[label]] != RESTYPE_INDEX["CYS"]:
+                raise InputError(f"--disulfides: residue {label} is {residues.resname[index[label]]}, not CYS")
+            if index[label] in seen:
+                raise InputError(f"--disulfides: residue {label} is in two bonds")
+            seen.add(index[label])
+            ij.append(index[label])
+        if ij[0] == ij[1]:
+            raise InputError(f"--disulfides: '{item}' bonds a residue to itself")
+        pairs.append((min(ij), max(ij)))
+    return sorted(pairs)
 
 
 class Engine:
@@ -62,46 +107,87 @@ class Engine:
 
     def rows(self, ca: np.ndarray, residues: Residues, frame_index: np.ndarray,
              protonation: Protonation | None = None, contacts: CloseContacts | None = None,
-             frame_start: int = 0) -> np.ndarray:
+             frame_start: int = 0, disulfide_log: DisulfideLog | None = None) -> np.ndarray:
         """All samples of frames ``ca`` [n, L, 3] float32 Å (the beads of the job's mapping: CAs, or residue centres
         of mass the model places CAs from), whose global frame indices are ``frame_index`` [n]
         int64 (random numbers are keyed by them: a frame's rows do not depend on the batch it is in).
 
         Returns [n, S, L, K, 3] float32 Å on the CPU: K = 14 heavy-atom slots, or 14 + NUM_EXTRA with
-        ``protonation`` (OXT and hydrogens placed on the device, ldb_hpc.geometry.hydrogens). The model is called
-        on at most ``job.batch_frames`` frames at a time. ``contacts``: the log that checks every row for
-        heavy-atom pairs closer than its cutoff (frames named from ``frame_start``).
+        ``protonation`` (OXT and hydrogens placed on the device, ldb_hpc.geometry.hydrogens). Every Cys SG is placed
+        by ldb_hpc.geometry.disulfides: the bonds of ``residues.disulfides`` built, other SG kept apart. The model
+        is called on at most ``job.batch_frames`` frames at a time. ``contacts``: the log that checks every row for
+        heavy-atom pairs closer than its cutoff (frames named from ``frame_start``); ``disulfide_log``: the frames
+        whose geometry disagrees with the disulfide topology.
         """
         import torch
 
-        B, S = self.job.batch_frames, self.job.samples
+        B = self.job.batch_frames
         ca = torch.from_numpy(np.ascontiguousarray(ca, dtype=np.float32))
         index = torch.from_numpy(np.ascontiguousarray(frame_index, dtype=np.int64))
         parts = []
         for a in range(0, len(ca), B):
-            pos = self.model.backmap(ca[a: a + B].to(self.device), residues, index[a: a + B].to(self.device), S,
-                                     self.job.seed).detach()
-            if protonation is not None:
-                from ldb_hpc.geometry.hydrogens import place_extra
-
-                pos = place_extra(pos, residues.restype, residues.segment, protonation)
+            pos = self.sample(ca[a: a + B], residues, index[a: a + B])
+            pos = self.complete(pos, residues, protonation, disulfide_log, np.asarray(frame_index[a: a + B]))
             parts.append(pos.to("cpu", torch.float32).numpy())
         out = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if contacts is not None:
             contacts.check(frame_start, out[..., :NUM_SLOTS, :])
         return out
 
-    def disulfides(self, ca0: np.ndarray, residues: Residues) -> list[tuple[int, int]]:
-        """The disulfides of a trajectory, found on its first frame's backmap (sample 0; CYS whose SG atoms are at
-        most 2.5 Å apart): residue index pairs. ca0: [1, L, 3] float32 Å. The backmap is skipped when no two CYS
-        CAs are close enough to bond."""
-        from ldb_hpc.geometry.hydrogens import disulfide_pairs
+    def sample(self, ca, residues: Residues, frame_index):
+        """The model's rows for frames ``ca`` [n, L, 3] (tensor or array) with global indices ``frame_index`` [n]:
+        [n, S, L, 14, 3] float32 on the engine's device, before :meth:`complete`."""
+        import torch
 
+        ca = torch.as_tensor(np.asarray(ca, dtype=np.float32) if isinstance(ca, np.ndarray) else ca)
+        index = torch.as_tensor(frame_index, dtype=torch.int64)
+        return self.model.backmap(ca.to(self.device), residues, index.to(self.device), self.job.samples,
+                                  self.job.seed).detach()
+
+    def complete(self, pos, residues: Residues, protonation: Protonation | None = None,
+                 disulfide_log: DisulfideLog | None = None, frame_index: np.ndarray | None = None):
+        """The model's rows ``pos`` [n, S, L, 14, 3] made output rows: every Cys SG placed
+        (ldb_hpc.geometry.disulfides: the bonds of ``residues.disulfides`` built, other SG kept apart; frames whose
+        own geometry disagrees with them go to ``disulfide_log``, named by ``frame_index``), then OXT and the
+        hydrogens with ``protonation``."""
+        from ldb_hpc.geometry import disulfides as ss
+
+        if (residues.restype == RESTYPE_INDEX["CYS"]).any():
+            if disulfide_log is not None:
+                bad = ss.disagreements(pos[:, 0], residues.restype, residues.disulfides).cpu().numpy()
+                disulfide_log.add(np.asarray(frame_index)[bad])
+            pos = ss.build(pos, residues.restype, residues.disulfides)
+        if protonation is not None:
+            from ldb_hpc.geometry.hydrogens import place_extra
+
+            pos = place_extra(pos, residues.restype, residues.segment, protonation)
+        return pos
+
+    def topology(self, ca0: np.ndarray, residues: Residues) -> Residues:
+        """``residues`` with the disulfide bonds of the job's rule (``job.disulfides``): ``none``; a list; or
+        ``auto``, decided (ldb_hpc.geometry.disulfides.decide) on the backbone the model builds for the first
+        frame ``ca0`` [1, L, 3] (sample 0), whose backmap is skipped when no two Cys can reach each other."""
+        from ldb_hpc.geometry import disulfides as ss
+
+        if self.job.disulfides != "auto":
+            return self.decide(None, residues)
         cys = ca0[0, residues.restype == RESTYPE_INDEX["CYS"]]
         if len(cys) < 2:
-            return []
+            return residues.with_disulfides(())
         if self.job.cg == "ca":  # other beads are not where the CA is: no prefilter there
             gaps = np.linalg.norm(cys[:, None] - cys[None], axis=-1) + 99 * np.eye(len(cys))
-            if gaps.min() > _SS_CA_REACH:
-                return []
-        return disulfide_pairs(self.rows(ca0, residues, np.zeros(1, dtype=np.int64))[0, 0], residues.restype)
+            if gaps.min() > ss.CA_REACH:
+                return residues.with_disulfides(())
+        return self.decide(self.sample(ca0, residues, np.zeros(1, dtype=np.int64))[0, 0], residues)
+
+    def decide(self, row, residues: Residues) -> Residues:
+        """``residues`` with the disulfides of the job's rule, ``auto`` deciding on the model's row ``row``
+        [L, 14, 3] (a tensor, before :meth:`complete`)."""
+        from ldb_hpc.geometry import disulfides as ss
+
+        rule = self.job.disulfides
+        if rule == "none":
+            return residues.with_disulfides(())
+        if rule != "auto":
+            return residues.with_disulfides(parse_disulfide_list(rule, residues))
+        return residues.with_disulfides(ss.decide(row[..., :NUM_SLOTS, :], residues.restype))

@@ -24,7 +24,8 @@ class Job:
     sampling settings (None: the model's defaults); residue_map: {OLD: NEW} residue renames; hydrogens: also OXT
     and every hydrogen (docs/HYDROGENS.md); device: auto | cpu | cuda | cuda:N; batch_frames: frames per model call;
     threads: torch threads (None: the caller's default); cg: the coarse-grained mapping (ca, com), whose default
-    model is the one shipped for it.
+    model is the one shipped for it; disulfides: which Cys pairs are bonded — ``auto`` (decided from the backbone
+    built for frame 0), ``none``, or a list ``A:12-A:40,B:3-B:77`` (chain:residue number pairs).
     """
 
     model: object = None
@@ -38,6 +39,7 @@ class Job:
     batch_frames: int = 64
     threads: int | None = None
     cg: str = "ca"  # the coarse-grained mapping of the input (ldb_hpc.engine.sources); it chooses the model too
+    disulfides: str = "auto"  # auto (decided on frame 0, ldb_hpc.geometry.disulfides) | none | LIST (A:12-A:40,…)
 
     def check_ranges(self) -> None:
         """InputError naming the first count out of range (the CLI's option names)."""

@@ -1,5 +1,6 @@
 """The clash guarantee: every output row is checked for non-bonded heavy-atom pairs closer than 1.2 Å (DESIGN.md's
-clash definition: neither 1-2 nor 1-3, a bonded Cys SG–SG exempt) after the model's repair.
+clash definition: neither 1-2 nor 1-3; an SG–SG pair is bonded only when the output bonds it and it lies at
+1.9–2.2 Å) after the model's repair and the disulfide build.
 
 The model's repair removes them wherever moving side chains or peptide units can; what it cannot reach (e.g. two
 CA atoms of the input closer than that, or two chains pressed into each other) is still written, never dropped,
@@ -84,7 +85,8 @@ class CloseContacts:
     def __init__(self, residues: Residues, cutoff: float = CUTOFF):
         self.residues = residues
         self.cutoff = cutoff
-        self.topo = metrics.build_topology(residues.restype, residues.segment, rc.SLOT_MASK[residues.restype])
+        self.topo = metrics.build_topology(residues.restype, residues.segment, rc.SLOT_MASK[residues.restype],
+                                           disulfides=residues.disulfides)
         self.rows = 0
         self.named: list[ContactRow] = []
 

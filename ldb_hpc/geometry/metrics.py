@@ -12,8 +12,9 @@ Definitions used here:
   both atoms present in pred) whose length differs from the ideal one by more than 0.1 Å.
 * ``clash_1.2`` / ``clash_2.0``: pairs of present heavy atoms closer than 1.2 Å / 2.0 Å that are neither 1-2 nor
   1-3 pairs of the topology (bonds and angles, peptide bond included), per 1000 present atoms; each pair counted
-  once. Cys SG–SG pairs closer than the covalent cutoff are taken as disulfide bonds (the atom14 topology does
-  not list them) and are neither clashes nor graph errors.
+  once. One rule, no exemption: a Cys SG–SG pair is a bond only when the topology bonds it (``disulfides``: the
+  output's SSBOND/CONECT or topology bonds) and it lies at 1.9–2.2 Å; every other pair, SG–SG included, is a
+  clash candidate. A bonded SG–SG is a topology bond (bond outliers, the graph and 1-3 exclusions count it).
 * ``chi1_accuracy``: share of residues with χ1 (measurable in both) whose χ1 is within 40° of the reference;
   ``chi12_accuracy``: share of residues with χ1 and χ2 whose χ1 and χ2 are both within 40°. χ angles that are
   π-periodic (ASP χ2, GLU χ3, PHE χ2, TYR χ2) are compared modulo 180°. NaN for a row without such residues.
@@ -54,6 +55,8 @@ GRAPH_FACTOR = 1.3
 
 _RADIUS = np.vectorize(lambda e: COVALENT_RADIUS.get(e, 0.0))(SLOT_ELEMENT).astype(np.float64)  # [21, 14]
 _SG = SLOT_INDEX[("CYS", "SG")]
+SS_IDEAL = 2.04  # Å: SG–SG of a disulfide
+SS_BONDED = (1.9, 2.2)  # Å: a topology SG–SG bond counts as one only at this length
 _CYS = RESTYPE_INDEX["CYS"]
 
 ROW_METRICS = ("rmsd", "rmsd_backbone", "bond_outliers", "clash_1.2", "clash_2.0", "chi1_accuracy",
@@ -75,7 +78,8 @@ class Topology:
     bonds  [B, 2] int64: topology bonds, both atoms present (intra-residue, then peptide bonds)
     bond_ideal [B] float64: ideal lengths in Å (NaN when no ideal table was given)
     key12, key13: sorted int64 keys a·A + b (a < b, A = 14 L) of all 1-2 and 1-3 pairs of the topology
-    radius [A] float64 covalent radius per atom (Å); present [A] bool; is_sg [A] bool (Cys SG)
+    radius [A] float64 covalent radius per atom (Å); present [A] bool
+    key_ss: sorted int64 keys of the SG–SG pairs the topology bonds (disulfides)
     """
 
     bonds: np.ndarray
@@ -84,16 +88,17 @@ class Topology:
     key13: np.ndarray
     radius: np.ndarray
     present: np.ndarray
-    is_sg: np.ndarray
+    key_ss: np.ndarray
 
     @property
     def n_atoms(self) -> int:
         return int(self.present.size)
 
 
-def build_topology(restype, segment, mask, ideal_bond=None, ideal_peptide=None) -> Topology:
+def build_topology(restype, segment, mask, ideal_bond=None, ideal_peptide=None, disulfides=()) -> Topology:
     """Topology of L residues: restype [L] int, segment [L] int, mask [L, 14] bool (atoms present);
-    ideal_bond [21, max_bonds] Å (``BOND_SLOTS`` order) and ideal_peptide (Å) are optional."""
+    ideal_bond [21, max_bonds] Å (``BOND_SLOTS`` order) and ideal_peptide (Å) are optional; disulfides: residue
+    index pairs of Cys bonded SG–SG (ideal length SS_IDEAL)."""
     restype = np.asarray(restype, dtype=np.int64)
     segment = np.asarray(segment, dtype=np.int64)
     mask = np.asarray(mask, dtype=bool) & SLOT_MASK[restype]
@@ -109,8 +114,11 @@ def build_topology(restype, segment, mask, ideal_bond=None, ideal_peptide=None) 
     link = np.nonzero(segment[1:] == segment[:-1])[0]
     pep = np.stack([link * NUM_SLOTS + 2, (link + 1) * NUM_SLOTS + 0], axis=1).reshape(-1, 2)
     ideal_pep = np.full(len(pep), np.nan if ideal_peptide is None else float(ideal_peptide))
-    all_bonds = np.concatenate([intra.reshape(-1, 2), pep]).astype(np.int64)
-    all_ideal = np.concatenate([ideal_intra, ideal_pep])
+    ss = np.asarray([(i * NUM_SLOTS + _SG, j * NUM_SLOTS + _SG) for i, j in disulfides
+                     if restype[i] == _CYS and restype[j] == _CYS], dtype=np.int64).reshape(-1, 2)
+    ideal_ss = np.full(len(ss), np.nan if ideal_bond is None else SS_IDEAL)
+    all_bonds = np.concatenate([intra.reshape(-1, 2), pep, ss]).astype(np.int64)
+    all_ideal = np.concatenate([ideal_intra, ideal_pep, ideal_ss])
 
     flat_present = mask.reshape(-1)
     keep = flat_present[all_bonds[:, 0]] & flat_present[all_bonds[:, 1]]
@@ -135,10 +143,9 @@ def build_topology(restype, segment, mask, ideal_bond=None, ideal_peptide=None) 
     key13 = np.unique(np.minimum(u, v) * A + np.maximum(u, v))
 
     radius = _RADIUS[restype].reshape(-1)
-    is_sg = np.zeros((L, NUM_SLOTS), dtype=bool)
-    is_sg[restype == _CYS, _SG] = True
+    key_ss = np.unique(ss.min(1) * A + ss.max(1))
     return Topology(bonds=all_bonds[keep], bond_ideal=all_ideal[keep], key12=key12, key13=key13,
-                    radius=radius, present=flat_present, is_sg=is_sg.reshape(-1))
+                    radius=radius, present=flat_present, key_ss=key_ss)
 
 
 def ideal_bonds_from(positions, mask, restype, segment) -> tuple[np.ndarray, float]:
@@ -227,14 +234,17 @@ def close_pairs(pred, mask, cutoff: float, max_floats: int = 1 << 22):
 
 
 def _pair_kinds(a: np.ndarray, b: np.ndarray, d: np.ndarray, topo: Topology):
-    """(is12, covalent, disulfide, nonbonded) flags [P] of atom pairs a < b at distances d (Å): nonbonded pairs are
-    the clash candidates of DESIGN.md (neither 1-2 nor 1-3, and not a bonded Cys SG–SG)."""
+    """(is12, covalent, disulfide, nonbonded) flags [P] of atom pairs a < b at distances d (Å): is12 the topology's
+    bonds (for the bond graph), nonbonded the clash candidates of DESIGN.md (neither 1-2 nor 1-3), where a topology
+    SG–SG bond counts as 1-2 only at ``SS_BONDED`` (1.9–2.2 Å): outside it the pair is a candidate like any
+    other."""
     key = a.astype(np.int64) * topo.n_atoms + b
     is12 = np.isin(key, topo.key12, assume_unique=False)
     is13 = np.isin(key, topo.key13, assume_unique=False)
     covalent = d < GRAPH_FACTOR * (topo.radius[a] + topo.radius[b])
-    disulfide = topo.is_sg[a] & topo.is_sg[b] & covalent
-    return is12, covalent, disulfide, ~is12 & ~is13 & ~disulfide
+    ss = np.isin(key, topo.key_ss)
+    disulfide = ss & (d >= SS_BONDED[0]) & (d <= SS_BONDED[1])
+    return is12, covalent, disulfide, ~(is12 & (~ss | disulfide)) & ~is13
 
 
 def clashing_pairs(pred, topo: Topology, cutoff: float = CLASH_CUTOFFS[0]):
@@ -343,13 +353,13 @@ def diversity(pred, ref, mask, samples: int) -> dict[str, np.ndarray]:
 
 
 def evaluate_frames(pred, ref, restype, segment, pred_mask, ref_mask, samples: int = 1, ideal_bond=None,
-                    ideal_peptide=None, chunk: int = 64) -> dict[str, np.ndarray]:
+                    ideal_peptide=None, chunk: int = 64, disulfides=()) -> dict[str, np.ndarray]:
     """All metrics per row (and per frame when samples > 1).
 
     pred [N, L, 14, 3] Å with N = F·S rows (frame-major); ref [L, 14, 3], [1, L, 14, 3] or [F, L, 14, 3] Å;
     restype [L]; segment [L] (of pred); pred_mask, ref_mask [L, 14] bool. ideal_bond [21, max_bonds] Å and
     ideal_peptide Å default to :func:`ldb_hpc.chem.ideal_geometry.ideal_geometry`. Rows are processed ``chunk`` at a
-    time.
+    time. disulfides: the SG–SG bonds of pred's topology (residue index pairs; no other SG–SG pair is bonded).
     Returns a dict of numpy arrays: ROW_METRICS each [N] (plus 'graph_extra', 'graph_missing'), and, when
     samples > 1, FRAME_METRICS each [F].
     """
@@ -373,7 +383,7 @@ def evaluate_frames(pred, ref, restype, segment, pred_mask, ref_mask, samples: i
     pred_mask = np.asarray(pred_mask, dtype=bool) & SLOT_MASK[np.asarray(restype)]
     ref_mask = np.asarray(ref_mask, dtype=bool)
     both = pred_mask & ref_mask
-    topo = build_topology(restype, segment, pred_mask, ideal_bond, ideal_peptide)
+    topo = build_topology(restype, segment, pred_mask, ideal_bond, ideal_peptide, disulfides)
     ref_row = np.arange(N) // S if ref.shape[0] > 1 else np.zeros(N, dtype=np.int64)
 
     parts: dict[str, list] = {}

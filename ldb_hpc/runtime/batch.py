@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ldb_hpc.chem.residues import NUM_SLOTS
 from ldb_hpc.engine import devices
 from ldb_hpc.engine.job import Job
 from ldb_hpc.engine.pipeline import run_pipeline
@@ -214,45 +215,44 @@ def _compute(cfg: BatchConfig, engine, group: list[_Parsed]) -> None:
         return
     ca = np.concatenate([p.frames.ca for p in todo])
     index = np.concatenate([np.arange(p.frames.n_frames, dtype=np.int64) for p in todo])
-    try:
-        out = engine.rows(ca, todo[0].frames.residues, index)
+    B = cfg.job.batch_frames
+    try:  # one model call per batch of frames, across the files of the group
+        raw = [engine.sample(ca[a: a + B], todo[0].frames.residues, index[a: a + B]) for a in range(0, len(ca), B)]
     except Exception as exc:  # noqa: BLE001 - the files of this group fail, the others go on
         for p in todo:
             _fail(p.result, exc)
             p.frames = None
         return
+    import torch
+
+    raw = torch.cat(raw)
     start = 0
     for p in todo:
         f = p.frames.n_frames
-        p.positions = out[start: start + f]
+        try:
+            _finish(cfg, engine, p, raw[start: start + f])
+        except Exception as exc:  # noqa: BLE001 - this file fails, the others go on
+            _fail(p.result, exc)
+            p.positions = None
         start += f
-        check = CloseContacts(p.frames.residues)
-        rows = check.check(0, p.positions)
-        if rows:
-            p.result.close_contact_rows = rows
-            first = check.named[0]
-            p.result.closest = f"frame {first.frame} sample {first.sample}: {first.closest}"
-        if cfg.job.hydrogens:
-            try:
-                _add_hydrogens(p)
-            except Exception as exc:  # noqa: BLE001 - this file fails, the others go on
-                _fail(p.result, exc)
-                p.positions = None
 
 
-def _add_hydrogens(p: _Parsed) -> None:
-    """OXT and every hydrogen on the rows of one file (ldb_hpc.geometry.hydrogens.place_extra), with the
-    disulfides found on its first row (CYS whose SG atoms are at most 2.5 Å apart), as ``backmap --hydrogens``
-    finds them on a trajectory's first frame."""
-    import torch
-
+def _finish(cfg: BatchConfig, engine, p: _Parsed, raw) -> None:
+    """One file's output rows from the model's rows ``raw`` [F, S, L, 14, 3]: its disulfides decided on its first
+    row (Engine.decide, by the job's rule) and built, OXT and hydrogens with ``--hydrogens``, and its own
+    close-contact check."""
     from ldb_hpc.chem.hydrogens import Protonation
-    from ldb_hpc.geometry.hydrogens import disulfide_pairs, place_extra
 
-    res = p.frames.residues
-    pos = torch.from_numpy(p.positions)
-    p.protonation = Protonation.from_pairs(disulfide_pairs(pos[0, 0], res.restype))
-    p.positions = place_extra(pos, res.restype, res.segment, p.protonation).numpy()
+    res = engine.decide(raw[0, 0], p.frames.residues)
+    p.frames.residues = res
+    p.protonation = Protonation.from_pairs(res.disulfides) if cfg.job.hydrogens else None
+    p.positions = engine.complete(raw, res, p.protonation).cpu().numpy()
+    check = CloseContacts(res)
+    rows = check.check(0, p.positions[..., :NUM_SLOTS, :])
+    if rows:
+        p.result.close_contact_rows = rows
+        first = check.named[0]
+        p.result.closest = f"frame {first.frame} sample {first.sample}: {first.closest}"
 
 
 def _write(sink, p: _Parsed) -> None:
@@ -261,9 +261,9 @@ def _write(sink, p: _Parsed) -> None:
         return
     try:
         if r.output is None:
-            sink.stream.write(p.frames.residues, p.positions, p.protonation)
+            sink.stream.write(p.frames.residues, p.positions, p.protonation, p.frames.cell)
         else:
-            sink.files.write(r.output, r.input, p.frames.residues, p.positions, p.protonation)
+            sink.files.write(r.output, r.input, p.frames.residues, p.positions, p.protonation, p.frames.cell)
         r.rows = int(p.positions.shape[0] * p.positions.shape[1])
     except Exception as exc:  # noqa: BLE001 - this file's error line; the others are still written
         _fail(r, exc)
@@ -297,17 +297,17 @@ def run_batch(cfg: BatchConfig, on_result=None, comm=None) -> BatchOutcome:
     from ldb_hpc import ops
     from ldb_hpc.engine.compute import Engine
     from ldb_hpc.engine.sinks import StreamSink, StructureFileSink
-    from ldb_hpc.geometry.hydrogens import DISULFIDE_MAX
-
     torch.set_num_threads(threads)
     device = devices.select_device(cfg.job.device, comm.local_rank, ranks_per_node())
     t_model = time.perf_counter()
     engine = Engine(cfg.job, device)
     clock = {"parse_s": 0.0, "model_load_s": time.perf_counter() - t_model}
     provenance = engine.provenance()
+    provenance["disulfides"] = (f"{cfg.job.disulfides}: decided on each file's first row" if cfg.job.disulfides
+                                == "auto" else cfg.job.disulfides)
     if cfg.job.hydrogens:
-        provenance["hydrogens"] = ("standard protonation (HIS as HIE), OXT at segment ends; disulfides (SG-SG <= "
-                                   f"{DISULFIDE_MAX} A) found on each file's first row")
+        provenance["hydrogens"] = ("standard protonation (HIS as HIE), OXT at segment ends; no HG on the Cys of "
+                                   "disulfides")
     sink = _Sinks(StructureFileSink(fmt, provenance, cfg.overwrite), StreamSink(cfg.stdout or sys.stdout))
 
     def write(group, _data, _result):

@@ -26,7 +26,7 @@ import numpy as np
 from ldb_hpc import ops
 from ldb_hpc.chem.hydrogens import Protonation
 from ldb_hpc.engine import devices
-from ldb_hpc.engine.compute import Engine
+from ldb_hpc.engine.compute import DisulfideLog, Engine
 from ldb_hpc.engine.pipeline import run_pipeline
 from ldb_hpc.engine.sources import open_source
 from ldb_hpc.errors import InputError
@@ -86,8 +86,9 @@ def _run_rank(cfg: BackmapConfig, comm, record: RunRecord, folder: str, shards: 
     import torch
 
     plan = record.plan
-    h = record.hydrogens  # --hydrogens: the disulfides rank 0 found (run_setup)
-    protonation = None if h is None else Protonation.from_pairs(h.disulfides)
+    ss = record.disulfides  # the output's disulfide bonds, decided by rank 0 (run_setup)
+    pairs = () if ss is None else ss.pairs
+    protonation = None if record.hydrogens is None else Protonation.from_pairs(pairs)
     torch.set_num_threads(threads)
     device = devices.select_device(cfg.job.device, comm.local_rank, ranks_per_node())
     engine = Engine(replace(cfg.job, batch_frames=plan.batch_frames), device)  # one model call per chunk
@@ -95,8 +96,9 @@ def _run_rank(cfg: BackmapConfig, comm, record: RunRecord, folder: str, shards: 
         raise InputError(f"model {cfg.job.model} changed during the run (hash {engine.hash})")
     t_setup = time.perf_counter()
     with open_source(cfg.input, cfg.job.cg, top=cfg.top, residue_map=cfg.job.residue_map) as cg:
-        residues = cg.residues
+        residues = cg.residues.with_disulfides(pairs)
         contacts = CloseContacts(residues)
+        disulfide_log = DisulfideLog()
         if cg.n_frames != plan.n_frames:
             raise InputError(f"{cfg.input} has {cg.n_frames} frames, the run record says {plan.n_frames}")
         with RunSink(record, folder, shards, residues, comm, protonation) as sink:
@@ -107,7 +109,7 @@ def _run_rank(cfg: BackmapConfig, comm, record: RunRecord, folder: str, shards: 
             def compute(task, frames):
                 hook(task)
                 return engine.rows(frames.ca, residues, np.arange(task.start, task.stop, dtype=np.int64),
-                                   protonation, contacts, frame_start=task.start)
+                                   protonation, contacts, frame_start=task.start, disulfide_log=disulfide_log)
 
             times = run_pipeline(tasks, lambda task: cg.read(task.start, task.stop), compute,
                                  lambda task, frames, rows: sink.write(task.shard, task.chunk, frames, rows),
@@ -115,7 +117,8 @@ def _run_rank(cfg: BackmapConfig, comm, record: RunRecord, folder: str, shards: 
     return RankStats(comm.rank, shards, times.chunks, times.frames, round(times.read_s, 4),
                      round(times.compute_s, 4), round(times.write_s, 4), round(time.perf_counter() - t_setup, 4),
                      threads, str(device), ops.backend(device), contacts.report(),
-                     round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+                     round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                     disulfide_log.count, disulfide_log.first)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,6 +181,16 @@ def _abort_others(comm, exc: BaseException, who: str | None = None) -> None:
     comm.abort(2 if isinstance(exc, InputError) else 1)
 
 
+def _disulfide_summary(record: RunRecord, all_stats: list[RankStats]) -> dict:
+    """The summary's ``disulfides``: the bonds every frame of the output carries, how they were decided, and the
+    frames whose own geometry would have decided otherwise (counted; the first named)."""
+    if record.disulfides is None:
+        return {}
+    first = sorted(f for s in all_stats for f in s.disulfide_first)[:10]
+    return {**record.disulfides.to_json(), "count": len(record.disulfides.pairs),
+            "frames_disagreeing": sum(s.disulfide_frames for s in all_stats), "first_disagreeing": first}
+
+
 def _summarise(cfg: BackmapConfig, comm, record: RunRecord, folder: str, all_stats: list[RankStats], threads: int,
                wall: float) -> RunSummary:
     """Rank 0: publish the output (unless this is one ``--shard`` task) and write the run summary."""
@@ -193,7 +206,8 @@ def _summarise(cfg: BackmapConfig, comm, record: RunRecord, folder: str, all_sta
         close_contacts=CloseContactReport.merge([s.close_contacts for s in all_stats]),
         kernels=sorted({s.kernels for s in all_stats}), frames_per_s=round(frames / max(wall, 1e-9), 3),
         residue_frames_per_s=round(frames * n_res / max(wall, 1e-9), 1),
-        peak_rss_mb_max=max(s.peak_rss_mb for s in all_stats), per_rank=all_stats, input_note=record.input_note)
+        peak_rss_mb_max=max(s.peak_rss_mb for s in all_stats), per_rank=all_stats, input_note=record.input_note,
+        disulfides=_disulfide_summary(record, all_stats))
     if cfg.shard is None:
         summary.published = finish(summary.output, folder, record)
         summary.summary_path = summary.output + ".summary.json"

@@ -74,6 +74,23 @@ class Hydrogens:
 
 
 @dataclass(frozen=True)
+class Disulfides:
+    """The output's disulfide bonds (residue index pairs, one topology for every frame), the rule that decided them
+    (``auto``: on frame 0's backbone; ``none``; ``list``: given by the user) and their residue labels."""
+
+    pairs: tuple[tuple[int, int], ...]
+    rule: str
+    names: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return {"bonds": [list(p) for p in self.pairs], "rule": self.rule, "names": list(self.names)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Disulfides:
+        return cls(tuple((int(i), int(j)) for i, j in d["bonds"]), str(d["rule"]), tuple(map(str, d["names"])))
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """The content of ``run.json``: what is being computed. ``run_id`` hashes everything a resumed run must share."""
 
@@ -90,11 +107,12 @@ class RunRecord:
     created: str
     hydrogens: Hydrogens | None = None
     input_note: str = ""  # what the input held beside the protein beads, dropped and counted
+    disulfides: Disulfides | None = None  # the output topology's SG–SG bonds (None in records before them)
 
     @classmethod
     def create(cls, identity: InputIdentity, model, seed: int, samples: int, io: IOMode, plan: ChunkPlan,
                has_cell: bool, provenance: dict, hydrogens: Hydrogens | None = None,
-               input_note: str = "") -> RunRecord:
+               input_note: str = "", disulfides: Disulfides | None = None) -> RunRecord:
         """A new record for ``model`` (a backmapper: name, hash, sampling)."""
         sampling = dict(getattr(model, "sampling", {}))
         ident = {k: v for k, v in asdict(identity).items() if k != "path"}
@@ -102,7 +120,8 @@ class RunRecord:
                 "io": IOMode(io).value, "plan": plan.to_dict(), "sampling": sampling}
         run_id = content_hash(json.dumps(same, sort_keys=True).encode())
         return cls(run_id, identity, ModelRef(model.name, model.hash), int(seed), int(samples), IOMode(io), plan,
-                   sampling, bool(has_cell), provenance, time.strftime("%Y-%m-%dT%H:%M:%S"), hydrogens, input_note)
+                   sampling, bool(has_cell), provenance, time.strftime("%Y-%m-%dT%H:%M:%S"), hydrogens, input_note,
+                   disulfides)
 
     def to_json(self) -> dict:
         out = {"format": FORMAT, "run_id": self.run_id, "input": asdict(self.input), "model": asdict(self.model),
@@ -114,6 +133,8 @@ class RunRecord:
                                 "note": self.hydrogens.note}
         if self.input_note:
             out["input_note"] = self.input_note
+        if self.disulfides is not None:
+            out["disulfides"] = self.disulfides.to_json()
         return out
 
     @classmethod
@@ -125,7 +146,8 @@ class RunRecord:
         return cls(str(d["run_id"]), InputIdentity(**d["input"]), ModelRef(**d["model"]), int(d["seed"]),
                    int(d["samples"]), IOMode(d["io"]), ChunkPlan.from_dict(d["plan"]), dict(d.get("sampling", {})),
                    bool(d.get("has_cell", False)), dict(d.get("provenance", {})), str(d.get("created", "")),
-                   hydrogens, str(d.get("input_note", "")))
+                   hydrogens, str(d.get("input_note", "")),
+                   None if d.get("disulfides") is None else Disulfides.from_json(d["disulfides"]))
 
     def differences(self, current: RunRecord) -> list[str]:
         """What differs between this (recorded) run and ``current``, as short phrases ("seed 0 vs 1"); empty when
@@ -141,6 +163,9 @@ class RunRecord:
         if (self.hydrogens is None) != (current.hydrogens is None):
             out.append(f"--hydrogens ({'on' if self.hydrogens is not None else 'off'} vs "
                        f"{'on' if current.hydrogens is not None else 'off'})")
+        if self.disulfides != current.disulfides:
+            show = (lambda d: ",".join(d.names) or "none" if d is not None else "not recorded")  # noqa: E731
+            out.append(f"disulfides ({show(self.disulfides)} vs {show(current.disulfides)})")
         return out
 
 
@@ -171,6 +196,8 @@ class RankStats:
     kernels: str
     close_contacts: CloseContactReport
     peak_rss_mb: float
+    disulfide_frames: int = 0  # frames whose own geometry disagrees with the disulfide topology
+    disulfide_first: list[int] = field(default_factory=list)  # the first of them (global frame indices)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -208,6 +235,7 @@ class RunSummary:
     published: dict = field(default_factory=dict)  # what publishing the output recorded (runtime.publish)
     summary_path: str | None = None
     input_note: str = ""  # what the input held beside the protein beads, dropped and counted
+    disulfides: dict = field(default_factory=dict)  # the bonds, their rule, the frames that disagree
 
     @property
     def topology_pdb(self) -> str | None:
@@ -224,6 +252,8 @@ class RunSummary:
                "peak_rss_mb_max": self.peak_rss_mb_max, "per_rank": [s.to_json() for s in self.per_rank]}
         if self.input_note:
             out["input_note"] = self.input_note
+        if self.disulfides:
+            out["disulfides"] = self.disulfides
         out.update(self.published)
         return out
 

@@ -18,7 +18,7 @@ from ldb_hpc.io.files import check_temporaries, remove_stale, temporaries, tempo
 from ldb_hpc.runtime import output as out_mod
 from ldb_hpc.runtime import resume
 from ldb_hpc.runtime.comm import ranks_per_node
-from ldb_hpc.runtime.records import Hydrogens, IOMode, RunRecord, RunState
+from ldb_hpc.runtime.records import Disulfides, Hydrogens, IOMode, RunRecord, RunState
 from ldb_hpc.runtime.sharding import ChunkPlan
 
 IO_MODES = tuple(m.value for m in IOMode)
@@ -59,22 +59,29 @@ def validate_options(job: Job, io: str = "shards", shard=None, overwrite: bool =
     job.check_device(0, ranks_per_node())
 
 
-def _hydrogens(engine, cg) -> Hydrogens:
-    """The run record's ``hydrogens`` entry: the disulfides, found on the first frame's backmap (Engine.disulfides),
-    and a note for the output's provenance. InputError when a residue has no standard protonation."""
-    from ldb_hpc.chem.hydrogens import check_protonatable
-    from ldb_hpc.geometry.hydrogens import DISULFIDE_MAX
+def _disulfides(engine, cg) -> tuple:
+    """The output's disulfide bonds by the job's rule (Engine.topology: decided on frame 0's backbone, none, or
+    the user's list) as a :class:`Disulfides` record, and the residues carrying them."""
     from ldb_hpc.io.topology import residue_labels
 
-    res = cg.residues
-    labels = residue_labels(res.chain_id, res.resseq)
-    problem = check_protonatable(res.restype, labels)
+    res = engine.topology(cg.read(0, 1).ca, cg.residues)
+    labels = residue_labels(res.chain_id, res.resseq, res.icode)
+    rule = engine.job.disulfides if engine.job.disulfides in ("auto", "none") else "list"
+    return Disulfides(res.disulfides, rule, tuple(f"{labels[i]}-{labels[j]}" for i, j in res.disulfides)), res
+
+
+def _hydrogens(residues, disulfides) -> Hydrogens:
+    """The run record's ``hydrogens`` entry: the disulfides (no HG on their Cys) and a note for the output's
+    provenance. InputError when a residue has no standard protonation."""
+    from ldb_hpc.chem.hydrogens import check_protonatable
+    from ldb_hpc.io.topology import residue_labels
+
+    problem = check_protonatable(residues.restype, residue_labels(residues.chain_id, residues.resseq))
     if problem:
         raise InputError(problem)
-    pairs = engine.disulfides(cg.read(0, 1).ca, res)
-    names = ", ".join(f"{labels[i]}-{labels[j]}" for i, j in pairs) or "none"
-    return Hydrogens(tuple(pairs), f"standard protonation (HIS as HIE), OXT at segment ends; disulfides (SG-SG <= "
-                                   f"{DISULFIDE_MAX} A in frame 0): {names}")
+    names = ", ".join(disulfides.names) or "none"
+    return Hydrogens(residues.disulfides, f"standard protonation (HIS as HIE), OXT at segment ends; disulfides "
+                                          f"({disulfides.rule}): {names}")
 
 
 def _clean_temporaries(output: str, folder: str, shard: tuple[int, int] | None) -> None:
@@ -114,17 +121,21 @@ def setup(cfg: BackmapConfig, size: int) -> RunState:
     with open_source(cfg.input, job.cg, top=cfg.top, residue_map=job.residue_map) as cg:
         identity = resume.input_identity(cfg.input, cg)
         has_cell = cg.has_cell
-        hydrogens = _hydrogens(engine, cg) if job.hydrogens else None
+        if job.hydrogens:  # a residue without a standard protonation fails before any model work
+            _hydrogens(cg.residues, Disulfides((), "none", ()))
+        disulfides, residues = _disulfides(engine, cg)
+        hydrogens = _hydrogens(residues, disulfides) if job.hydrogens else None
         input_note = cg.note()
     n_shards = cfg.shard[1] if cfg.shard else size
     plan = ChunkPlan(identity.n_frames, job.batch_frames, n_shards)
     provenance = dict(engine.provenance(), input=os.path.basename(cfg.input))
+    provenance["disulfides"] = ", ".join(disulfides.names) or "none"
     if hydrogens is not None:
         provenance["hydrogens"] = hydrogens.note
     if input_note:
         provenance["dropped"] = input_note
     current = RunRecord.create(identity, engine.model, job.seed, job.samples, IOMode(cfg.io), plan, has_cell,
-                               provenance, hydrogens, input_note)
+                               provenance, hydrogens, input_note, disulfides)
 
     recorded = None
     if os.path.isdir(folder):
