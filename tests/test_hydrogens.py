@@ -2,8 +2,11 @@
 
 The naming and geometry conventions checked here are those of the PDB (and so of mdtraj and OpenMM, which keep
 them): methylene H…2/H…3 by the IUPAC side rule, staggered methyls with H…1 anti, NH2 with H…1 cis to the
-oxygen (ASN, GLN) or to NE (ARG); N-termini H H2 H3. Acceptance by a real tool: OpenMM's amber14 builds a System
-from the output PDB as written (nothing renamed or added) and a short LocalEnergyMinimizer run lowers the energy.
+oxygen (ASN, GLN) or to NE (ARG); N-termini H H2 H3. Rotatable hydrogens (methyls, NH3+, OH, SH) are then turned
+away from their neighbours (ldb_hpc.geometry.hydrogen_fit): checked against a loop-clear oracle, on a built
+collision, for determinism and device placement, and by amber14's starting energy. Acceptance by a real tool:
+OpenMM's amber14 builds a System from the output PDB as written (nothing renamed or added) and a short
+LocalEnergyMinimizer run lowers the energy.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from conftest import REPO, assert_one_line_error
 
 from ldb_hpc.chem import hydrogens as ch
 from ldb_hpc.chem.protein import Residues
-from ldb_hpc.chem.residues import ATOM14, BONDS, RESTYPE_INDEX, RESTYPES_3, SLOT_INDEX
-from ldb_hpc.geometry.hydrogens import disulfide_pairs, place_extra
+from ldb_hpc.chem.residues import ATOM14, BONDS, RESTYPE_INDEX, RESTYPES_3, SLOT_INDEX, SLOT_MASK
+from ldb_hpc.geometry import hydrogen_fit as hf
+from ldb_hpc.geometry.hydrogens import place_extra
 from ldb_hpc.geometry.vectors import bond_angle, dihedral
 from ldb_hpc.io.topology import aa_topology, output_topology
 
@@ -151,10 +155,12 @@ def test_pdb_naming_conventions(built):
                 normal = torch.linalg.cross(a[prev] - a[c], a[nxt] - a[c])
                 assert float(normal @ (a[h + "2"] - a[c])) < 0 < float(normal @ (a[h + "3"] - a[c])), (res, c)
                 seen.add((res, c))
-        for name, ref, h in METHYLS:  # staggered, H…1 anti
+        for name, ref, h in METHYLS:  # staggered, H…1 anti, all three turned by one θ (hydrogen_fit's grid)
             if name == res:
-                got = [np.degrees(float(dihedral(*(a[x] for x in ref), a[f"{h}{k}"]))) for k in (1, 2, 3)]
-                np.testing.assert_allclose(np.array(got) % 360, np.array([180.0, -60.0, 60.0]) % 360, atol=1e-6)
+                got = np.array([np.degrees(float(dihedral(*(a[x] for x in ref), a[f"{h}{k}"]))) for k in (1, 2, 3)])
+                turn = (got - np.array([180.0, -60.0, 60.0]) + 180) % 360 - 180
+                np.testing.assert_allclose(turn, turn[0], atol=1e-6)
+                assert -60 - 1e-6 <= turn[0] < 60 and abs(turn[0] / 10 - round(turn[0] / 10)) < 1e-6, turn
                 seen.add((res, h))
         for name, ref, h in NH2:  # planar, H…1 cis to the reference atom
             if name == res:
@@ -182,28 +188,227 @@ def test_termini_and_chain_break_atoms(built):
         assert {"H", "H2", "H3"} <= set(a) or RESTYPES_3[residues.restype[r]] == "PRO"
 
 
-def test_disulfide_pairs_closest_first_each_sg_once():
-    L = 5
-    restype = np.array([RESTYPE_INDEX[x] for x in ("CYS", "CYS", "ALA", "CYS", "CYS")])
-    pos = np.zeros((L, 14, 3))
-    sg = SLOT_INDEX[("CYS", "SG")]
-    pos[:, sg] = [[0, 0, 0], [2.3, 0, 0], [1.0, 0, 0], [2.3 + 2.0, 0, 0], [20, 0, 0]]  # ALA's slot 5 is unused
-    # 1–3 at 2.0 Å wins over 0–1 at 2.3 Å; 0 is then left without a partner within 2.5 Å; 4 is far.
-    assert disulfide_pairs(pos, restype) == [(1, 3)]
-    pos[3, sg] = [2.3 + 2.6, 0, 0]
-    assert disulfide_pairs(torch.from_numpy(pos), restype) == [(0, 1)]
+def _clear_device_caches():
+    from ldb_hpc.geometry import hydrogens as gh
+
+    gh._placement.cache_clear()
+    hf._CACHE.clear()
+    hf._layout.cache_clear()
 
 
 def test_placement_stays_on_the_input_device():
-    """Every tensor of place_extra is made on the input's device: run it on fake CUDA tensors."""
+    """Every tensor of place_extra, rotor turning included, is made on the input's device and nothing is read back
+    to the host: run it on fake CUDA tensors (a CPU tensor meeting a CUDA one, or a data-dependent op, raises)."""
     from fake_cuda import AtenIndexing
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    residues = _residues(["MET", "CYS", "HIS", "PRO", "LYS", "GLY"], [0, 0, 0, 1, 1, 1])
-    with FakeTensorMode(allow_non_fake_inputs=True), AtenIndexing():
-        pos = torch.randn(2, 1, len(residues), 14, 3, device="cuda")
-        out = place_extra(pos, residues.restype, residues.segment, ch.Protonation(((1, 1),)))
-        assert out.device == torch.device("cuda", 0) and out.shape == (2, 1, len(residues), 14 + ch.NUM_EXTRA, 3)
+    names = ["MET", "CYS", "HIS", "PRO", "LYS", "GLY", "ALA", "SER", "THR", "TYR", "VAL", "ILE", "LEU", "CYS"]
+    residues = _residues(names, [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1])
+    _clear_device_caches()  # no tables cached for a real device may meet the fake one, nor the other way round
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True), AtenIndexing():
+            pos = torch.randn(2, 1, len(residues), 14, 3, device="cuda")
+            out = place_extra(pos, residues.restype, residues.segment, ch.Protonation(((1, 1),)))
+            assert out.device == torch.device("cuda", 0) and out.shape == (2, 1, len(residues), 14 + ch.NUM_EXTRA, 3)
+    finally:
+        _clear_device_caches()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# rotatable hydrogens (ldb_hpc.geometry.hydrogen_fit)
+
+
+def test_rotor_groups_are_the_rotatable_hydrogens():
+    """Methyls, OH/SH, Lys NH3+ and the N-terminal NH3+ turn; nothing else does; a group leaves out of its score
+    exactly the atoms within three bonds of its hydrogens."""
+    rotors = set()
+    for res in RESTYPES_3[:20]:
+        r = RESTYPE_INDEX[res]
+        for g in np.nonzero(ch.ROTOR_KIND[r] >= 0)[0]:
+            rotors |= {(res, name) for name in _slot_names(res, ch.ROTOR_H[r, g][ch.ROTOR_H_REAL[r, g]])}
+    side = {("ALA", "HB"), ("VAL", "HG1"), ("VAL", "HG2"), ("LEU", "HD1"), ("LEU", "HD2"), ("ILE", "HG2"),
+            ("ILE", "HD1"), ("THR", "HG2"), ("MET", "HE"), ("LYS", "HZ")}
+    want = {(res, f"{h}{k}") for res, h in side for k in (1, 2, 3)} | {
+        ("SER", "HG"), ("THR", "HG1"), ("TYR", "HH"), ("CYS", "HG")} | {
+        (res, h) for res in RESTYPES_3[:20] if res != "PRO" for h in ("H", "H2", "H3")}
+    assert rotors == want
+    r, g = RESTYPE_INDEX["ILE"], 2  # CD1: HD1x–CD1–CG1–CB, so CB and what hangs on CG1 are left out, CA is not
+    near = set(_slot_names("ILE", np.nonzero(ch.ROTOR_NEAR[r, g])[0]))
+    assert near == {"CB", "CG1", "CD1", "HG12", "HG13", "HD11", "HD12", "HD13"}
+
+
+def _slot_names(res, slots):
+    names = list(ATOM14[res]) + [""] * (14 - len(ATOM14[res])) + list(ch.EXTRA_NAMES[res])
+    # the N-terminal H (the second slot named H) is the rotor's: both read "H"
+    return [names[s] for s in slots]
+
+
+def _probe_pair(distance: float):
+    """ALA (its own segment) and a GLY whose O lies ``distance`` Å from the ALA CB, on the line CB→HB1 of the
+    ideal methyl, with the rest of the GLY behind it: [2, 14, 3] Å, float64."""
+    from ldb_hpc.geometry.vectors import safe_norm
+
+    pos = torch.zeros(2, 14, 3, dtype=torch.float64)
+    pos[0, :5] = torch.tensor([[-0.525, 1.363, 0.0], [0.0, 0.0, 0.0], [1.526, 0.0, 0.0], [2.153, -1.062, 0.0],
+                               [-0.529, -0.774, -1.205]], dtype=torch.float64)  # N CA C O CB
+    residues = _residues(["ALA", "GLY"], [0, 1])
+    ideal = place_extra(pos, residues.restype, residues.segment, ch.Protonation(), turn=False)
+    cb, hb1 = pos[0, 4], ideal[0, 14 + list(ch.EXTRA_NAMES["ALA"]).index("HB1")]
+    d = (hb1 - cb) / safe_norm(hb1 - cb)
+    side = torch.linalg.cross(d, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+    side = side / safe_norm(side)
+    o = cb + distance * d
+    c = o + 1.23 * d
+    ca = c + 1.52 * (0.5 * d + 0.866 * side)
+    n = ca + 1.46 * d
+    pos[1, :4] = torch.stack([n, ca, c, o])
+    return residues, pos
+
+
+def _h_heavy_min(full, residues, i, j):
+    """Closest hydrogen of residue i to a heavy atom of residue j (Å)."""
+    mask = ch.extra_mask(residues.restype, residues.segment, ch.Protonation())
+    h = full[i, 14:][torch.from_numpy(mask[i] & ch.SLOT_IS_H[residues.restype[i], 14:])]
+    heavy = full[j, :14][torch.from_numpy(SLOT_MASK[residues.restype[j]])]
+    return float(torch.cdist(h, heavy).min())
+
+
+def test_a_methyl_on_a_neighbour_turns_away():
+    """The ideal methyl points an H 1.8 Å at a carbonyl O 2.9 Å from its carbon; turned 50° (where the overlap with
+    r0 = 2.3 Å is gone but the torsion cost is below eclipsed's), every H is beyond 2.29 Å."""
+    residues, pos = _probe_pair(2.9)
+    ideal = place_extra(pos, residues.restype, residues.segment, ch.Protonation(), turn=False)
+    full = place_extra(pos, residues.restype, residues.segment, ch.Protonation())
+    assert _h_heavy_min(ideal, residues, 0, 1) < 1.85
+    assert _h_heavy_min(full, residues, 0, 1) > 2.29
+    hb = [14 + list(ch.EXTRA_NAMES["ALA"]).index(f"HB{k}") for k in (1, 2, 3)]
+    turn = np.degrees(float(dihedral(pos[0, 0], pos[0, 1], pos[0, 4], full[0, hb[0]])
+                            - dihedral(pos[0, 0], pos[0, 1], pos[0, 4], ideal[0, hb[0]])))
+    assert abs(abs((turn + 180) % 360 - 180) - 50) < 1e-6
+
+
+def test_turning_moves_only_rotor_hydrogens_on_their_circle(built):
+    residues, heavy, full = built
+    ideal = place_extra(heavy, residues.restype, residues.segment, ch.Protonation(), turn=False)
+    mask = ch.extra_mask(residues.restype, residues.segment, ch.Protonation())
+    rotor = np.zeros((len(residues), 14 + ch.NUM_EXTRA), dtype=bool)
+    for i, r in enumerate(residues.restype):
+        for g in range(ch.NUM_ROTORS):
+            if ch.ROTOR_KIND[r, g] >= 0:
+                slots = ch.ROTOR_H[r, g][ch.ROTOR_H_REAL[r, g]]
+                rotor[i, slots] |= mask[i, slots - 14].all()
+    fixed = torch.from_numpy(~rotor)
+    assert torch.equal(full[fixed], ideal[fixed])  # heavy atoms, OXT and every other hydrogen: bit for bit
+    moved = (full - ideal).norm(dim=-1) > 1e-6
+    assert moved.sum() > 30 and not (moved & fixed).any()
+    i, s = np.nonzero(rotor)
+    for which in (0, 1):  # the distance to the parent and to the atom before it: unchanged (a turn about that bond)
+        ref = full[i, ch.ROTOR_AXIS[residues.restype[i], ch.SLOT_ROTOR[residues.restype[i], s], 1 - which]]
+        ref_ideal = ideal[i, ch.ROTOR_AXIS[residues.restype[i], ch.SLOT_ROTOR[residues.restype[i], s], 1 - which]]
+        torch.testing.assert_close((full[i, s] - ref).norm(dim=-1), (ideal[i, s] - ref_ideal).norm(dim=-1))
+
+
+def test_turning_is_deterministic_and_row_independent(built):
+    residues, heavy, _ = built
+    one = heavy.float()
+    rows = torch.stack([one, one.flip(-1), one + 1.0])  # three different rows, the first the structure as built
+    a = place_extra(rows, residues.restype, residues.segment, ch.Protonation())
+    b = place_extra(rows, residues.restype, residues.segment, ch.Protonation())
+    alone = place_extra(one, residues.restype, residues.segment, ch.Protonation())
+    assert torch.equal(a, b) and a.dtype == torch.float32
+    torch.testing.assert_close(a[0], alone, atol=1e-5, rtol=0)  # a row does not depend on the batch it is in
+    exists = torch.from_numpy(np.concatenate([SLOT_MASK[residues.restype], ch.extra_mask(
+        residues.restype, residues.segment, ch.Protonation())], axis=-1))
+    torch.testing.assert_close(a[2][exists] - 1.0, alone[exists], atol=1e-4, rtol=0)  # nor on where it is
+
+
+def _reference_turns(full, restype, present):
+    """Loop-clear oracle of turn_rotors: each group, one at a time, scored against every atom of its row (no
+    neighbour search), in the same steps. full [L, A, 3] float64 ideal placement; returns the turned [L, A, 3]."""
+    turns, allowed = hf._turn_grid()
+    exists = np.concatenate([SLOT_MASK[restype], present], axis=-1)
+    h_of = {}
+    for res, r in enumerate(restype):
+        for g in range(ch.NUM_ROTORS):
+            hs = ch.ROTOR_H[r, g][ch.ROTOR_H_REAL[r, g]]
+            if ch.ROTOR_KIND[r, g] >= 0 and exists[res, hs].all():
+                h_of[res, g] = hs
+    turning = np.zeros(exists.shape, dtype=bool)
+    for (res, _), hs in h_of.items():
+        turning[res, hs] = True
+    r0 = torch.from_numpy(np.where(ch.SLOT_IS_H[restype], hf.R0_H, hf.R0_HEAVY))
+
+    def turned(res, g, theta):  # [..., h, 3] for theta [...]
+        b, c = ch.ROTOR_AXIS[restype[res], g]
+        v, w, z = hf._spokes(full[res, h_of[res, g]], full[res, b], full[res, c])
+        theta = torch.as_tensor(theta, dtype=full.dtype)[..., None, None]
+        return full[res, c] + z + (v - z) * torch.cos(theta) + w * torch.sin(theta)
+
+    def place(theta):
+        pos = full.clone()
+        for (res, g), t in theta.items():
+            pos[res, h_of[res, g]] = turned(res, g, t)
+        return pos
+
+    def best(pos, res, g, counted, candidates):
+        ok = torch.from_numpy(counted & ~(np.arange(len(restype)) == res)[:, None] | counted & ~ch.ROTOR_NEAR[
+            restype[res], g])
+        # every atom that can touch: within r0 + the longest X–H bond (1.34 Å) of the parent
+        ok &= (pos - full[res, ch.ROTOR_AXIS[restype[res], g, 1]]).norm(dim=-1) < hf.R0_HEAVY + 1.35
+        s = torch.relu(r0[ok] - (turned(res, g, candidates)[..., None, :] - pos[ok]).norm(dim=-1))  # [T, h, atoms]
+        score = (s**2 + (hf.STEEP * s) ** 4).sum((1, 2)).numpy()
+        if ch.ROTOR_KIND[restype[res], g] == ch.METHYL:
+            score += hf.METHYL_COST * (1 - np.cos(3 * np.asarray(candidates))) / 2
+        return candidates[int(np.argmin(np.round(score / hf.STEP)))]
+
+    grid = {key: [t for t, a in zip(turns[ch.ROTOR_KIND[restype[key[0]], key[1]]],
+                                    allowed[ch.ROTOR_KIND[restype[key[0]], key[1]]]) if a] for key in h_of}
+    theta = {key: best(full, *key, exists & ~turning, grid[key]) for key in h_of}
+    colour = {key: int(hf._mix(np.array([key[0] * ch.NUM_ROTORS + key[1]], np.uint64))[0] % hf.COLOURS) for key in h_of}
+    for c in range(hf.COLOURS):
+        now = place(theta)
+        proposed = {key: best(now, *key, exists, grid[key]) for key in h_of if colour[key] == c}
+        moved = place({**theta, **proposed})
+        theta.update({key: best(moved, *key, exists, [theta[key], t]) for key, t in proposed.items()})
+    return place(theta)
+
+
+def test_turning_matches_the_loop_clear_reference(built):
+    """The batched neighbour search (NEIGHBOURS residues, NEAREST atoms) misses nothing that counts: the same turns
+    as scoring every group against every atom of the structure, on the example built by the ideal model."""
+    residues, heavy, full = built
+    present = ch.extra_mask(residues.restype, residues.segment, ch.Protonation())
+    ideal = place_extra(heavy, residues.restype, residues.segment, ch.Protonation(), turn=False)
+    ref = _reference_turns(ideal, residues.restype, present)
+    moved = (ref - ideal).norm(dim=-1) > 1e-6
+    assert moved.sum() > 30
+    torch.testing.assert_close(full, ref, atol=1e-9, rtol=0)
+
+
+def _openmm_start_energy(residues, positions) -> float:
+    """amber14 (vacuum, no cutoff) energy in kJ/mol of one row [L, 14 + NUM_EXTRA, 3] Å as the PDB writer writes it."""
+    import io
+
+    import openmm
+    import openmm.app as app
+    import openmm.unit as unit
+
+    from ldb_hpc.io.pdb import pdb_text
+
+    pdb = app.PDBFile(io.StringIO(pdb_text(residues, positions.numpy()[None, None], ch.Protonation())))
+    system = app.ForceField("amber14-all.xml").createSystem(pdb.topology, nonbondedMethod=app.NoCutoff)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(pdb.positions)
+    return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+
+
+def test_turning_lowers_the_openmm_start_energy(built):
+    """amber14's starting energy of the example built by the ideal model: lower with the rotors turned."""
+    pytest.importorskip("openmm")
+    residues, heavy, full = built
+    ideal = place_extra(heavy, residues.restype, residues.segment, ch.Protonation(), turn=False)
+    e_ideal, e_turned = _openmm_start_energy(residues, ideal), _openmm_start_energy(residues, full)
+    assert np.isfinite(e_turned) and e_turned < e_ideal, (e_ideal, e_turned)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -278,15 +483,15 @@ def test_openmm_amber14_accepts_and_minimises(example_outputs):
 
 
 def test_disulfide_reaches_openmm(shared_data, tmp_path):
-    """CASP12 T0898: two CYS of its metal site come out with SG–SG < 2.5 Å; they are bonded (no HG, SG–SG in the
-    topology and as CONECT in the PDB), and amber14 takes the pair as CYX."""
+    """CASP12 T0947: its disulfide (Cys 48–214 as numbered in the file) is bonded (no HG, SG–SG in the topology and
+    as CONECT in the PDB; ldb_hpc.geometry.disulfides decides and builds it), and amber14 takes the pair as CYX."""
     pytest.importorskip("openmm")
     from hydrogens import openmm_check
 
     from ldb_hpc.cli.main import main
 
     cg, out = tmp_path / "t.cg.h5", tmp_path / "t.pdb"
-    assert main(["coarsen", str(shared_data / "test" / "casp12" / "T0898.pdb"), "-o", str(cg)]) == 0
+    assert main(["coarsen", str(shared_data / "test" / "casp12" / "T0947.pdb"), "-o", str(cg)]) == 0
     assert main(["backmap", str(cg), "-o", str(out), "--hydrogens", "--threads", "1", "--no-progress"]) == 0
     assert sum(line.startswith("CONECT") for line in out.read_text().splitlines()) == 2
     r = openmm_check(out, iterations=30)
@@ -355,15 +560,15 @@ def test_many_files_disulfide_reaches_openmm(shared_data, tmp_path, run_cli):
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     out.mkdir()
-    shutil.copy(shared_data / "test" / "casp12" / "T0898.pdb", src / "T0898.pdb")
+    shutil.copy(shared_data / "test" / "casp12" / "T0947.pdb", src / "T0947.pdb")
     _ca_pdbs(tmp_path / "ex", [(3,)])
     shutil.copy(tmp_path / "ex" / "f0.pdb", src / "example.pdb")
     code, _, err = run_cli("backmap", src, "-o", f"{out}/", "--hydrogens", "--threads", 1)
     assert code == 0, err
-    lines = (out / "T0898.aa.pdb").read_text().splitlines()
+    lines = (out / "T0947.aa.pdb").read_text().splitlines()
     assert sum(line.startswith("CONECT") for line in lines) == 2 and lines[-1] == "END"
     assert not any(line.startswith("CONECT") for line in (out / "example.aa.pdb").read_text().splitlines())
-    r = openmm_check(out / "T0898.aa.pdb", iterations=30)
+    r = openmm_check(out / "T0947.aa.pdb", iterations=30)
     assert r["disulfides"] == 1 and r["renamed"] == 0 and r["system_ok"] and r["minimised"], r
 
 

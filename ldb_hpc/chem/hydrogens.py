@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ldb_hpc.chem.residues import NUM_RESTYPES, NUM_SLOTS, RESTYPES_3, SLOT_INDEX, UNK
+from ldb_hpc.chem.residues import BONDS, NUM_RESTYPES, NUM_SLOTS, RESTYPES_3, SLOT_INDEX, UNK
 
 BISECT, TETRA1, TETRA2, ZMAT = 0, 1, 2, 3
 # When an extra atom exists: always, at an N-terminus only, away from N-termini only, at a C-terminus only,
@@ -167,6 +167,81 @@ EXTRA_ELEMENT = {res: tuple(e[1] for e in EXTRA[res]) for res in RESTYPES_3}
 EXTRA_PARENT = EXTRA_REFS[..., 0]
 # Every reference of an extra atom is a heavy atom (or the previous C), never another extra atom.
 assert (EXTRA_REFS <= PREV_C).all()
+
+
+# Rotatable hydrogens (ldb_hpc.geometry.hydrogen_fit turns them): the hydrogens on one parent c that turn together
+# about the bond b→c. A methyl, NH3+ or amine has period 120° (its three H are equivalent); an OH or SH turns
+# freely; TYR HH stays in the ring plane (two positions).
+METHYL, HYDROXYL, RING_OH = 0, 1, 2
+ROTORS = {
+    "ALA": (("CB", "CA", ("HB1", "HB2", "HB3"), METHYL),),
+    "CYS": (("SG", "CB", ("HG",), HYDROXYL),),
+    "ILE": (("CG2", "CB", ("HG21", "HG22", "HG23"), METHYL), ("CD1", "CG1", ("HD11", "HD12", "HD13"), METHYL)),
+    "LEU": (("CD1", "CG", ("HD11", "HD12", "HD13"), METHYL), ("CD2", "CG", ("HD21", "HD22", "HD23"), METHYL)),
+    "LYS": (("NZ", "CE", ("HZ1", "HZ2", "HZ3"), METHYL),),
+    "MET": (("CE", "SD", ("HE1", "HE2", "HE3"), METHYL),),
+    "SER": (("OG", "CB", ("HG",), HYDROXYL),),
+    "THR": (("OG1", "CB", ("HG1",), HYDROXYL), ("CG2", "CB", ("HG21", "HG22", "HG23"), METHYL)),
+    "TYR": (("OH", "CZ", ("HH",), RING_OH),),
+    "VAL": (("CG1", "CB", ("HG11", "HG12", "HG13"), METHYL), ("CG2", "CB", ("HG21", "HG22", "HG23"), METHYL)),
+}
+NTERM_ROTOR = ("N", "CA", ("H", "H2", "H3"), METHYL)  # the NH3+ of every N-terminus but proline's NH2+
+NUM_ROTORS = 1 + max(len(v) for v in ROTORS.values())  # rotor groups per residue, the N-terminus's first
+NUM_ATOMS = NUM_SLOTS + NUM_EXTRA  # slots of a residue with its extra atoms
+
+
+def _extra_slot(res: str, name: str) -> int:
+    """Slot (in NUM_ATOMS) of the extra atom ``name``: of the two slots named H, the N-terminal one."""
+    return NUM_SLOTS + next(k for k, e in enumerate(EXTRA[res]) if e[0] == name and e[7] != NOT_NTERM)
+
+
+def _bond_hops(res: str) -> np.ndarray:
+    """[NUM_ATOMS, NUM_ATOMS] bonds between the slots of one residue type (heavy and extra), in hops; 99: none."""
+    hops = np.full((NUM_ATOMS, NUM_ATOMS), 99, dtype=np.int64)
+    np.fill_diagonal(hops, 0)
+    pairs = [(SLOT_INDEX[(res, a)], SLOT_INDEX[(res, b)]) for a, b in BONDS[res]]
+    pairs += [(NUM_SLOTS + k, int(p)) for k, p in enumerate(EXTRA_PARENT[RESTYPES_3.index(res)][: len(EXTRA[res])])
+              if p != PREV_C]
+    for a, b in pairs:
+        hops[a, b] = hops[b, a] = 1
+    for k in range(NUM_ATOMS):  # Floyd–Warshall on ≤ 31 slots
+        hops = np.minimum(hops, hops[:, k : k + 1] + hops[k : k + 1, :])
+    return hops
+
+
+def _build_rotor_tables():
+    """numpy tables of the rotor groups, [21, NUM_ROTORS(, …)]: kind (−1: none), the axis slots (b, c), the
+    hydrogen slots (padded with the first) and which are real, the slots within two bonds of c (every atom within
+    three bonds of the group's hydrogens, themselves included: not scored); and [21, NUM_ATOMS] the group each
+    slot turns with (−1: none)."""
+    kind = np.full((NUM_RESTYPES, NUM_ROTORS), -1, dtype=np.int64)
+    axis = np.zeros((NUM_RESTYPES, NUM_ROTORS, 2), dtype=np.int64)
+    h_slots = np.zeros((NUM_RESTYPES, NUM_ROTORS, 3), dtype=np.int64)
+    h_real = np.zeros((NUM_RESTYPES, NUM_ROTORS, 3), dtype=bool)
+    near = np.zeros((NUM_RESTYPES, NUM_ROTORS, NUM_ATOMS), dtype=bool)
+    slot_group = np.full((NUM_RESTYPES, NUM_ATOMS), -1, dtype=np.int64)
+    for r, res in enumerate(RESTYPES_3):
+        if res == "UNK":
+            continue
+        hops = _bond_hops(res)
+        groups = ((NTERM_ROTOR,) if res != "PRO" else (None,)) + ROTORS.get(res, ())
+        for g, group in enumerate(groups):
+            if group is None:
+                continue
+            c, b, hs, how = group
+            kind[r, g], axis[r, g] = how, (SLOT_INDEX[(res, b)], SLOT_INDEX[(res, c)])
+            slots = [_extra_slot(res, h) for h in hs]
+            h_slots[r, g], h_real[r, g, : len(slots)] = (slots + [slots[0]] * 3)[:3], True
+            near[r, g] = hops[SLOT_INDEX[(res, c)]] <= 2
+            slot_group[r, slots] = g
+    return kind, axis, h_slots, h_real, near, slot_group
+
+
+(ROTOR_KIND, ROTOR_AXIS, ROTOR_H, ROTOR_H_REAL, ROTOR_NEAR, SLOT_ROTOR) = _build_rotor_tables()
+# [21, NUM_ATOMS]: which slots hold a hydrogen (every extra atom but OXT).
+SLOT_IS_H = np.zeros((NUM_RESTYPES, NUM_ATOMS), dtype=bool)
+for _r, _res in enumerate(RESTYPES_3):
+    SLOT_IS_H[_r, NUM_SLOTS:NUM_SLOTS + len(EXTRA[_res])] = [e[1] == "H" for e in EXTRA[_res]]
 
 
 def termini(segment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
