@@ -66,3 +66,20 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped under LDB_HPC_STRICT=1 (make test provides everything): {reason}"
+
+
+@pytest.fixture(scope="module")
+def built():  # tests/test_hydrogens.py, tests/test_hydrogen_fit.py
+    """Frame 0 of the bundled example (all 20 residue types, a chain break) built with the ideal model, + H."""
+    import torch
+
+    from ldb_hpc.chem import hydrogens as ch
+    from ldb_hpc.geometry.hydrogens import place_extra
+    from ldb_hpc.io.cg import CGTrajectory
+    from ldb_hpc.model.backmappers import load_backmapper
+
+    with CGTrajectory(str(REPO / "examples" / "example.cg.h5")) as cg:
+        residues, ca = cg.residues, torch.from_numpy(cg.read(0, 1).ca)
+    heavy = load_backmapper("ideal").backmap(ca, residues, torch.zeros(1, dtype=torch.int64), 1, 0)[0, 0].double()
+    full = place_extra(heavy, residues.restype, residues.segment, ch.Protonation())
+    return residues, heavy, full

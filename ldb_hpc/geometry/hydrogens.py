@@ -62,7 +62,7 @@ def _placement(device: str, dtype: torch.dtype, restype: bytes, present: bytes, 
     L = len(rt)
 
     def t(a, dt=None):
-        return torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)
+        return torch.tensor(np.ascontiguousarray(a), dtype=dt, device=device)  # a copy: the buffers are read-only
 
     return _Placement(t(EXTRA_REFS[rt]), t(EXTRA_KIND[rt]), t(EXTRA_BOND[rt], dtype), t(EXTRA_ANGLE[rt], dtype),
                       t(EXTRA_TORSION[rt], dtype), t(np.frombuffer(present, dtype=bool).reshape(L, NUM_EXTRA, 1)),
