@@ -309,6 +309,7 @@ class Bench:
             print(f"  {label}: {time.perf_counter() - t0:.0f} s" + out.rstrip().split("\n\n", 1)[-1].join(["\n", ""]),
                   flush=True)
         self.accuracy_md()
+        print(run([sys.executable, HERE / "simulation_ready.py", "--results", self.results] + limit)[1], flush=True)
 
     def accuracy_md(self) -> None:
         """The lysozyme 1AM7 MD frames: coarsen, backmap (default model, ideal), PULCHRA per frame, evaluate."""

@@ -24,6 +24,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ from pathlib import Path
 from results_csv import RESULTS, append_rows
 
 REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("LDB_HPC_SHARED_DATA", REPO.parent / "shared" / "data"))
 FORCEFIELD = "amber14-all.xml"
 
 
@@ -57,6 +59,24 @@ def pdb_atom_names(path) -> list[tuple[str, str]]:
             if line.startswith(("ATOM", "HETATM")):
                 names.append((line[17:20].strip(), line[12:16].strip()))
     return names
+
+
+def cpu_context(system, positions, threads: int = 1):
+    """An OpenMM Context of ``system`` on the CPU platform with ``threads`` threads, at ``positions``."""
+    import openmm
+
+    platform = openmm.Platform.getPlatformByName("CPU")
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), platform, {"Threads": str(threads)})
+    context.setPositions(positions)
+    return context
+
+
+def potential_energy(context, groups=-1) -> float:
+    """Potential energy of ``context`` in kJ/mol (of the force groups ``groups``; -1: all)."""
+    import openmm.unit as unit
+
+    state = context.getState(getEnergy=True, groups=groups)
+    return state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
 
 
 def openmm_check(pdb_path, iterations: int = 200, threads: int = 1) -> dict:
@@ -87,18 +107,12 @@ def openmm_check(pdb_path, iterations: int = 200, threads: int = 1) -> dict:
     if not out["system_ok"]:
         out["error"] = f"system has {system.getNumParticles()} particles, the file {len(written)} atoms"
         return out
-    platform = openmm.Platform.getPlatformByName("CPU")
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), platform, {"Threads": str(threads)})
-    context.setPositions(pdb.positions)
-
-    def energy() -> float:
-        return context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-
-    out["e0"] = energy()
+    context = cpu_context(system, pdb.positions, threads)
+    out["e0"] = potential_energy(context)
     t0 = time.perf_counter()
     openmm.LocalEnergyMinimizer.minimize(context, 10.0, iterations)
     out["minimise_s"] = time.perf_counter() - t0
-    out["e1"] = energy()
+    out["e1"] = potential_energy(context)
     out["minimised"] = bool(math.isfinite(out["e1"]) and out["e1"] < out["e0"])
     return out
 
@@ -141,19 +155,33 @@ def example_rates(work: Path, model: str, threads: int) -> tuple[float, float]:
     return rates["heavy"], rates["h"]
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "test" / "casp12"))
+def set_parser(description: str) -> argparse.ArgumentParser:
+    """The options of a benchmark over a set of PDB files (this one, simulation_ready.py): --data, --model,
+    --threads, --limit, --work, --results."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=str(DATA / "test" / "casp12"), help="a folder of PDB files (default: CASP12)")
     ap.add_argument("--model", default="default")
-    ap.add_argument("--iterations", type=int, default=200, help="LocalEnergyMinimizer maxIterations (default 200)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="backmap --threads and OpenMM CPU threads (1)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N structures")
     ap.add_argument("--work", default=None, help="folder for the files (default: a temporary one)")
     ap.add_argument("--results", default=str(RESULTS))
-    args = ap.parse_args(argv)
+    return ap
+
+
+def set_pdbs(args) -> list[Path]:
+    """The first --limit PDB files of --data by name; [] after an error line on stderr when there is none."""
     pdbs = sorted(Path(args.data).glob("*.pdb"))[: args.limit]
     if not pdbs:
         print(f"error: no .pdb files in {args.data}", file=sys.stderr)
+    return pdbs
+
+
+def main(argv=None) -> int:
+    ap = set_parser(__doc__)
+    ap.add_argument("--iterations", type=int, default=200, help="LocalEnergyMinimizer maxIterations (default 200)")
+    args = ap.parse_args(argv)
+    pdbs = set_pdbs(args)
+    if not pdbs:
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
