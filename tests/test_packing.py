@@ -113,3 +113,33 @@ def test_repack_clears_a_mild_contact_with_a_small_turn():
         assert torch.equal(out[:, :5], pos[:, :5])
         cases += 1
     assert cases == 4
+
+
+def test_rescue_turns_side_chains_off_near_contacts_below_2_2_angstrom(monkeypatch):
+    """The last sweep (issue 20): residues with a pair below rescue.NEAR (2.2 Å, where hydrogens would collide)
+    get small turns. On the bundled example with the default model it clears such pairs without making any pair
+    below 1.2 Å; with the sweep off (NEAR = 0) more of them stay."""
+    import numpy as np
+    from conftest import REPO
+
+    from ldb_hpc.engine.compute import Engine
+    from ldb_hpc.engine.job import Job
+    from ldb_hpc.engine.sources import open_source
+    from ldb_hpc.geometry import metrics
+    from ldb_hpc.model import rescue as rescue_mod
+
+    with open_source(str(REPO / "examples" / "example.cg.h5")) as cg:
+        frames, res = cg.read(0, 8), cg.residues
+    engine = Engine(Job(samples=2))
+    topo = metrics.build_topology(res.restype, res.segment, rc.SLOT_MASK[res.restype])
+
+    def near_pairs():
+        rows = engine.rows(frames.ca, res, np.arange(8))
+        d = metrics.clashing_pairs(rows.reshape(-1, *rows.shape[2:]), topo, 2.2)[3]
+        return len(d), int((d < 1.2).sum())
+
+    with_sweep = near_pairs()
+    monkeypatch.setattr(rescue_mod, "NEAR", 0.0)
+    without = near_pairs()
+    assert with_sweep[1] == 0 and without[1] == 0
+    assert with_sweep[0] < without[0], (with_sweep, without)

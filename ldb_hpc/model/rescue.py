@@ -9,7 +9,9 @@ its own atoms four or more bonds away — gets a full rotamer grid (χ1 ∈ {−
 0°; prolines χ1 across both ring puckers), turns of χ1/χ2 by up to ±30° around its current side chain, and the
 current side chain itself, scored like the local repair against its neighbours' current atoms plus a penalty on its
 own 1–5+ pairs; the lowest score wins. Two Gauss–Seidel sweeps over each frame's flagged residues (vectorised across
-frames). Frames without a severe pair cost one check.
+frames). A last sweep gives every residue that still has a pair below ``near`` (2.2 Å: where the hydrogens of
+``--hydrogens`` would land on each other) only small turns and proline puckers. Frames without such a pair cost one
+check each.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ _PLANAR = (-90.0, 0.0, 90.0)
 _CONTACT = 3.0  # Å, as the local repair
 _SEVERE_CONTACT, _STEEP = 2.0, 25.0  # Å, weight: overlaps below 2 Å dominate the score
 _SELF_CONTACT = 2.6  # Å: a residue's own 1–5+ pairs (≥ 2.7 Å in real rotamers)
+NEAR = 2.2  # Å: residues with a pair below this get a last sweep of small turns (hydrogens would collide there)
 _HARD_CONTACT, _HARD = 1.3, 1000.0  # Å, weight: a pair below the 1.2 Å clash bar (with a margin) outweighs any
 # number of softer contacts, so a rotamer without one wins wherever one exists
 
@@ -81,9 +84,11 @@ def self_overlap(atoms: torch.Tensor, restype: torch.Tensor, cutoff: float) -> t
 
 
 def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28,
-           severe: float = 1.6) -> torch.Tensor:
+           severe: float = 1.6, near: float | None = None) -> torch.Tensor:
     """pos [B, L, 14, 3] Å after the local repair, on the backbone ca, n, c [B, L, 3], o_torsion [B, L];
-    restype, segment [L]. Returns new positions; only side chains of residues with a severe pair move."""
+    restype, segment [L]. Returns new positions; only side chains of residues with a pair below ``severe`` Å (the
+    whole grid) or ``near`` Å (small turns; None: :data:`NEAR`) move."""
+    near = NEAR if near is None else near
     B, L = pos.shape[:2]
     if L < 1:
         return pos
@@ -98,10 +103,10 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
     restype_flat = restype.repeat(B)
     flat = pos.reshape(B * L, rc.NUM_SLOTS, 3).clone()
 
-    def severe_rows(rows: torch.Tensor) -> torch.Tensor:
-        bad = self_overlap(flat[rows], restype_flat[rows], severe) > 0
+    def severe_rows(rows: torch.Tensor, cut: float) -> torch.Tensor:
+        bad = self_overlap(flat[rows], restype_flat[rows], cut) > 0
         if graph is not None:
-            bad |= ops.clash_flags(flat, rows, nbr_flat, adj_flat, restype_flat, severe)
+            bad |= ops.clash_flags(flat, rows, nbr_flat, adj_flat, restype_flat, cut)
         return rows[bad]
 
     def score(atoms: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
@@ -118,14 +123,12 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
     steps = torch.deg2rad(torch.tensor([-30.0, -15.0, 0.0, 15.0, 30.0], dtype=dt, device=dev))
     local = torch.zeros(25, 4, dtype=dt, device=dev)
     local[:, 0], local[:, 1] = steps.repeat_interleave(5), steps.repeat(5)
-    rows = torch.arange(B * L, device=dev)[movable.repeat(B)]
-    # Gauss–Seidel over each frame's flagged residues: the r-th flagged residue of every frame moves in step r,
-    # scored against the others' current atoms (two overlapping side chains never jump at once into each
-    # other's new place). Two sweeps.
-    for _ in range(2):
-        rows = severe_rows(rows)
-        if rows.numel() == 0:
-            break
+
+    def sweep(rows: torch.Tensor, full: bool) -> None:
+        """Gauss–Seidel over each frame's flagged residues ``rows`` (sorted): the r-th flagged residue of every
+        frame moves in step r, scored against the others' current atoms (two overlapping side chains never jump
+        at once into each other's new place). Candidates: the current side chain, prolines' ring puckers, and for
+        the others small turns of χ1/χ2 around the current side chain plus, when ``full``, the rotamer grid."""
         frame = rows // L
         first = torch.searchsorted(frame, frame, right=False)  # rows are sorted: index of the frame's first row
         rank = torch.arange(len(rows), device=dev) - first
@@ -135,10 +138,13 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
                 sel = step_rows[group[step_rows % L] == grp]
                 if sel.numel() == 0:
                     continue
-                cand = grids[grp or "pro"][:, None, :].expand(-1, len(sel), -1)  # [G, M, 4]
-                if grp:  # and small turns of χ1/χ2 around the current side chain (a near miss needs only those)
+                if grp:  # small turns of χ1/χ2 around the current side chain (a near miss needs only those)
                     now = measure_torsions(flat[sel], restype_flat[sel])[0][:, 1:]  # [M, 4]
-                    cand = torch.cat([cand, now[None] + local[:, None, :]])
+                    cand = now[None] + local[:, None, :]
+                    if full:
+                        cand = torch.cat([grids[grp][:, None, :].expand(-1, len(sel), -1), cand])
+                else:
+                    cand = grids["pro"][:, None, :].expand(-1, len(sel), -1)  # [G, M, 4]
                 G = cand.shape[0]
                 bb = lambda x, sel=sel, G=G: x.reshape(B * L, *x.shape[2:])[sel].expand(G, *[-1] * (x.dim() - 1))  # noqa: E731
                 grid_atoms = ops.atoms_from_backbone(bb(n), bb(ca), bb(c), bb(o_torsion), cand, restype_flat[sel])
@@ -146,6 +152,19 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
                 best = score(atoms, sel).argmin(0)  # ties: the current side chain wins
                 pick = torch.arange(len(sel), device=dev)
                 flat[sel, 5:] = atoms[best, pick][:, 5:]
+
+    rows = torch.arange(B * L, device=dev)[movable.repeat(B)]
+    for _ in range(2):  # two sweeps with the whole grid over residues with a severe pair
+        rows = severe_rows(rows, severe)
+        if rows.numel() == 0:
+            break
+        sweep(rows, full=True)
+    # Then one sweep of small turns (and proline puckers) over residues with a pair below ``near``: contacts
+    # that do not break the 1.2 Å rule but put hydrogens onto each other (CASP12: pairs < 2.2 Å 58 → 37, RMSD
+    # and χ1 unchanged within 0.001 Å / 0.1 point).
+    rows = severe_rows(torch.arange(B * L, device=dev)[movable.repeat(B)], near) if near > 0 else rows[:0]
+    if rows.numel():
+        sweep(rows, full=False)
     if graph is not None:
         _turn_chain_start_n(flat, restype_flat, segment, B, nbr_flat, severe, score)
     return flat.reshape(pos.shape)
