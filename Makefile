@@ -55,10 +55,13 @@ install: $(STAMP)
 
 $(TEST_STAMP): $(STAMP) Makefile  # the test-install line below is part of what it stamps
 	$(PIP) install --quiet "pytest>=7" "pytest-xdist>=3" matplotlib pypulchra "import-linter>=2.1" "ruff>=0.6" \
-		"MDAnalysis>=2.7" "netCDF4>=1.6" "openmm>=8.1"
+		"MDAnalysis>=2.7" "netCDF4>=1.6" "openmm>=8.1" "pdbfixer>=1.12"
+	bash scripts/ci/apt.sh --no-recommends gromacs
 	@# matplotlib, pypulchra: the bench smoke test; import-linter, ruff: tests/test_code_quality.py;
 	@# MDAnalysis, netCDF4: tests/test_export.py reads every output format back (netCDF4 writes .nc streamed);
 	@# openmm: tests/test_hydrogens.py and benchmarks/hydrogens.py (amber14 takes --hydrogens output; not a runtime dependency)
+	@# pdbfixer: tests/test_bench_simready.py and benchmarks/simulation_ready.py (the protonated references);
+	@# gromacs (Debian's): tests/test_simulation_ready.py (pdb2gmx links exactly the reference's disulfides)
 	@touch $@
 
 # Parallel HDF5 venv: ~5 minutes from scratch on 2 cores (mpi4py and h5py are compiled).

@@ -22,6 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+import simulation_ready  # noqa: E402
 from results_csv import RESULTS  # noqa: E402
 
 TABLE_START, TABLE_END = "<!-- bench:table -->", "<!-- /bench:table -->"
@@ -565,7 +566,9 @@ class Report:
             lines += [f"![write rate](plots/{write_png.name})", ""]
         lines += self.million_tables()
         lines += ["## Roofline", "", f"How the numbers are counted: [docs/ROOFLINE.md]({roofline_link}).", "",
-                  self.roofline_table(), "## Other rows", ""] + self.other_tables()
+                  self.roofline_table()]
+        lines += simulation_ready.readme_section(self.latest, self.order)  # issue 20
+        lines += ["## Other rows", ""] + self.other_tables()
         return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Install Debian packages once (idempotent): `scripts/ci/apt.sh PKG...`.
+# Install Debian packages once (idempotent): `scripts/ci/apt.sh [--no-recommends] PKG...`.
 # Packages already installed are not touched and `apt-get update` runs only when something is missing.
+# --no-recommends: only what the packages depend on (gromacs: 13 s instead of its recommended extras).
 # Needs root (or passwordless sudo); CI and the development machines run as root.
 set -euo pipefail
+opts=()
+if [ "${1:-}" = "--no-recommends" ]; then
+    opts=(--no-install-recommends)
+    shift
+fi
 missing=()
 for pkg in "$@"; do
     if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
@@ -21,4 +27,4 @@ fi
 echo "apt: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -q >/dev/null
-"${SUDO[@]}" apt-get install -y -q "${missing[@]}" >/dev/null
+"${SUDO[@]}" apt-get install -y -q "${opts[@]}" "${missing[@]}" >/dev/null
