@@ -1,17 +1,37 @@
-"""Synthetic CA trajectories: overdamped Langevin (Brownian) dynamics of an elastic network.
+"""Synthetic CA trajectories: overdamped Langevin (Brownian) dynamics of a protein-like CA model.
 
-The CA trace of a structure is held together by harmonic springs between every pair of CAs closer than a
-cutoff in the reference structure (soft "contact" springs) plus stiff "virtual bond" springs between
-sequence neighbours of a segment, which keep CA–CA at ≈ 3.8 Å. The dynamics is integrated with a fixed
-seed and streamed in chunks of frames, so a trajectory of any length takes memory independent of its
-length. Used by ``ldb-hpc synth`` (scale tests, benchmarks) and by scripts/make_example.py (the bundled
-example). Units: Å, kcal/mol, ps.
+``ldb-hpc synth`` moves the CA trace of a structure with the potential of :class:`CAModel`
+(:func:`ca_model`), built around that reference trace:
+
+- an elastic network (:func:`elastic_network`) that holds the fold: harmonic springs of 1 kcal/mol/Å² between
+  CAs closer than 10 Å in the reference, and 100 kcal/mol/Å² "virtual bonds" between sequence neighbours of a
+  segment (CA–CA ≈ 3.8 Å);
+- virtual bond angles CA(i−1)–CA(i)–CA(i+1) held in the range of real structures, ``THETA_MIN``–``THETA_MAX``,
+  and within ``THETA_WIDTH`` of the reference's own by a flat-bottom restraint (free inside, harmonic outside),
+  with hard floors under CA(i)–CA(i+k), k = 2, 3, 4, at their 0.1th percentiles in real structures;
+- virtual dihedrals CA(i−1)…CA(i+2) held within ``TAU_WIDTH`` of the reference's own values by a flat-bottom
+  restraint (this keeps the handedness of helices and turns);
+- excluded volume: a hard core of ``CORE`` Å between non-bonded beads (|i−j| ≥ 3 within a segment, every pair
+  across segments), found through a Verlet neighbour list built blockwise, so memory is O(L·k).
+
+The constants were fitted on the CA traces of ../shared/data/train (docs/SYNTH.md gives the measurement). The
+dynamics is integrated with the Leimkuhler–Matthews scheme (the overdamped limit of BAOAB: the same cost per step
+as Euler–Maruyama, but the configurational distribution of a harmonic term is exact at any stable step, so the
+stiff virtual bonds do not inflate) and overlapping pairs are separated after each step along their line of
+centres (Heyes–Melrose hard-sphere Brownian dynamics). Frames are streamed in chunks with a fixed seed: the same
+seed gives bit-identical frames for any chunk size, and memory does not grow with the number of frames.
+
+:func:`brownian_chunks` / :func:`brownian_frames` are the elastic network alone under Euler–Maruyama, the
+dynamics that made examples/example.cg.h5 (scripts/make_example.py reproduces it byte for byte with them); over
+long runs it lets angles collapse and beads overlap, so ``ldb-hpc synth`` no longer uses it.
+Units: Å, kcal/mol, radians, D·dt in Å² per step.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,8 +42,45 @@ KT = 0.596  # kcal/mol at 300 K
 DEFAULT_CUTOFF = 10.0  # Å
 K_CONTACT = 1.0  # kcal/mol/Å²
 K_BONDED = 100.0  # kcal/mol/Å²
-DT_D = 0.002  # D·dt, Å² per step
+DT_D = 0.002  # D·dt, Å² per step (the Euler–Maruyama network of brownian_chunks)
 _ROW_BLOCK = 1024  # rows of the distance matrix computed at a time (memory O(block · L))
+
+# Fitted on ../shared/data/train (the first model of each of the 1,676 files, 494,120 residues, as prepared in
+# /work/runs/train.h5 by `ldb-hpc prepare`); the measurement is in docs/SYNTH.md.
+# Virtual bond angle CA(i-1)-CA(i)-CA(i+1) over the 485,998 triples of consecutive residues of a segment:
+# percentiles 0.1 / 99.9 are 79.57° / 153.24° (0.01 / 99.99: 72.2° / 164.2°; median 107.3°).
+THETA_MIN = np.deg2rad(79.6)
+THETA_MAX = np.deg2rad(153.2)
+# Within that range each angle is also held near the reference's own, like the dihedrals below: over the 111,855 angles
+# of the bound/unbound pairs of train/bm5, |Δθ| has percentiles 50 / 90 / 95 / 99 = 2.6° / 9.4° / 13.6° / 28.6°; the
+# flat bottom is the 95th percentile. (With the global range alone, a PED00151 run put an 86° angle, 110° in the
+# reference, between two β-like dihedrals of -149° and -140°, and the backmapper built a clash there.)
+THETA_WIDTH = np.deg2rad(13.6)
+# Virtual dihedral CA(i-1)..CA(i+2): every 20° bin of [-180°, 180°) holds at least 0.9 % of the 482,077 train
+# dihedrals, so no global range constrains them; they are held near the reference's own values instead. The width
+# is how much the dihedrals of one protein differ between two real structures of it: over the 110,264 dihedrals of
+# the 444 bound/unbound pairs of train/bm5 (residues matched by chain, number and type), |Δτ| has percentiles
+# 50 / 90 / 95 / 99 = 3.9° / 17.5° / 29.4° / 106°; the flat bottom is the 95th percentile.
+TAU_WIDTH = np.deg2rad(30.0)
+K_ANGLE = 1000.0  # kcal/mol/rad² outside an angle's range: (kT/k)^½ = 1.4° beyond it
+K_DIHEDRAL = 100.0  # kcal/mol/rad² beyond TAU_WIDTH: (kT/k)^½ = 4.4° beyond the flat bottom
+# Excluded volume: hard core between non-bonded CAs (|i-j| >= 3 in a segment, any pair across segments). In train the
+# nearest non-bonded CA of a residue has percentiles 0.1 / 1 / 5 / 50 = 3.59 / 3.92 / 4.21 / 5.04 Å (below 4.0 Å for
+# 1.6 % of residues); 4.0 Å keeps every frame above 3.8 Å, the acceptance bound. A soft harmonic wall below 4.0 Å
+# instead let 9 of 3,000 frames of the bundled example fall below 3.8 Å at 100 kcal/mol/Å², 1 of 3,000 at 300 (which
+# is already at the stability limit of the step); the hard core is exact and costs nothing while no pair overlaps.
+CORE = 4.0  # Å
+# Hard floors under the local distances CA(i)-CA(i+k), k = 2, 3, 4 of a segment: their 0.1th percentiles in train
+# (485,998 / 482,077 / 478,219 pairs; the 0.01th are 4.30 / 4.07 / 3.81 Å, the 1st 5.10 / 4.78 / 4.99 Å). 4.74 Å
+# under CA(i)-CA(i+2) is θ = 77° at 3.8 Å bonds, just below THETA_MIN: the floor makes CA(i)-CA(i+2) >= 4.4 Å exact
+# (unless the reference's own is under 4.5 Å, e.g. next to a cis peptide). Without the k = 3 floor, 0.7 % of the
+# i,i+3 distances of a PED00151 run fell below 4.48 Å (0.1 % of real ones do).
+CORE_NEAR = (4.74, 4.48, 4.25)  # Å
+DT_D_LM = 0.002  # D·dt, Å² per step of the Leimkuhler–Matthews integrator (stable for the 100 kcal/mol/Å² bonds)
+SKIN = 4.0  # Å: the neighbour list holds non-bonded pairs within CORE + SKIN; rebuilt when a bead moved SKIN/2
+_PAIR_BLOCK = 1 << 20  # distance-matrix entries computed at a time when the neighbour list is built
+_MAX_SWEEPS = 200  # hard-core separation sweeps per step (a few in practice)
+_YZX, _ZXY = np.array([1, 2, 0]), np.array([2, 0, 1])  # column orders of a cross product
 
 
 def elastic_network(ca0: np.ndarray, residues: Residues, cutoff: float = DEFAULT_CUTOFF,
@@ -52,14 +109,304 @@ def elastic_network(ca0: np.ndarray, residues: Residues, cutoff: float = DEFAULT
     return np.stack([i, j], axis=-1), np.concatenate(dd), k
 
 
+# ----------------------------------------------------------------------------------------------------
+# The protein-like CA model
+
+
+def _wrap(a: np.ndarray) -> np.ndarray:
+    """Angles in radians wrapped to [-π, π)."""
+    return (a + np.pi) % (2 * np.pi) - np.pi
+
+
+def virtual_angles(x: np.ndarray) -> np.ndarray:
+    """[..., L, 3] Å → [..., L-2] rad: the angle CA(k)–CA(k+1)–CA(k+2) of every consecutive triple."""
+    u, v = x[..., :-2, :] - x[..., 1:-1, :], x[..., 2:, :] - x[..., 1:-1, :]
+    c = (u * v).sum(-1) / np.sqrt((u * u).sum(-1) * (v * v).sum(-1))
+    return np.arccos(np.clip(c, -1.0, 1.0))
+
+
+def virtual_dihedrals(x: np.ndarray) -> np.ndarray:
+    """[..., L, 3] Å → [..., L-3] rad in (-π, π]: the IUPAC dihedral CA(k)…CA(k+3) of every consecutive quad."""
+    b = x[..., 1:, :] - x[..., :-1, :]
+    b1, b2, b3 = b[..., :-2, :], b[..., 1:-1, :], b[..., 2:, :]
+    m, n = np.cross(b1, b2), np.cross(b2, b3)
+    return np.arctan2(np.linalg.norm(b2, axis=-1) * (b1 * n).sum(-1), (m * n).sum(-1))
+
+
+@dataclass(frozen=True)
+class CAModel:
+    """The potential of ``ldb-hpc synth`` around a reference CA trace (Å, rad, kcal/mol).
+
+    Terms (L beads; a triple/quad is "in a segment" when its beads are consecutive residues of one segment):
+    network springs ``k/2 (d − rest)²`` over ``pairs``; for each triple k = (k, k+1, k+2) in a segment a
+    flat-bottom ``k_angle/2 (θ − clip(θ, theta_lo, theta_hi))²``; for each quad in a segment
+    ``k_dihedral/2 (|Δτ| − tau_width)²`` where |Δτ| = |τ − tau0| (wrapped) exceeds ``tau_width``; hard floors
+    d(i, i+k) ≥ ``core_near[k-2, i]`` for k = 2, 3, 4 in a segment; a hard core d ≥ ``core`` between the other
+    non-bonded beads (:meth:`nonbonded`). Triples and quads that span a segment break have an empty restraint
+    (theta_lo = 0, theta_hi = π, tau_width = π); a pair without a floor has core_near = 0.
+    """
+
+    ca0: np.ndarray  # [L, 3] float64 Å: the reference (start and centre of the dynamics)
+    segment: np.ndarray  # [L] int64
+    pairs: np.ndarray  # [P, 2] int64, i < j: network springs
+    rest: np.ndarray  # [P] float64 Å
+    k: np.ndarray  # [P] float64 kcal/mol/Å²
+    theta_lo: np.ndarray  # [L-2] float64 rad
+    theta_hi: np.ndarray  # [L-2] float64 rad
+    core_near: np.ndarray  # [3, L] float64 Å: row k-2 is the floor under d(i, i+k), 0 where there is none
+    tau0: np.ndarray  # [L-3] float64 rad
+    tau_width: np.ndarray  # [L-3] float64 rad
+    k_angle: float = K_ANGLE
+    k_dihedral: float = K_DIHEDRAL
+    core: float = CORE
+
+    def nonbonded(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """[N] bool: bead pairs (i, j) under the excluded volume (|i−j| ≥ 3 in a segment, or two segments)."""
+        return (self.segment[i] != self.segment[j]) | (np.abs(j - i) >= 3)
+
+
+def ca_model(ca0: np.ndarray, residues: Residues, cutoff: float = DEFAULT_CUTOFF) -> CAModel:
+    """The protein-like CA model around ``ca0`` ([L, 3] Å) of ``residues`` (their segments).
+
+    Each angle's range is θ0 ± THETA_WIDTH (θ0: the reference's own angle) cut to [THETA_MIN, THETA_MAX], but
+    always taking in θ0, so that the reference itself feels no restraint force; each dihedral's is
+    τ0 ± TAU_WIDTH. The floor under CA(i)–CA(i+k) is CORE_NEAR[k-2], or 0.1 Å below the reference's own distance
+    where that is shorter (but not below CORE for k ≥ 3).
+    """
+    ca0 = np.asarray(ca0, dtype=np.float64)
+    n = len(ca0)
+    if n < 1:
+        raise InputError("the reference structure has no residues")
+    pairs, rest, k = elastic_network(ca0, residues, cutoff)
+    seg = residues.segment
+    in3 = (seg[1:-1] == seg[:-2]) & (seg[2:] == seg[:-2]) if n >= 3 else np.zeros(0, bool)
+    in4 = (in3[:-1] & in3[1:]) if n >= 4 else np.zeros(0, bool)
+    theta0, tau0 = virtual_angles(ca0), virtual_dihedrals(ca0)
+    core_near = np.zeros((len(CORE_NEAR), n))
+    for row, floor in enumerate(CORE_NEAR):
+        sep = row + 2
+        if n > sep:
+            d0 = np.linalg.norm(ca0[sep:] - ca0[:-sep], axis=-1)
+            own = d0 - 0.1 if sep == 2 else np.maximum(d0 - 0.1, CORE)
+            core_near[row, :n - sep] = np.where(seg[sep:] == seg[:-sep], np.minimum(floor, own), 0.0)
+    return CAModel(
+        ca0=ca0, segment=seg.copy(), pairs=pairs, rest=rest, k=k,
+        theta_lo=np.where(in3, np.minimum(np.maximum(THETA_MIN, theta0 - THETA_WIDTH), theta0), 0.0),
+        theta_hi=np.where(in3, np.maximum(np.minimum(THETA_MAX, theta0 + THETA_WIDTH), theta0), np.pi),
+        core_near=core_near,
+        tau0=np.where(in4, tau0, 0.0), tau_width=np.where(in4, TAU_WIDTH, np.pi))
+
+
+def potential_energy(model: CAModel, x: np.ndarray) -> float:
+    """Total soft potential (kcal/mol) of ``x`` ([L, 3] Å): network + angle + dihedral terms, loop-clear.
+
+    The reference of the fast forces in :class:`_Forces` (tests differentiate it); the hard cores add nothing
+    to the energy of an allowed configuration.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    e = 0.0
+    for (i, j), r0, k in zip(model.pairs, model.rest, model.k):
+        e += 0.5 * k * (np.linalg.norm(x[j] - x[i]) - r0) ** 2
+    for t, lo, hi in zip(virtual_angles(x), model.theta_lo, model.theta_hi):
+        e += 0.5 * model.k_angle * (t - min(max(t, lo), hi)) ** 2
+    for t, t0, w in zip(virtual_dihedrals(x), model.tau0, model.tau_width):
+        e += 0.5 * model.k_dihedral * max(abs(_wrap(t - t0)) - w, 0.0) ** 2
+    return float(e)
+
+
+def _close_nonbonded(model: CAModel, x: np.ndarray, r: float) -> np.ndarray:
+    """[N, 2] int64 (i < j, row-major): non-bonded pairs closer than ``r`` Å, computed a block of rows at a time
+    (memory O(_PAIR_BLOCK + N))."""
+    n = len(x)
+    block = max(1, _PAIR_BLOCK // max(n, 1))
+    found = []
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        d2 = ((x[a:b, None, :] - x[None, a + 1:, :]) ** 2).sum(-1)  # [B, n-a-1]: column c is bead a+1+c
+        i, c = np.nonzero(d2 < r * r)
+        i, j = i + a, c + a + 1
+        keep = (j > i) & model.nonbonded(i, j)
+        found.append(np.stack([i[keep], j[keep]], -1))
+    return np.concatenate(found).astype(np.int64) if found else np.zeros((0, 2), np.int64)
+
+
+class _Forces:
+    """The forces of a :class:`CAModel` and its hard cores, with a Verlet list of the non-bonded pairs.
+
+    The pair list is the network ∪ the floored local pairs ∪ the non-bonded pairs within CORE + SKIN at the
+    last build; it is rebuilt when any bead has moved more than SKIN/2 since, so no non-bonded pair outside it
+    can reach CORE. Angle and dihedral terms are computed for every triple / quad with slices of the chain (a
+    triple or quad across a segment break has an empty restraint), skipped when none is outside its flat bottom.
+    """
+
+    def __init__(self, model: CAModel):
+        self.m = model
+        n = len(model.ca0)
+        self.n = n
+        row, near_i = np.nonzero(model.core_near)
+        near_key = near_i * n + near_i + row + 2
+        key = model.pairs[:, 0] * n + model.pairs[:, 1]
+        self._fixed_key = np.union1d(key, near_key)
+        self._fixed_k = np.zeros(len(self._fixed_key))
+        self._fixed_rest = np.zeros(len(self._fixed_key))
+        at = np.searchsorted(self._fixed_key, key)
+        self._fixed_k[at], self._fixed_rest[at] = model.k, model.rest
+        self._fixed_core = np.zeros(len(self._fixed_key))
+        fi, fj = self._fixed_key // n, self._fixed_key % n
+        self._fixed_core[model.nonbonded(fi, fj)] = model.core
+        self._fixed_core[np.searchsorted(self._fixed_key, near_key)] = model.core_near[row, near_i]
+        self.ncos_lo, self.ncos_hi = -np.cos(model.theta_lo), -np.cos(model.theta_hi)  # θ < lo ⟺ −cos θ < ncos_lo
+        self.tau0_minus_pi = model.tau0 - np.pi
+        self.builds = 0
+        self.separations = 0
+
+    def build(self, x: np.ndarray) -> None:
+        """Rebuild the pair list around ``x`` ([L, 3] Å)."""
+        n, m = self.n, self.m
+        near = _close_nonbonded(m, x, m.core + SKIN)
+        extra = np.setdiff1d(near[:, 0] * n + near[:, 1], self._fixed_key)
+        key = np.concatenate([self._fixed_key, extra])
+        self.i, self.j = key // n, key % n
+        pad = np.zeros(len(extra))
+        self.k, self.rest = np.concatenate([self._fixed_k, pad]), np.concatenate([self._fixed_rest, pad])
+        self.core = np.concatenate([self._fixed_core, pad + m.core])
+        self.idx3 = (np.concatenate([self.i, self.j])[:, None] * 3 + np.arange(3)).ravel()
+        self.x_built = x.copy()
+        self.builds += 1
+
+    def moved_too_far(self, x: np.ndarray) -> bool:
+        dx = x - self.x_built
+        return bool(np.einsum("ij,ij->i", dx, dx).max() > 0.25 * SKIN * SKIN)
+
+    def _pair_vectors(self, x):
+        v = x.take(self.j, 0) - x.take(self.i, 0)
+        return v, np.sqrt(np.einsum("ij,ij->i", v, v))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """[L, 3] kcal/mol/Å: the force on every bead at ``x``, after moving the pairs closer than their hard core
+        apart along their line of centres (in place, in sweeps until none is left: Heyes–Melrose)."""
+        n, m = self.n, self.m
+        v, d = self._pair_vectors(x)
+        for _ in range(_MAX_SWEEPS):
+            over = np.nonzero(d < self.core)[0]
+            if not len(over):
+                break
+            self.separations += len(over)
+            # Each bead of a pair moves half the overlap (plus 1e-6 Å, so the pair ends just outside its core).
+            step = v[over] * ((self.core[over] - d[over] + 1e-6) / (2.0 * np.maximum(d[over], 1e-6)))[:, None]
+            np.add.at(x, self.i[over], -step)
+            np.add.at(x, self.j[over], step)
+            v, d = self._pair_vectors(x)
+        f = v * (self.k * (d - self.rest) / np.maximum(d, 1e-6))[:, None]  # pulls i toward j when stretched
+        force = np.bincount(self.idx3, np.concatenate([f, -f]).ravel(), 3 * n).reshape(n, 3)
+        if n < 3:
+            return force
+        b = x[1:] - x[:-1]
+        bl2 = np.einsum("ij,ij->i", b, b)
+        bl = np.sqrt(bl2)
+        e = b / bl[:, None]
+        c = np.einsum("ij,ij->i", e[:-1], e[1:])  # −cos θ
+        if ((c < self.ncos_lo) | (c > self.ncos_hi)).any():
+            # Flat-bottom angle: dU/dθ times dθ/dx of the end beads k and k+2 (the middle bead takes minus both).
+            cos = np.minimum(np.maximum(-c, -1.0), 1.0)
+            theta = np.arccos(cos)
+            du = m.k_angle * (theta - np.minimum(np.maximum(theta, m.theta_lo), m.theta_hi))
+            s = du / np.maximum(np.sqrt(1.0 - cos * cos), 1e-6)
+            f1 = (e[1:] - c[:, None] * e[:-1]) * (s / bl[:-1])[:, None]  # = −dU/dx of bead k
+            f3 = (e[:-1] - c[:, None] * e[1:]) * (s / bl[1:])[:, None]  # = +dU/dx of bead k+2
+            force[:-2] += f1
+            force[1:-1] += f3 - f1
+            force[2:] -= f3
+        if n < 4:
+            return force
+        yzx, zxy = b.take(_YZX, 1), b.take(_ZXY, 1)
+        nn = yzx[:-1] * zxy[1:] - zxy[:-1] * yzx[1:]  # nn[k] = b[k] × b[k+1]
+        tau = np.arctan2(bl[1:-1] * np.einsum("ij,ij->i", b[:-2], nn[1:]), np.einsum("ij,ij->i", nn[:-1], nn[1:]))
+        dtau = (tau - self.tau0_minus_pi) % (2 * np.pi) - np.pi  # τ − τ0 wrapped to [−π, π)
+        excess = dtau - np.minimum(np.maximum(dtau, -m.tau_width), m.tau_width)
+        if excess.any():
+            # Flat-bottom dihedral: dU/dτ times dτ/dx (Blondel & Karplus, J. Comput. Chem. 17, 1132 (1996)).
+            du = (m.k_dihedral * excess)[:, None]
+            a, c = nn[:-1], nn[1:]  # b1 × b2, b2 × b3 of quad k = (b[k], b[k+1], b[k+2])
+            l2 = bl[1:-1][:, None]
+            g1 = a * (l2 / np.maximum(np.einsum("ij,ij->i", a, a), 1e-12)[:, None])  # −dτ/dx of bead k
+            g4 = c * (l2 / np.maximum(np.einsum("ij,ij->i", c, c), 1e-12)[:, None])  # dτ/dx of bead k+3
+            p = (np.einsum("ij,ij->i", b[:-2], b[1:-1]) / bl2[1:-1])[:, None]
+            q = (np.einsum("ij,ij->i", b[2:], b[1:-1]) / bl2[1:-1])[:, None]
+            g2 = q * g4 + (1.0 + p) * g1  # dτ/dx of bead k+1
+            f1, f2, f4 = du * g1, du * g2, du * g4
+            force[:-3] += f1
+            force[1:-2] -= f2
+            force[2:-1] += f2 - f1 + f4
+            force[3:] -= f4
+        return force
+
+
+@dataclass
+class SimulationStats:
+    """What a run did besides its frames: neighbour-list builds and hard-core separations (pairs moved)."""
+
+    steps: int = 0
+    builds: int = 0
+    separations: int = 0
+
+
+def simulate_chunks(model: CAModel, frames: int, steps: int, dt_d: float = DT_D_LM, seed: int = 0,
+                    chunk: int = 1000, stats: SimulationStats | None = None) -> Iterator[np.ndarray]:
+    """Overdamped Langevin dynamics of ``model``, yielded ``chunk`` frames at a time.
+
+    Starts at ``model.ca0`` and keeps its centre fixed; ``steps`` steps of D·dt = ``dt_d`` Å² between frames;
+    frame 0 is after the first ``steps`` steps. Leimkuhler–Matthews update
+    x ← x + (D·dt/kT)·F(x) + √(2·D·dt)·(ξₙ + ξₙ₊₁)/2, then the hard cores are separated. Yields
+    [n ≤ chunk, L, 3] float32 Å arrays, ``frames`` in all. The random stream and the neighbour-list rebuilds
+    depend only on the state, not on ``chunk``: the same seed gives the same frames for any chunk size.
+    ``stats``, when given, is filled in as the run goes.
+    """
+    rng = np.random.default_rng(seed)
+    stats = stats if stats is not None else SimulationStats()
+    x = model.ca0.copy()
+    n = len(x)
+    centre = x.mean(axis=0)
+    forces = _Forces(model)
+    forces.build(x)
+    f = forces(x)
+    c, s = dt_d / KT, np.sqrt(2.0 * dt_d) / 2.0
+    xi = rng.standard_normal((n, 3))
+    for start in range(0, frames, chunk):
+        out = np.empty((min(chunk, frames - start), n, 3), dtype=np.float32)
+        for fr in range(len(out)):
+            for step in range(steps):
+                xi_next = rng.standard_normal((n, 3))
+                x += c * f + s * (xi + xi_next)
+                xi = xi_next
+                if step == steps - 1:
+                    x += centre - x.mean(axis=0)
+                if forces.moved_too_far(x):
+                    forces.build(x)
+                f = forces(x)
+            out[fr] = x
+        stats.steps, stats.builds, stats.separations = stats.steps + len(out) * steps, forces.builds, forces.separations
+        yield out
+
+
+def simulate_frames(model: CAModel, frames: int, steps: int, dt_d: float = DT_D_LM, seed: int = 0) -> np.ndarray:
+    """All frames of :func:`simulate_chunks` at once: [frames, L, 3] float32 Å (small trajectories only)."""
+    return np.concatenate(list(simulate_chunks(model, frames, steps, dt_d, seed, chunk=frames)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The elastic network alone (examples/example.cg.h5)
+
+
 def brownian_chunks(ca0: np.ndarray, pairs: np.ndarray, rest: np.ndarray, k: np.ndarray, frames: int,
                     steps: int, dt_d: float = DT_D, seed: int = 0, chunk: int = 1000) -> Iterator[np.ndarray]:
-    """Overdamped Langevin on the network, yielded ``chunk`` frames at a time.
+    """Overdamped Langevin (Euler–Maruyama) on the elastic network alone, yielded ``chunk`` frames at a time.
 
-    ca0: [L, 3] Å start (and centre, kept fixed); pairs/rest/k from :func:`elastic_network`;
-    steps: integration steps between frames; dt_d: D·dt in Å² per step. Yields [n ≤ chunk, L, 3]
-    float32 Å arrays, ``frames`` frames in all; frame 0 is after the first ``steps`` steps. The random
-    stream does not depend on ``chunk``: the same seed gives the same frames for any chunk size.
+    The dynamics that made examples/example.cg.h5; nothing holds angles or keeps beads apart, so long runs are
+    not protein-like (use :func:`simulate_chunks`). ca0: [L, 3] Å start (and centre, kept fixed); pairs/rest/k
+    from :func:`elastic_network`; steps: integration steps between frames; dt_d: D·dt in Å² per step. Yields
+    [n ≤ chunk, L, 3] float32 Å arrays, ``frames`` frames in all; frame 0 is after the first ``steps`` steps.
+    The random stream does not depend on ``chunk``: the same seed gives the same frames for any chunk size.
     """
     rng = np.random.default_rng(seed)
     x = np.asarray(ca0, dtype=np.float64).copy()
@@ -91,6 +438,10 @@ def brownian_frames(ca0: np.ndarray, pairs: np.ndarray, rest: np.ndarray, k: np.
     return np.concatenate(list(brownian_chunks(ca0, pairs, rest, k, frames, steps, dt_d, seed, chunk=frames)))
 
 
+# ----------------------------------------------------------------------------------------------------
+# ldb-hpc synth
+
+
 def _is_hdf5(path: str) -> bool:
     with open(path, "rb") as fh:
         return fh.read(8) == b"\x89HDF\r\n\x1a\n"
@@ -117,14 +468,32 @@ def load_reference(path: str, residue_map: dict[str, str] | None = None,
     return protein.residues, protein.ca.astype(np.float64)
 
 
+@dataclass
+class SynthSummary:
+    """What ``synthesize`` wrote: sizes, and the local geometry over every frame (Å, degrees)."""
+
+    frames: int
+    residues: int
+    springs: int
+    bytes: int
+    ca_ca_mean: float  # virtual bonds (peptide links only)
+    ca_ca_min: float
+    ca_ca_max: float
+    ca_13_min: float  # CA(i)–CA(i+2) within a segment
+    theta_min: float  # virtual bond angle, degrees
+    theta_max: float
+    neighbour_list_builds: int
+    hard_core_separations: int  # pair separations of the hard cores (Heyes–Melrose), over all steps
+
+
 def synthesize(residues: Residues, ca0: np.ndarray, output: str, frames: int, *, seed: int = 0,
-               chunk: int = 1000, steps: int = 20, dt_ps: float = 10.0, cutoff: float = DEFAULT_CUTOFF,
-               overwrite: bool = False, title: str | None = None) -> dict:
-    """Write a ``frames``-frame CG trajectory around ``ca0`` to ``output`` (temp file, then rename).
+               chunk: int = 1000, steps: int = 5, dt_ps: float = 10.0, cutoff: float = DEFAULT_CUTOFF,
+               overwrite: bool = False, title: str | None = None) -> SynthSummary:
+    """Write a ``frames``-frame CG trajectory of :func:`ca_model` around ``ca0`` to ``output`` (temp file, then
+    rename).
 
     residues: L residues; ca0: [L, 3] Å; chunk: frames simulated and written at a time (memory
     O(chunk · L)); steps: Brownian steps between frames; dt_ps: time between frames in /time (ps).
-    Returns a summary dict: frames, residues, springs, CA–CA mean/min/max over peptide links (Å).
     """
     from ldb_hpc.io.cg import CGWriter
 
@@ -136,18 +505,29 @@ def synthesize(residues: Residues, ca0: np.ndarray, output: str, frames: int, *,
         raise InputError(f"--steps must be at least 1, got {steps}")
     if not dt_ps > 0:
         raise InputError(f"--dt-ps must be positive, got {dt_ps}")
-    pairs, rest, k = elastic_network(ca0, residues, cutoff)
+    model = ca_model(ca0, residues, cutoff)
     link = residues.peptide_links()
-    cc_sum, cc_n, cc_min, cc_max = 0.0, 0, np.inf, -np.inf
-    title = title or "elastic-network Brownian dynamics (ldb-hpc synth)"
+    in3 = link[:-1] & link[1:]
+    cc_sum, cc_n, cc_min, cc_max, c13_min = 0.0, 0, np.inf, -np.inf, np.inf
+    th_min, th_max = np.inf, -np.inf
+    stats = SimulationStats()
+    title = title or "protein-like CA Brownian dynamics (ldb-hpc synth)"
     with CGWriter(output, residues, overwrite=overwrite, expected_frames=frames, title=title) as w:
-        for ca in brownian_chunks(ca0, pairs, rest, k, frames, steps, DT_D, seed, chunk):
+        for ca in simulate_chunks(model, frames, steps, DT_D_LM, seed, chunk, stats):
             a = w.n_frames
             w.append(ca, np.arange(a, a + len(ca)) * dt_ps)
             cc = np.linalg.norm(ca[:, 1:] - ca[:, :-1], axis=-1)[:, link]
             if cc.size:
                 cc_sum, cc_n = cc_sum + float(cc.sum()), cc_n + cc.size
                 cc_min, cc_max = min(cc_min, float(cc.min())), max(cc_max, float(cc.max()))
-    return {"frames": frames, "residues": len(residues), "springs": len(pairs),
-            "ca_ca_mean": cc_sum / cc_n if cc_n else float("nan"), "ca_ca_min": cc_min, "ca_ca_max": cc_max,
-            "bytes": os.path.getsize(output)}
+            if in3.any():
+                c13_min = min(c13_min, float(np.linalg.norm(ca[:, 2:] - ca[:, :-2], axis=-1)[:, in3].min()))
+                th = np.rad2deg(virtual_angles(ca.astype(np.float64))[:, in3])
+                th_min, th_max = min(th_min, float(th.min())), max(th_max, float(th.max()))
+    nan = float("nan")
+    return SynthSummary(frames=frames, residues=len(residues), springs=len(model.pairs),
+                        bytes=os.path.getsize(output), ca_ca_mean=cc_sum / cc_n if cc_n else nan,
+                        ca_ca_min=cc_min if cc_n else nan, ca_ca_max=cc_max if cc_n else nan,
+                        ca_13_min=c13_min if in3.any() else nan, theta_min=th_min if in3.any() else nan,
+                        theta_max=th_max if in3.any() else nan, neighbour_list_builds=stats.builds,
+                        hard_core_separations=stats.separations)
