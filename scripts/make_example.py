@@ -2,7 +2,8 @@
 
 The CA trace of the structure is moved by overdamped Langevin (Brownian) dynamics on an elastic network
 (harmonic springs between CAs closer than a cutoff; stiffer springs between sequence neighbours so that
-CA–CA stays ≈ 3.8 Å), with a fixed seed; the dynamics is ldb_hpc.synth, shared with ``ldb-hpc synth``.
+CA–CA stays ≈ 3.8 Å), with a fixed seed: the elastic network alone (``ldb_hpc.synth.brownian_frames``), which
+``ldb-hpc synth`` used before issue 22 (it now adds angle, dihedral and excluded-volume terms, docs/SYNTH.md).
 Frames are written every ``--steps`` steps. See examples/README.md for the exact command and the source
 of the default structure.
 
