@@ -33,6 +33,7 @@ _PLANAR = (-90.0, 0.0, 90.0)
 _CONTACT = 3.0  # Å, as the local repair
 _SEVERE_CONTACT, _STEEP = 2.0, 25.0  # Å, weight: overlaps below 2 Å dominate the score
 _SELF_CONTACT = 2.6  # Å: a residue's own 1–5+ pairs (≥ 2.7 Å in real rotamers)
+_MARGIN = 0.01  # Å²: the score a small turn of the last sweep must gain over the current side chain
 NEAR = 2.2  # Å: residues with a pair below this get a last sweep of small turns (hydrogens would collide there)
 _HARD_CONTACT, _HARD = 1.3, 1000.0  # Å, weight: a pair below the 1.2 Å clash bar (with a margin) outweighs any
 # number of softer contacts, so a rotamer without one wins wherever one exists
@@ -149,7 +150,11 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
                 bb = lambda x, sel=sel, G=G: x.reshape(B * L, *x.shape[2:])[sel].expand(G, *[-1] * (x.dim() - 1))  # noqa: E731
                 grid_atoms = ops.atoms_from_backbone(bb(n), bb(ca), bb(c), bb(o_torsion), cand, restype_flat[sel])
                 atoms = torch.cat([flat[sel][None], grid_atoms])  # [1 + G, M, 14, 3]: the current side chain first
-                best = score(atoms, sel).argmin(0)  # ties: the current side chain wins
+                total = score(atoms, sel)
+                best = total.argmin(0)  # ties: the current side chain wins
+                if not full:  # a small turn must win clearly: float noise (1e-5 Å) never flips a near tie
+                    gain = total[0] - total[best, torch.arange(len(sel), device=dev)]
+                    best = torch.where(gain > _MARGIN, best, torch.zeros_like(best))
                 pick = torch.arange(len(sel), device=dev)
                 flat[sel, 5:] = atoms[best, pick][:, 5:]
 
