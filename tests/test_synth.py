@@ -131,7 +131,7 @@ def test_chunks_generator_matches_whole_and_keeps_centre():
 
 def test_network_blocks_equal_full_matrix(monkeypatch):
     """The row-blocked distance computation (memory O(block·L)) gives the same springs as one block."""
-    import ldb_hpc.synth as synth
+    import ldb_hpc.synth.dynamics as synth
 
     rng = np.random.default_rng(0)
     ca0 = np.cumsum(rng.normal(size=(40, 3)) * 2.2, axis=0)
@@ -249,7 +249,7 @@ def _chain(n: int, seed: int) -> np.ndarray:
 def test_forces_are_minus_the_gradient_of_the_energy():
     """The fast forces (dense slices, flat bottoms, a segment break) against central differences of the
     loop-clear potential_energy, with every kind of term active."""
-    from ldb_hpc.synth import _Forces
+    from ldb_hpc.synth.dynamics import _Forces
 
     ca0 = _chain(14, 1)
     residues = Residues([0] * 14, ["ALA"] * 14, ["A"] * 14, np.arange(14), [""] * 14, [0] * 8 + [1] * 6)
@@ -296,7 +296,7 @@ def test_model_ranges_take_in_the_reference():
 def test_same_seed_same_frames_any_chunk_and_any_skin(monkeypatch):
     """Bit-identical frames for any chunk size, and for any neighbour-list skin: the list never misses a pair
     (the extra pairs of a larger skin add exact zeros) and rebuilds depend only on the state."""
-    import ldb_hpc.synth as synth
+    import ldb_hpc.synth.dynamics as synth
 
     ca0 = _chain(30, 3)
     residues = Residues([0] * 30, ["ALA"] * 30, ["A"] * 30, np.arange(30), [""] * 30, [0] * 16 + [1] * 14)
@@ -316,7 +316,7 @@ def test_same_seed_same_frames_any_chunk_and_any_skin(monkeypatch):
 
 
 def test_neighbour_list_blocks_equal_one_block(monkeypatch):
-    import ldb_hpc.synth as synth
+    import ldb_hpc.synth.dynamics as synth
 
     ca0 = _chain(50, 4)
     residues = Residues([0] * 50, ["ALA"] * 50, ["A"] * 50, np.arange(50), [""] * 50, [0] * 25 + [1] * 25)
@@ -335,7 +335,7 @@ def test_neighbour_list_blocks_equal_one_block(monkeypatch):
 def test_large_protein_memory_is_linear(monkeypatch):
     """3,000 residues (a chain folded back on itself): the pair list holds O(L) pairs and a few frames run, the
     hard core holding in every frame; the neighbour list is built in blocks (memory O(block + pairs))."""
-    import ldb_hpc.synth as synth
+    import ldb_hpc.synth.dynamics as synth
 
     n = 3000
     ca0 = np.concatenate([_helix(n // 2), _helix(n // 2)[::-1] + [9.0, 0.0, 0.0]])
