@@ -213,9 +213,14 @@ def _keep_apart(pos: torch.Tensor, restype: torch.Tensor, free: torch.Tensor, cy
     to the χ1 of the 5° grid that clears Cys SG and neighbours best, nearest its own χ1 on ties; rows without such
     a contact keep their SG."""
     R = pos.shape[0]
+    sg = pos[:, cys, _SG]  # [R, C, 3]
+    close = (torch.cdist(sg, sg) < APART) & ~torch.eye(len(cys), dtype=torch.bool, device=pos.device)
+    touched = cys[close.any(-1).any(0)]  # the Cys with a close SG in some row (one host read)
+    free = free[torch.isin(free, touched)]
+    if len(free) == 0:  # the usual case: nothing to turn, no neighbour search
+        return pos
     grid = torch.deg2rad(_GRID.to(pos))
-    none = torch.full_like(free, -1)
-    env, keep = _environment(pos, restype, free, none)
+    env, keep = _environment(pos, restype, free, torch.full_like(free, -1))
     for c in range(len(free)):
         r = free[c:c + 1]
         others = cys[cys != r[0]]
