@@ -50,7 +50,8 @@ protein with its crystal structure's cluster.
 
 Determinism: the seed of an input is a hash of ``--seed`` and its key (the path relative to the manifest's data
 folder when listed), so it does not depend on order or on which other inputs run; OpenMM's CPU platform with one
-thread gives the same frames on the same machine and OpenMM version.
+thread, for the MD and for the minimisations PDBFixer and Modeller run while completing, gives the same frames on
+the same machine and OpenMM version (with several threads the force sums vary from run to run).
 """
 
 from __future__ import annotations
@@ -256,15 +257,28 @@ def _have_pdbfixer() -> bool:
     return True
 
 
-def complete(protein, chain: Chain, forcefield, ph: float, seed: int, fixer: str):
+def cpu_platform(threads: int):
+    """OpenMM's CPU platform with ``threads`` threads as its default: every Context made on it without explicit
+    properties (PDBFixer's and Modeller's own minimisations included) uses them. With more than one thread the
+    CPU platform sums forces in an order that varies from run to run, so equal seeds give unequal frames."""
+    import openmm
+
+    platform = openmm.Platform.getPlatformByName("CPU")
+    platform.setPropertyDefaultValue("Threads", str(threads))
+    return platform
+
+
+def complete(protein, chain: Chain, forcefield, ph: float, seed: int, fixer: str, threads: int = 1):
     """(topology, positions) of ``chain`` with every heavy atom and the hydrogens of pH ``ph``.
 
     fixer: "pdbfixer" (missing heavy atoms rebuilt) or "modeller" (hydrogens only; :class:`Skip` when heavy atoms
-    are missing). Raises whatever PDBFixer / OpenMM raise on a structure they cannot complete."""
+    are missing). Both minimise what they add on :func:`cpu_platform` (``threads``), never on a platform OpenMM picks
+    with all cores. Raises whatever PDBFixer / OpenMM raise on a structure they cannot complete."""
     import random
 
     from openmm import app
 
+    platform = cpu_platform(threads)
     random.seed(seed)  # Modeller.addHydrogens starts hydrogens at positions from Python's random
     if fixer == "pdbfixer":
         from pdbfixer import PDBFixer
@@ -272,7 +286,7 @@ def complete(protein, chain: Chain, forcefield, ph: float, seed: int, fixer: str
         top, pos = _topology(protein, chain, add_oxt=False)
         text = io.StringIO()
         app.PDBFile.writeFile(top, pos, text, keepIds=True)
-        fx = PDBFixer(pdbfile=io.StringIO(text.getvalue()))
+        fx = PDBFixer(pdbfile=io.StringIO(text.getvalue()), platform=platform)
         fx.missingResidues = {}  # never invent residues: gaps stay gaps (separate chains)
         fx.findMissingAtoms()
         fx.addMissingAtoms(seed=seed)
@@ -286,7 +300,7 @@ def complete(protein, chain: Chain, forcefield, ph: float, seed: int, fixer: str
     top.createStandardBonds()
     top.createDisulfideBonds(pos)
     modeller = app.Modeller(top, pos)
-    modeller.addHydrogens(forcefield, pH=ph)
+    modeller.addHydrogens(forcefield, pH=ph, platform=platform)
     return modeller.topology, modeller.positions
 
 
@@ -371,7 +385,7 @@ def simulate(topology, positions, settings: SimSettings, seed: int, threads: int
                                            settings.friction_per_ps / unit.picosecond,
                                            settings.timestep_fs * unit.femtosecond)
     integ.setRandomNumberSeed(seed)
-    platform = openmm.Platform.getPlatformByName("CPU")
+    platform = cpu_platform(threads)
     sim = app.Simulation(topology, system, integ, platform, {"Threads": str(threads)})
     sim.context.setPositions(positions)
     t0 = time.perf_counter()
@@ -448,7 +462,7 @@ def process_file(path: str, key: str, settings: SimSettings, threads: int = 1, f
     chain = select_chain(protein, settings.min_res, settings.max_res)
     seed = input_seed(settings.seed, key)
     ff = app.ForceField(*settings.forcefield)
-    top, pos = complete(protein, chain, ff, settings.ph, seed, fixer)
+    top, pos = complete(protein, chain, ff, settings.ph, seed, fixer, threads)
     rows = chain.rows
     idx, res_k, slots, names = atom14_index(top, len(rows))
     md = simulate(top, pos, settings, seed, threads)
