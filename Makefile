@@ -24,9 +24,9 @@ help:
 	@echo "make install-mpio     build $(MPIO_VENV) only (parallel h5py, mpi4py on Open MPI)"
 	@echo "make slurm-up / slurm-down   start / stop the local test SLURM cluster"
 	@echo "make bench-runtime    memory and MPI-scaling benchmark of backmap (benchmarks/runtime)"
-	@echo "make bench-million    1,000,000 frames on 2 ranks (--model ideal) + 100,000 with the default model:"
-	@echo "                      wall, RSS per rank start vs end, output size, verify (~30 min; benchmarks/million.py;"
-	@echo "                      MILLION_ARGS=--smoke: a minute, into build/bench-million-smoke)"
+	@echo "make bench-million    1,000,000 frames on 2 ranks, --model ideal and the default model: wall, RSS"
+	@echo "                      per rank over time, output size, verify, flagged rows (~1 h; benchmarks/million.py;"
+	@echo "                      MILLION_ARGS=--smoke: a minute, into build/bench-million-smoke; --resume goes on)"
 	@echo "make bench            all benchmarks + report (benchmarks/README.md, README table; <= 30 min);"
 	@echo "                      make bench BENCH_ARGS=--smoke: tiny size into build/bench-smoke (< 2 min)"
 	@echo "make bench-startup    start-up (one-frame backmap vs python -c 'import torch') and a folder of 1,000 CASP-sized"
@@ -83,7 +83,7 @@ slurm-down:
 bench-runtime: $(STAMP)
 	$(PY) benchmarks/runtime/bench_runtime.py
 
-# A million frames, measured (benchmarks/million.py): long (~30 min on 2 idle cores, ~2.2 GB of output in
+# A million frames, measured (benchmarks/million.py): long (~1 h on 2 idle cores, ~2.2 GB of output per run in
 # build/bench-million, deleted after); rows go to benchmarks/results.csv, the table to benchmarks/README.md.
 .PHONY: bench-million
 bench-million: $(STAMP)

@@ -5,18 +5,20 @@ What it runs (full size; ``--smoke`` is the same at 1/250 of the frames and ``--
 build/bench-million-smoke/, in about a minute):
 
 1. a small protein: the first ``--residues`` (24) residues of examples/example.cg.h5 (as bench_runtime.py);
-2. ``ldb-hpc synth --frames F --from protein --seed 1 --steps 5 --chunk 10000`` for F = 1,000,000, 100,000 and
-   10,000 frames, timed, with the synth process's RSS sampled (synth streams: its memory must not grow either);
+2. ``ldb-hpc synth --frames F --from protein --seed 1 --steps 5 --chunk 10000`` for F = 1,000,000 and
+   100,000 frames, timed, with the synth process's RSS sampled (synth streams: its memory must not grow either);
 3. ``mpiexec -n 2 ldb-hpc backmap IN -o OUT --model ideal --threads 1 --batch-frames 64 --no-progress`` on the
    1,000,000-frame trajectory and on the 10× smaller one (100,000), and the same without ``--model`` (the
-   learned default model) on 100,000 and 10,000 frames;
+   learned default model) on the same two (``--models`` picks which of the two models run);
 4. while each command runs, every ``--interval`` (1 s) this script reads /proc/<pid>/status (VmRSS, VmHWM) of
    each rank process (found under the launcher, rank from PMI_RANK) and the rank's shard log
    (OUT.h5.d/shard-0000R.log, one line per finished chunk), so that every RSS sample is tied to the frames
    that rank had finished; it also reads /proc/stat and the CPU time of its own process tree, to record how
    many cores *other* work used during the run;
 5. ``ldb-hpc verify OUT --json`` on each output, then the output's size (master + shard files, apparent and on
-   disk), then deletes it (``--keep`` keeps it);
+   disk), then deletes it (``--keep`` keeps it); the run summary's ``close_contacts.rows`` (rows with a heavy-atom
+   pair < 1.2 Å) is recorded as ``flagged_rows``, and each rank's RSS at every tenth of its frames (with the time
+   it got there) as ``rss_mib_rankR_pNN`` / ``t_s_rankR_pNN``, which report.py plots;
 6. the no-growth check, per model: RSS "start" = the highest sample while the rank had done ≤ 10 % of its
    frames, "end" = the highest sample in its last 10 %; VmHWM at 10 % vs the rank's peak (getrusage, run
    summary) at the end; and peak RSS of the big run vs the 10× smaller one. Pass when every one of these grows
@@ -24,6 +26,11 @@ build/bench-million-smoke/, in about a minute):
    runs and its fixed part are recorded;
 7. appends the rows (benchmark ``million``) to benchmarks/results.csv and renders benchmarks/README.md with
    benchmarks/report.py (``--no-report`` skips it).
+
+The learned model at a million frames takes about an hour of one core (24 M residue-frames). Each finished step
+(a synth input, a backmap with its verify) leaves its record in the work folder (``rec-*.json``; a synth input
+is kept until every backmap that reads it is done); ``--resume`` takes those records instead of running the step
+again, so a run stopped part way goes on from the last finished step. The rows are appended only at the end.
 
 ``--ldb-hpc PATH`` measures another ``ldb-hpc`` command (its basename must be ``ldb-hpc``: that is how the rank
 processes are found), e.g. a wrapper that imports a clean checkout of the commit measured.
@@ -34,9 +41,9 @@ there is less than twice the estimate) and, with ``--wait-quiet MIN``, polls the
 the load). Every run records the load average before it and the mean number of cores other processes used
 during it (``others_cores``): rates measured next to other work are low.
 
-    python benchmarks/million.py [--smoke] [--frames 1000000] [--learned-frames 100000] [--ratio 10]
-                                 [--residues 24] [--ranks 2] [--work DIR] [--results PATH] [--keep]
-                                 [--wait-quiet MIN] [--no-report]
+    python benchmarks/million.py [--smoke] [--frames 1000000] [--learned-frames 1000000] [--ratio 10]
+                                 [--models ideal,default] [--residues 24] [--ranks 2] [--work DIR]
+                                 [--results PATH] [--keep] [--resume] [--wait-quiet MIN] [--no-report]
 """
 
 from __future__ import annotations
@@ -60,8 +67,9 @@ from results_csv import RESULTS, append_rows  # noqa: E402
 
 BIN = Path(sys.executable).parent
 BENCH = "million"
-FULL = {"frames": 1_000_000, "learned_frames": 100_000, "interval": 1.0, "batch_frames": 64}
-SMOKE = {"frames": 4000, "learned_frames": 400, "interval": 0.2, "batch_frames": 8}
+FULL = {"frames": 1_000_000, "learned_frames": 1_000_000, "interval": 1.0, "batch_frames": 64}
+SMOKE = {"frames": 4000, "learned_frames": 4000, "interval": 0.2, "batch_frames": 8}
+MODELS = {"ideal": "ideal", "default": None}  # --models name → backmap --model (None: the learned default)
 SYNTH_STEPS, SYNTH_CHUNK = 5, 10000
 WINDOW = 0.10  # "start" = first 10 % of a rank's frames, "end" = last 10 %
 HZ = os.sysconf("SC_CLK_TCK")
@@ -251,6 +259,20 @@ def no_growth(big: dict, small: dict, tolerance: float = 10.0) -> dict:
     return {**g, "pass": all(v < tolerance for v in g.values())}
 
 
+def rss_deciles(samples: list[dict], rank_frames: int, parts: int = 10) -> list[tuple[int, float, float]]:
+    """One rank's samples → [(percent, highest VmRSS MiB, time s of the first sample)] for each tenth of its
+    frames (the samples with (p-1)/10 < frames_done/rank_frames ≤ p/10, p = 1..10; 0 %: before its first
+    chunk); a tenth without a sample is left out. The RSS-over-time curve of the report."""
+    out = []
+    for p in range(parts + 1):
+        lo, hi = (p - 1) / parts * rank_frames, p / parts * rank_frames
+        s = [x for x in samples if x.get("frames_done") is not None
+             and (x["frames_done"] == 0 if p == 0 else lo < x["frames_done"] <= hi)]
+        if s:
+            out.append((100 * p // parts, max(x["rss_mb"] for x in s), min(x["t"] for x in s)))
+    return out
+
+
 def output_growth(big: dict, small: dict) -> dict:
     """What the output costs: bytes per extra row between the two runs (the output's only growth) and the fixed
     part (master, topology, run folder) that is there at any length."""
@@ -298,14 +320,16 @@ def backmap(args, src: Path, frames: int, model: str | None, work: Path) -> dict
             sys.exit(f"no RSS samples of rank {rank}: is the launcher's rank variable PMI_RANK?")
         se = rss_start_end(mine, r["frames"])
         per_rank.append({"rank": rank, "frames": r["frames"], **se, "peak_mb": r["peak_rss_mb"],
-                         "hwm_last_mb": max(s["hwm_mb"] for s in mine)})
+                         "hwm_last_mb": max(s["hwm_mb"] for s in mine),
+                         "deciles": rss_deciles(mine, r["frames"])})
     rec = {"model": summary["model"]["name"], "label": label, "frames": frames, "rows": summary["rows"],
            "residues": summary["residues"], "ranks": summary["ranks"], "wall_s": wall,
            "runtime_wall_s": summary["wall_s"], "rf_per_s": summary["rows"] * summary["residues"] / wall,
            "per_rank": per_rank, "out_bytes": apparent, "out_disk_bytes": disk,
            "bytes_per_row": apparent / summary["rows"], "verify_exit": proc.returncode,
            "verify_state": report.get("state"), "verify_s": verify_s, "load_before": load,
-           "others_cores": sampler.others_cores(), "n_samples": len(sampler.samples)}
+           "others_cores": sampler.others_cores(), "n_samples": len(sampler.samples),
+           "flagged_rows": int(summary.get("close_contacts", {}).get("rows", -1))}
     if args.keep:
         (work / f"rss-{label}-{frames}.json").write_text(json.dumps(sampler.samples))
     else:
@@ -314,7 +338,7 @@ def backmap(args, src: Path, frames: int, model: str | None, work: Path) -> dict
                     for p in per_rank)
     print(f"  {wall:.1f} s, {rec['rf_per_s']:,.0f} residue-frames/s; RSS start → end {rss}; output "
           f"{apparent / 1e9:.3f} GB; verify: {rec['verify_state']} (exit {proc.returncode}, {verify_s:.1f} s); "
-          f"other work {rec['others_cores'] or 0:.2f} cores", flush=True)
+          f"{rec['flagged_rows']} rows flagged; other work {rec['others_cores'] or 0:.2f} cores", flush=True)
     return rec
 
 
@@ -362,7 +386,8 @@ def rows_of(rec: dict, batch: int) -> list:
             (BENCH, c, "bytes_per_row", rec["bytes_per_row"], "B"),
             (BENCH, c, "verify_ok", float(rec["verify_exit"] == 0 and rec["verify_state"] == "complete"), "bool"),
             (BENCH, c, "verify_s", rec["verify_s"], "s"), (BENCH, c, "load_before", rec["load_before"], ""),
-            (BENCH, c, "rss_samples", rec["n_samples"], "samples")]
+            (BENCH, c, "rss_samples", rec["n_samples"], "samples"),
+            (BENCH, c, "flagged_rows", rec["flagged_rows"], "rows")]
     if rec["others_cores"] is not None:
         rows.append((BENCH, c, "others_cores", rec["others_cores"], "cores"))
     for p in rec["per_rank"]:
@@ -371,14 +396,33 @@ def rows_of(rec: dict, batch: int) -> list:
                  (BENCH, c, f"rss_end_mib_rank{r}", p["end_mb"], "MiB"),
                  (BENCH, c, f"hwm_start_mib_rank{r}", p["hwm_start_mb"], "MiB"),
                  (BENCH, c, f"peak_rss_mib_rank{r}", p["peak_mb"], "MiB")]
+        for pct, rss, t in p.get("deciles", []):
+            rows += [(BENCH, c, f"rss_mib_rank{r}_p{pct:03d}", rss, "MiB"),
+                     (BENCH, c, f"t_s_rank{r}_p{pct:03d}", t, "s")]
     return rows
+
+
+def recorded(work: Path, name: str, step):
+    """The record of one finished step: read from ``work/rec-NAME.json`` when ``step`` is None (None if there is
+    none), else ``step()``'s record, written there first (paths as strings)."""
+    path = work / f"rec-{name}.json"
+    if step is None:
+        return json.loads(path.read_text()) if path.exists() else None
+    rec = step()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in rec.items()}))
+    os.replace(tmp, path)
+    return rec
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="1/250 of the frames, batch 8, into build/bench-million-smoke")
     ap.add_argument("--frames", type=int, help="frames of the --model ideal run (default 1,000,000)")
-    ap.add_argument("--learned-frames", type=int, help="frames of the default-model run (default 100,000)")
+    ap.add_argument("--learned-frames", type=int, help="frames of the default-model run (default 1,000,000)")
+    ap.add_argument("--models", default="ideal,default",
+                    help="which backmap models run, comma-separated: ideal, default (the learned model); "
+                         "default both")
     ap.add_argument("--ratio", type=int, default=10, help="the smaller comparison runs have frames / RATIO (10)")
     ap.add_argument("--residues", type=int, default=24, help="residues of the protein (default 24)")
     ap.add_argument("--ranks", type=int, default=2, help="MPI ranks (default 2)")
@@ -395,6 +439,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="folder of the rendered report (default benchmarks/; with --smoke the "
                                   "smoke folder)")
     ap.add_argument("--keep", action="store_true", help="keep the outputs and the RSS samples (JSON)")
+    ap.add_argument("--resume", action="store_true",
+                    help="take the records of the steps a stopped run finished (WORK/rec-*.json) and run the rest")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="MIN",
                     help="first wait up to MIN minutes for a 1-minute load average below 1.0 for a minute")
     ap.add_argument("--no-report", action="store_true", help="only append rows")
@@ -419,26 +465,49 @@ def main(argv=None) -> int:
                       (BENCH, "machine", "waited_for_quiet_s", waited, "s")]
         if not quiet:
             print("  never quiet: running anyway (recorded as quiet_before = 0)", flush=True)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models or any(m not in MODELS for m in models):
+        sys.exit(f"--models takes a comma-separated list of {', '.join(MODELS)}, got {args.models!r}")
+    if not args.resume:
+        for old in work.glob("rec-*.json"):
+            old.unlink()
     t_all = time.perf_counter()
     protein = work / f"protein-{args.residues}.cg.h5"
     make_small_protein(protein, args.residues)
-    small_ideal, small_learned = args.frames // args.ratio, args.learned_frames // args.ratio
-    sizes = sorted({args.frames, small_ideal, args.learned_frames, small_learned}, reverse=True)
-    inputs = {f: synth(args, protein, f, work) for f in sizes}
-
-    plan = [("ideal", small_ideal), ("ideal", args.frames), (None, small_learned), (None, args.learned_frames)]
-    recs = {}
+    want = {"ideal": args.frames, "default": args.learned_frames}
+    plan = [(MODELS[m], f) for m in models for f in (want[m] // args.ratio, want[m])]
+    sizes = sorted({f for _, f in plan}, reverse=True)
+    inputs, recs = {}, {}
     for model, frames in plan:
-        if (model, frames) == ("ideal", args.frames):  # the big output: is there room for it?
-            est = recs[("ideal", small_ideal)]["bytes_per_row"] * frames
+        rec = recorded(work, f"{model or 'default'}-{frames}", None) if args.resume else None
+        if rec is not None:
+            print(f"backmap {frames:,} frames, model {model or 'default'}: taken from the record of a previous run",
+                  flush=True)
+            recs[(model, frames)] = rec
+            continue
+        if frames not in inputs:
+            old = recorded(work, f"synth-{frames}", None) if args.resume else None
+            if old is not None and Path(old["path"]).exists():
+                print(f"synth {frames:,} frames: taken from the record of a previous run", flush=True)
+                inputs[frames] = {**old, "path": Path(old["path"])}
+            else:
+                inputs[frames] = recorded(work, f"synth-{frames}", lambda f=frames: synth(args, protein, f, work))
+        if (model, frames // args.ratio) in recs:  # a big output: is there room for it?
+            est = recs[(model, frames // args.ratio)]["bytes_per_row"] * frames
             free = shutil.disk_usage(work).free
             print(f"disk: {free / 1e9:.1f} GB free in {work}, the output needs ~{est / 1e9:.2f} GB", flush=True)
             if free < 2 * est:
                 sys.exit(f"not enough disk space in {work}: {free / 1e9:.1f} GB free, need 2 × {est / 1e9:.2f} GB")
-        recs[(model, frames)] = backmap(args, inputs[frames]["path"], frames, model, work)
+        recs[(model, frames)] = recorded(work, f"{model or 'default'}-{frames}",
+                                         lambda m=model, f=frames: backmap(args, inputs[f]["path"], f, m, work))
+    for f in sizes:  # the synth records of every input (also those a resumed run took over)
+        if f not in inputs:
+            old = recorded(work, f"synth-{f}", None)
+            if old is not None:
+                inputs[f] = {**old, "path": Path(old["path"])}
     if not args.keep:
         for rec in inputs.values():
-            rec["path"].unlink(missing_ok=True)
+            Path(rec["path"]).unlink(missing_ok=True)
 
     rows = list(quiet_rows)
     for rec in inputs.values():
@@ -449,8 +518,10 @@ def main(argv=None) -> int:
     for rec in recs.values():
         rows += rows_of(rec, args.batch_frames)
     failed = []
-    for model, big_f, small_f in (("ideal", args.frames, small_ideal), (None, args.learned_frames, small_learned)):
-        big, small = recs[(model, big_f)], recs[(model, small_f)]
+    for m in models:
+        model, big_f = MODELS[m], want[m]
+        big, small = recs[(model, big_f)], recs[(model, big_f // args.ratio)]
+        small_f = big_f // args.ratio
         chk = no_growth(big, small, args.tolerance)
         c = f"{big['model']}|L={big['residues']}|frames={big_f} vs {small_f}|ranks={big['ranks']}|check"
         rows += [(BENCH, c, k, v, "%") for k, v in chk.items() if k != "pass"]
@@ -464,8 +535,12 @@ def main(argv=None) -> int:
         if big["verify_exit"] != 0:
             failed.append(f"verify {big['model']}")
     total = time.perf_counter() - t_all
+    if args.resume:  # the steps taken over ran in an earlier process: the whole wall is theirs plus this one's
+        total = sum(r["wall_s"] + r.get("verify_s", 0.0) for r in [*inputs.values(), *recs.values()])
     rows += [(BENCH, "machine", "total_wall_s", total, "s"), (BENCH, "machine", "rss_interval_s", args.interval, "s")]
     append_rows(rows, results)
+    for done in work.glob("rec-*.json"):  # appended: a later --resume must not append them again
+        done.unlink()
     print(f"appended {len(rows)} rows to {results}; total {total / 60:.1f} min", flush=True)
     if not args.no_report:
         import report

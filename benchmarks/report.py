@@ -307,9 +307,10 @@ class Report:
                 f"{fmt(100 * (g('backmap_write_share_of_wall') or float('nan')), '{:.0f}')} % of the run's wall time "
                 "(it overlaps compute).", ""]
 
-    def million_tables(self) -> list[str]:
-        """benchmarks/million.py (`make bench-million`): the runs of its latest configuration (protein size, ranks,
-        batch), the synth runs, the no-growth checks and the machine's state."""
+    def million_tables(self, plots: Path | None = None, rel: str = "plots") -> list[str]:
+        """benchmarks/million.py (`make bench-million`): the runs of its latest configuration (protein size, batch;
+        any number of ranks), the synth runs, the no-growth checks, the machine's state and (into ``plots``) RSS over
+        time."""
         bench = "million"
         confs = self.confs(bench)
         runs = [c for c in confs if not c.startswith(("synth|", "machine")) and not c.endswith("|check")]
@@ -317,11 +318,11 @@ class Report:
             return []
         g = lambda c, m: self.val(bench, c, m)  # noqa: E731
         last = params(runs[-1])
-        same = lambda c: all(params(c).get(k) == last.get(k) for k in ("L", "ranks", "batch", "threads"))  # noqa: E731
-        runs = sorted((c for c in runs if same(c)), key=lambda c: (params(c)["_"] != "ideal", num(params(c)["frames"])))
-        ranks = int(last["ranks"])
+        same = lambda c: all(params(c).get(k) == last.get(k) for k in ("L", "batch", "threads"))  # noqa: E731
+        runs = sorted((c for c in runs if same(c)),
+                      key=lambda c: (params(c)["_"] != "ideal", num(params(c)["ranks"]), num(params(c)["frames"])))
         out = ["### A million frames (`make bench-million`)", "",
-               f"`mpiexec -n {ranks} ldb-hpc backmap IN -o OUT [--model ideal] --threads 1 --batch-frames "
+               "`mpiexec -n RANKS ldb-hpc backmap IN -o OUT [--model ideal] --threads 1 --batch-frames "
                f"{last['batch']}` on `ldb-hpc synth` trajectories of a {last['L']}-residue protein (the first residues "
                "of examples/example.cg.h5); benchmarks/million.py says exactly what runs. RSS is sampled every "
                f"{fmt(g('machine', 'rss_interval_s'), '{:g}')} s from /proc/PID/status of each rank and tied to the "
@@ -330,21 +331,29 @@ class Report:
                "rank's getrusage figure in the run summary. Wall time and residue-frames/s are of the whole command "
                "(start-up included). Load before: the 1-minute load average as the run started (the benchmark's "
                "previous step included); other work: the mean number of cores that processes outside the benchmark "
-               "used during the run (/proc/stat less the benchmark's own CPU time). "
+               "used during the run (/proc/stat less the benchmark's own CPU time). Flagged rows: the run summary's "
+               "`close_contacts.rows`, rows with a heavy-atom pair closer than 1.2 Å. "
                f"Rows: {provenance([self.get(bench, c, 'wall_s') for c in runs])}.", "",
-               "| model | frames | wall (s) | residue-frames/s (all ranks) | per core | RSS start → end per rank (MiB) "
-               "| peak RSS per rank (MiB) | output (GB) | verify | load before | other work (cores) |",
-               "|---|---:|---:|---:|---:|---|---|---:|---|---:|---:|"]
+               "| model | frames | ranks | wall (s) | residue-frames/s (all ranks) | per core | RSS start → end per "
+               "rank (MiB) | peak RSS per rank (MiB) | output (GB) | verify | verify (s) | flagged rows | "
+               "load before | other work (cores) |",
+               "|---|---:|---:|---:|---:|---:|---|---|---:|---|---:|---:|---:|---:|"]
         for c in runs:
+            ranks = int(num(params(c)["ranks"]))
             rss = " / ".join(f"{fmt(g(c, f'rss_start_mib_rank{r}'))} → {fmt(g(c, f'rss_end_mib_rank{r}'))}"
                              for r in range(ranks))
             peak = " / ".join(fmt(g(c, f"peak_rss_mib_rank{r}")) for r in range(ranks))
             ok = g(c, "verify_ok")
             verify = "–" if ok is None else ("complete" if ok else "**not complete**")
-            out.append(f"| {params(c)['_']} | {num(params(c)['frames']):,.0f} | {fmt(g(c, 'wall_s'), '{:.1f}')} | "
+            out.append(f"| {params(c)['_']} | {num(params(c)['frames']):,.0f} | {ranks} | "
+                       f"{fmt(g(c, 'wall_s'), '{:.1f}')} | "
                        f"{fmt(g(c, 'residue_frames_per_s'))} | {fmt(g(c, 'residue_frames_per_s_per_core'))} | {rss} | "
                        f"{peak} | {fmt((g(c, 'out_bytes') or float('nan')) / 1e9, '{:.3f}')} | {verify} | "
+                       f"{fmt(g(c, 'verify_s'), '{:.1f}')} | {fmt(g(c, 'flagged_rows'))} | "
                        f"{fmt(g(c, 'load_before'), '{:.2f}')} | {fmt(g(c, 'others_cores'), '{:.2f}')} |")
+        png = self.plot_million_rss(runs, plots) if plots is not None else None
+        if png:
+            out += ["", f"![RSS over time]({rel}/{png.name})"]
         checks = [c for c in confs if c.endswith("|check") and params(c).get("L") == last["L"]]
         if checks:
             out += ["", "No growth with the number of frames (worst rank; pass: every figure below the tolerance):",
@@ -470,6 +479,33 @@ class Report:
         ax.grid(alpha=0.3)
         return _save(fig, plots / f"{bench}.png")
 
+    def plot_million_rss(self, runs: list[str], plots: Path):
+        """RSS of each rank against the run's elapsed time, one line per run and rank (the rows
+        rss_mib_rankR_pNN / t_s_rankR_pNN: each tenth of the rank's frames)."""
+        bench = "million"
+        curves = []
+        for c in runs:
+            for r in range(int(num(params(c)["ranks"]))):
+                pts = [(self.val(bench, c, f"t_s_rank{r}_p{p:03d}"), self.val(bench, c, f"rss_mib_rank{r}_p{p:03d}"))
+                       for p in range(0, 101, 10)]
+                pts = [(t, v) for t, v in pts if t is not None and v is not None]
+                if pts:
+                    p = params(c)
+                    curves.append((f"{p['_']}, {num(p['frames']):,.0f} frames, rank {r}", pts))
+        plt = _pyplot() if curves else None
+        if plt is None:
+            return None
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for label, pts in curves:
+            ax.plot([t / 60 for t, _ in pts], [v for _, v in pts], "o-", ms=3, label=label)
+        ax.set_xlabel("elapsed (min)")
+        ax.set_ylabel("RSS (MiB)")
+        ax.set_ylim(bottom=0)
+        ax.set_title("A million frames: RSS per rank at each tenth of its frames", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+        return _save(fig, plots / "million_rss.png")
+
     def plot_accuracy(self, plots: Path):
         plt = _pyplot()
         if plt is None:
@@ -564,7 +600,7 @@ class Report:
         lines += ["## Throughput, memory and output", ""] + self.sweep_tables(plots, "plots") + self.write_table()
         if write_png:
             lines += [f"![write rate](plots/{write_png.name})", ""]
-        lines += self.million_tables()
+        lines += self.million_tables(plots, "plots")
         lines += ["## Roofline", "", f"How the numbers are counted: [docs/ROOFLINE.md]({roofline_link}).", "",
                   self.roofline_table()]
         lines += simulation_ready.readme_section(self.latest, self.order)  # issue 20

@@ -99,7 +99,7 @@ def test_million_smoke_rows_check_and_report(tmp_path):
     by = {(r["configuration"], r["metric"]): float(r["value"]) for r in rows}
     runs = {r["configuration"] for r in rows if r["metric"] == "wall_s" and not r["configuration"].startswith("synth")}
     want = {f"{m}|L=24|frames={f}|ranks=2|batch=8|threads=1" for m, f in
-            (("ideal", 4000), ("ideal", 400), ("ldb-default", 400), ("ldb-default", 40))}
+            (("ideal", 4000), ("ideal", 400), ("ldb-default", 4000), ("ldb-default", 400))}
     assert runs == want
     for c in runs:
         for m in ("residue_frames_per_s", "out_bytes", "rss_start_mib_rank0", "rss_end_mib_rank1",
@@ -107,9 +107,9 @@ def test_million_smoke_rows_check_and_report(tmp_path):
             assert by[(c, m)] > 0, (c, m)
         assert by[(c, "verify_ok")] == 1.0, c
     assert {r["configuration"] for r in rows if r["configuration"].startswith("synth")} == {
-        f"synth|L=24|frames={f}|steps=5|chunk=10000" for f in (4000, 400, 40)}
+        f"synth|L=24|frames={f}|steps=5|chunk=10000" for f in (4000, 400)}
     checks = sorted({r["configuration"] for r in rows if r["configuration"].endswith("|check")})
-    assert checks == ["ideal|L=24|frames=4000 vs 400|ranks=2|check", "ldb-default|L=24|frames=400 vs 40|ranks=2|check"]
+    assert checks == [f"{m}|L=24|frames=4000 vs 400|ranks=2|check" for m in ("ideal", "ldb-default")]
     failed = False
     for c in checks:
         growth = [by[(c, m)] for m in ("rss_start_to_end_pct", "hwm_start_to_peak_pct", "peak_vs_small_pct")]
@@ -118,5 +118,5 @@ def test_million_smoke_rows_check_and_report(tmp_path):
         failed |= by[(c, "pass")] == 0.0
     assert (proc.returncode == 1) == failed
     table = (out / "README.md").read_text().split("### A million frames")[1].split("\n## ")[0]
-    assert "| ideal | 4,000 |" in table and "| ldb-default | 40 |" in table and "complete" in table
+    assert "| ideal | 4,000 |" in table and "| ldb-default | 4,000 |" in table and "complete" in table
     assert not list(work.glob("out-*")) and not list(work.glob("synth-*")), "outputs left behind"
