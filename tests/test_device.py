@@ -82,7 +82,7 @@ def test_backmap_summary_records_device_and_kernels(run_cli, tmp_path):
     code, stdout, err = run_cli("backmap", REPO / "examples" / "example.cg.h5", "-o", out, "--device", "cpu",
                                 "--model", "ideal", "--no-progress")
     assert code == 0, err
-    assert "(cpu; cpu kernels)" in stdout
+    assert "(cpu; cpu kernels, " in stdout
     import json
 
     summary = json.loads(Path(str(out) + ".summary.json").read_text())

@@ -144,6 +144,7 @@ def run(args) -> int:
     if many_structures(args.input, args.output):
         return run_many(args)
     from ldb_hpc.runtime.driver import BackmapConfig, RankExit, run_backmap
+    from ldb_hpc.runtime.records import kernel_text
     from ldb_hpc.runtime.sharding import parse_shard_spec
 
     job = _job(args)
@@ -162,7 +163,7 @@ def run(args) -> int:
             where += f" + topology {summary.topology_pdb}"
         print(f"backmapped {summary.frames} frames x {summary.samples} sample(s) = {summary.rows} rows, "
               f"{summary.residues} residues with model '{summary.model.name}' on {summary.ranks} rank(s) "
-              f"({', '.join(summary.devices)}; {', '.join(summary.kernels)} kernels) in "
+              f"({', '.join(summary.devices)}; {kernel_text(summary.kernels, summary.kernel_calls)}) in "
               f"{summary.wall_s:.2f} s ({summary.residue_frames_per_s:,.0f} residue-frames/s) -> {where}")
         if summary.input_note:
             print(f"note: {summary.input_note}", file=sys.stderr)
@@ -177,6 +178,7 @@ def run_many(args) -> int:
     from ldb_hpc.errors import InputError
     from ldb_hpc.runtime.batch import BatchConfig, FileStatus, run_batch
     from ldb_hpc.runtime.messages import RankExit
+    from ldb_hpc.runtime.records import kernel_text
 
     for flag, used in (("--top", args.top), ("--shard", args.shard), ("--io mpio", args.io == "mpio"),
                        ("--cg martini3", args.cg == "martini3")):
@@ -207,7 +209,7 @@ def run_many(args) -> int:
     more += f"; {present} already written (--resume)" if present else ""
     print(f"backmapped {len(s.done())} of {len(s.files)} structure file(s): {s.frames} frame(s) x {s.samples} "
           f"sample(s) = {s.rows} rows, {s.residues} residues with model '{s.model_name}' on {s.ranks} "
-          f"rank(s) ({', '.join(s.devices)}; {', '.join(s.kernels)} kernels) in {s.wall_s:.2f} s "
+          f"rank(s) ({', '.join(s.devices)}; {kernel_text(s.kernels, s.kernel_calls)}) in {s.wall_s:.2f} s "
           f"({s.residue_rows_per_s:,.0f} residue-rows/s){more} -> {where}",
           file=sys.stderr if stream else sys.stdout)
     note = s.warning(None if stream else where)

@@ -75,10 +75,12 @@ class Engine:
     def __init__(self, job: Job, device=None):
         import torch
 
+        from ldb_hpc import ops
         from ldb_hpc.model.backmappers import load_backmapper
 
         self.job = job
         self.device = torch.device("cpu") if device is None else torch.device(device)
+        ops.require_kernels(self.device)  # a GPU without the Triton kernels is an error, never a silent fallback
         if hasattr(job.model, "backmap"):
             self.model = job.model
         else:

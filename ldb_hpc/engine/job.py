@@ -51,5 +51,9 @@ class Job:
             raise InputError(f"--threads must be at least 1, got {self.threads}")
 
     def check_device(self, local_rank: int = 0, local_size: int = 1) -> None:
-        """InputError when this node cannot meet the device spec (before any output is touched)."""
-        devices.gpu_index(self.device, local_rank, local_size, devices.visible_gpus())
+        """InputError when this node cannot meet the device spec, or a GPU would run without the Triton kernels
+        (ldb_hpc.ops.require_kernels), before any output is touched."""
+        if devices.gpu_index(self.device, local_rank, local_size, devices.visible_gpus()) is not None:
+            from ldb_hpc import ops
+
+            ops.require_kernels("cuda")

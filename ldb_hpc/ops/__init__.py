@@ -9,10 +9,17 @@
 GPU is there, CPU → cpu when the extension was built, otherwise the reference. ``LDB_HPC_KERNELS=reference|cpu|
 triton`` forces one (an unknown value, or a forced backend that cannot run, is an :class:`InputError`).
 Non-float32 coordinates always take the reference. Shapes and units of every op: :mod:`ldb_hpc.ops.reference`.
+
+Fallbacks are loud: a GPU run needs the Triton kernels (:func:`require_kernels`: an :class:`InputError` when
+they do not import, or when ``TRITON_INTERPRET=1`` would run Triton's interpreter on the GPU) unless
+``LDB_HPC_KERNELS=reference`` asks for the torch reference explicitly; and every call is counted by the
+implementation that ran it (:func:`kernel_calls`), so a run summary shows how many fused-kernel calls ran and how
+many fell back to the reference.
 """
 
 from __future__ import annotations
 
+import collections
 import functools
 import importlib
 import os
@@ -27,10 +34,18 @@ from ldb_hpc.ops import reference
 from ldb_hpc.ops.reference import step_coefficients
 
 __all__ = ["atoms_from_backbone", "available_backends", "backend", "build_atoms", "clash_flags", "clash_score",
-           "diffusion_step", "gaussian_noise", "message_mean", "step_coefficients", "vq_nearest", "BACKENDS", "ENV_VAR"]
+           "diffusion_step", "gaussian_noise", "kernel_calls", "message_mean", "require_kernels", "step_coefficients",
+           "vq_nearest", "BACKENDS", "ENV_VAR"]
 
 ENV_VAR = "LDB_HPC_KERNELS"
 BACKENDS = ("reference", "cpu", "triton")
+_CALLS: collections.Counter = collections.Counter()  # fused-op calls of this process by the implementation that ran
+_TRITON_ERROR: list[str] = []  # why ldb_hpc._triton did not import (the first error)
+
+
+def kernel_calls() -> dict[str, int]:
+    """Fused-op calls made by this process so far, by implementation ("cpu", "triton", "reference")."""
+    return dict(_CALLS)
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,7 +67,8 @@ def _triton_ops():
         import triton  # noqa: F401
 
         return importlib.import_module("ldb_hpc._triton.ops")  # kernels/_triton, mapped as ldb_hpc._triton
-    except Exception:  # noqa: BLE001 - a broken triton install means "not available", never a crash
+    except Exception as exc:  # noqa: BLE001 - a broken triton install means "not available", never a crash
+        _TRITON_ERROR.append(" ".join(f"{type(exc).__name__}: {exc}".split())[:200])
         return None
 
 
@@ -94,11 +110,31 @@ def backend(device: torch.device | str | None = None) -> str:
     return "reference"
 
 
+def require_kernels(device: torch.device | str) -> str:
+    """The backend a run on ``device`` will use, after checking that a GPU run gets the Triton kernels: an
+    InputError when they do not import or when TRITON_INTERPRET is set (the interpreter on a GPU is orders of
+    magnitude slower), unless LDB_HPC_KERNELS=reference asks for the torch reference ops."""
+    dev = torch.device(device)
+    name = backend(dev)
+    if dev.type != "cuda" or os.environ.get(ENV_VAR, "").strip().lower() == "reference":
+        return name
+    if _interpreted():
+        raise InputError(f"TRITON_INTERPRET={os.environ['TRITON_INTERPRET']} is set: Triton would run its interpreter "
+                         f"on the GPU; unset it (or set {ENV_VAR}=reference for the torch reference ops)")
+    if name != "triton":
+        why = _TRITON_ERROR[0] if _TRITON_ERROR else "triton or ldb_hpc._triton does not import"
+        raise InputError(f"--device {dev.type}: the Triton kernels cannot run ({why}); install the triton that "
+                         f"matches this torch, or set {ENV_VAR}=reference to run the torch reference ops on the GPU")
+    return name
+
+
 def _impl(dev: torch.device, *floats: torch.Tensor):
-    """The module implementing the ops for tensors on dev (float32 coordinates only go to the kernels)."""
+    """The module implementing the ops for tensors on dev (float32 coordinates only go to the kernels); the call
+    is counted under the implementation that runs it (:func:`kernel_calls`)."""
     name = backend(dev)
     if name != "reference" and any(t.dtype != torch.float32 for t in floats):
-        return reference
+        name = "reference"
+    _CALLS[name] += 1
     # only the chosen backend is loaded: a CPU run never imports triton
     return reference if name == "reference" else _cpu_ops() if name == "cpu" else _triton_ops()
 
@@ -139,12 +175,14 @@ def atoms_from_backbone(n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor, o_to
     args = (n, ca, c, o_torsion, chi)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in args)
     if not needs_grad and all(t.dtype == torch.float32 for t in args) and backend(ca.device) != "reference":
+        # build_atoms below counts the call
         lead = broadcast_shape(n.shape[:-1], ca.shape[:-1], c.shape[:-1], o_torsion.shape, chi.shape[:-1],
                                restype.shape)
         flat = lambda x, k: x.expand(*lead, *k).reshape(-1, *k)  # noqa: E731
         pos = build_atoms(flat(n, (3,)), flat(ca, (3,)), flat(c, (3,)), flat(o_torsion, ()),
                           flat(chi, (4,)), flat(restype.to(torch.int64), ()))
         return pos.reshape(*lead, NUM_SLOTS, 3)
+    _CALLS["reference"] += 1
     return geometry_atoms.atoms_from_backbone(n, ca, c, o_torsion, chi, restype)
 
 

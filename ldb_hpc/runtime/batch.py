@@ -301,6 +301,7 @@ def run_batch(cfg: BatchConfig, on_result=None, comm=None) -> BatchOutcome:
     device = devices.select_device(cfg.job.device, comm.local_rank, ranks_per_node())
     t_model = time.perf_counter()
     engine = Engine(cfg.job, device)
+    calls0 = ops.kernel_calls()
     clock = {"parse_s": 0.0, "model_load_s": time.perf_counter() - t_model}
     provenance = engine.provenance()
     provenance["disulfides"] = (f"{cfg.job.disulfides}: decided on each file's first row" if cfg.job.disulfides
@@ -322,6 +323,8 @@ def run_batch(cfg: BatchConfig, on_result=None, comm=None) -> BatchOutcome:
     stats = {"rank": comm.rank, "files": len(mine), "parse_s": round(clock["parse_s"], 4),
              "model_load_s": round(clock["model_load_s"], 4), "compute_s": round(times.compute_s, 4),
              "write_s": round(times.write_s, 4), "device": str(device), "kernels": ops.backend(device),
+             "kernel_calls": {k: n - calls0.get(k, 0) for k, n in sorted(ops.kernel_calls().items())
+                              if n - calls0.get(k, 0)},
              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     gathered = comm.gather((mine, stats))
     failed = comm.allreduce(sum(r.status is FileStatus.FAILED for r in mine), "sum")

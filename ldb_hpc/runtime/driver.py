@@ -95,6 +95,7 @@ def _run_rank(cfg: BackmapConfig, comm, record: RunRecord, folder: str, shards: 
     if engine.hash != record.model.hash:  # another rank saw another model file: never mix results
         raise InputError(f"model {cfg.job.model} changed during the run (hash {engine.hash})")
     t_setup = time.perf_counter()
+    calls0 = ops.kernel_calls()
     with open_source(cfg.input, cfg.job.cg, top=cfg.top, residue_map=cfg.job.residue_map) as cg:
         residues = cg.residues.with_disulfides(pairs)
         contacts = CloseContacts(residues)
@@ -118,7 +119,12 @@ def _run_rank(cfg: BackmapConfig, comm, record: RunRecord, folder: str, shards: 
                      round(times.compute_s, 4), round(times.write_s, 4), round(time.perf_counter() - t_setup, 4),
                      threads, str(device), ops.backend(device), contacts.report(),
                      round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                     disulfide_log.count, disulfide_log.first)
+                     disulfide_log.count, disulfide_log.first, _calls_since(calls0))
+
+
+def _calls_since(before: dict[str, int]) -> dict[str, int]:
+    """This process's fused-op calls by implementation since ``before`` (an ops.kernel_calls() snapshot)."""
+    return {k: n - before.get(k, 0) for k, n in sorted(ops.kernel_calls().items()) if n - before.get(k, 0)}
 
 
 # ----------------------------------------------------------------------------------------------

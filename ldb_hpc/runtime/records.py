@@ -179,6 +179,26 @@ class RunState:
     complete: bool
 
 
+def sum_calls(per_rank) -> dict[str, int]:
+    """Fused-op call counts ({implementation: calls}) summed over ranks."""
+    out: dict[str, int] = {}
+    for calls in per_rank:
+        for name, n in calls.items():
+            out[name] = out.get(name, 0) + int(n)
+    return dict(sorted(out.items()))
+
+
+def kernel_text(kernels: list[str], calls: dict[str, int]) -> str:
+    """``cpu kernels, 812 calls`` for the run line; calls that fell back to the torch reference in a run on other
+    kernels are named: ``triton kernels, 800 calls + 12 on the torch reference``."""
+    text = f"{', '.join(kernels)} kernels"
+    fused, ref = sum(n for k, n in calls.items() if k != "reference"), calls.get("reference", 0)
+    if kernels == ["reference"]:
+        return text + f", {ref:,} call{'s' * (ref != 1)}"
+    text += f", {fused:,} call{'s' * (fused != 1)}"
+    return text + (f" + {ref:,} on the torch reference" if ref else "")
+
+
 @dataclass
 class RankStats:
     """What one rank did in a run."""
@@ -198,6 +218,7 @@ class RankStats:
     peak_rss_mb: float
     disulfide_frames: int = 0  # frames whose own geometry disagrees with the disulfide topology
     disulfide_first: list[int] = field(default_factory=list)  # the first of them (global frame indices)
+    kernel_calls: dict = field(default_factory=dict)  # fused-op calls by implementation (ldb_hpc.ops.kernel_calls)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -238,6 +259,11 @@ class RunSummary:
     disulfides: dict = field(default_factory=dict)  # the bonds, their rule, the frames that disagree
 
     @property
+    def kernel_calls(self) -> dict[str, int]:
+        """Fused-op calls of every rank, by implementation."""
+        return sum_calls(s.kernel_calls for s in self.per_rank)
+
+    @property
     def topology_pdb(self) -> str | None:
         return self.published.get("topology_pdb")
 
@@ -248,7 +274,8 @@ class RunSummary:
                "batch_frames": self.batch_frames, "n_shards": self.n_shards, "ranks": self.ranks,
                "threads": self.threads, "model": asdict(self.model), "seed": self.seed, "wall_s": self.wall_s,
                "devices": self.devices, "close_contacts": self.close_contacts.to_json(), "kernels": self.kernels,
-               "frames_per_s": self.frames_per_s, "residue_frames_per_s": self.residue_frames_per_s,
+               "kernel_calls": self.kernel_calls, "frames_per_s": self.frames_per_s,
+               "residue_frames_per_s": self.residue_frames_per_s,
                "peak_rss_mb_max": self.peak_rss_mb_max, "per_rank": [s.to_json() for s in self.per_rank]}
         if self.input_note:
             out["input_note"] = self.input_note
@@ -316,6 +343,10 @@ class StructuresSummary:
         return sorted({s["kernels"] for s in self.per_rank})
 
     @property
+    def kernel_calls(self) -> dict[str, int]:
+        return sum_calls(s.get("kernel_calls", {}) for s in self.per_rank)
+
+    @property
     def model_name(self) -> str:
         return self.model["name"]
 
@@ -361,7 +392,8 @@ class StructuresSummary:
             "present": self.count(FileStatus.PRESENT), "frames": self.frames, "samples": self.samples,
             "rows": self.rows, "residues": self.residues, "residue_rows": sum(f.residues * f.rows for f in done),
             "model": self.model, "seed": self.seed, "batch_frames": self.batch_frames, "ranks": self.ranks,
-            "threads": self.threads, "devices": self.devices, "kernels": self.kernels, "wall_s": self.wall_s,
+            "threads": self.threads, "devices": self.devices, "kernels": self.kernels,
+            "kernel_calls": self.kernel_calls, "wall_s": self.wall_s,
             "residue_rows_per_s": self.residue_rows_per_s,
             "close_contacts": {"cutoff_A": CUTOFF, "files": len(contacts),
                                "rows": sum(f.close_contact_rows for f in contacts),
