@@ -7,10 +7,12 @@
   CAs closer than 10 Å in the reference, and 100 kcal/mol/Å² "virtual bonds" between sequence neighbours of a
   segment (CA–CA ≈ 3.8 Å);
 - virtual bond angles CA(i−1)–CA(i)–CA(i+1) held in the range of real structures, ``THETA_MIN``–``THETA_MAX``,
-  and within ``THETA_WIDTH`` of the reference's own by a flat-bottom restraint (free inside, harmonic outside),
-  with hard floors under CA(i)–CA(i+k), k = 2, 3, 4, at their 0.1th percentiles in real structures;
+  and within ``THETA_WIDTH`` of the reference's own by a flat-bottom restraint (stiff outside), inside which a
+  weak harmonic term (``K_ANGLE_CENTRE``) pulls each angle toward the reference's own; hard floors under
+  CA(i)–CA(i+k), k = 2, 3, 4, at their 0.1th percentiles in real structures;
 - virtual dihedrals CA(i−1)…CA(i+2) held within ``TAU_WIDTH`` of the reference's own values by a flat-bottom
-  restraint (this keeps the handedness of helices and turns);
+  restraint (this keeps the handedness of helices and turns), with a weak harmonic pull toward them inside
+  (``K_DIHEDRAL_CENTRE``), so that frames differ from the reference as much as two real structures of one protein;
 - excluded volume: a hard core of ``CORE`` Å between non-bonded beads (|i−j| ≥ 3 within a segment, every pair
   across segments), found through a Verlet neighbour list built blockwise, so memory is O(L·k).
 
@@ -34,9 +36,11 @@ from ldb_hpc.synth.dynamics import (
     DT_D,
     DT_D_LM,
     K_ANGLE,
+    K_ANGLE_CENTRE,
     K_BONDED,
     K_CONTACT,
     K_DIHEDRAL,
+    K_DIHEDRAL_CENTRE,
     KT,
     SKIN,
     TAU_WIDTH,
@@ -66,9 +70,11 @@ __all__ = [
     "DT_D_LM",
     "KT",
     "K_ANGLE",
+    "K_ANGLE_CENTRE",
     "K_BONDED",
     "K_CONTACT",
     "K_DIHEDRAL",
+    "K_DIHEDRAL_CENTRE",
     "SKIN",
     "SimulationStats",
     "SynthSummary",

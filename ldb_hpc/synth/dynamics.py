@@ -37,6 +37,16 @@ THETA_WIDTH = np.deg2rad(13.6)
 TAU_WIDTH = np.deg2rad(30.0)
 K_ANGLE = 1000.0  # kcal/mol/rad² outside an angle's range: (kT/k)^½ = 1.4° beyond it
 K_DIHEDRAL = 100.0  # kcal/mol/rad² beyond TAU_WIDTH: (kT/k)^½ = 4.4° beyond the flat bottom
+# Inside the flat bottoms each angle and dihedral is also pulled harmonically toward the reference's own value, so that
+# frames differ from the reference as much as two real structures of one protein do, not uniformly over the whole
+# flat bottom. Median |Δθ| / |Δτ| between the bound/unbound pairs of train/bm5 are 2.6° / 3.9° (above), and 2.7° /
+# 4.2° between the frames of the lysozyme MD of ../shared/data/md and their mean; with these constants a 2,000-frame
+# run from the crystal 1BHL (pdbfixer's test data, the source of examples/example.cg.h5) gives 2.6° / 3.8°. Without
+# them (a free flat bottom) it gave 5.1° / 7.1°, and the default model flagged 9 of its 2,000 rows (an O–CB pair
+# < 1.2 Å across a close contact: CA–CA 5.2 Å in the crystal pressed to 4.7–4.9 Å with the residues turned); with them,
+# none (docs/SYNTH.md).
+K_ANGLE_CENTRE = 80.0  # kcal/mol/rad²: (kT/k)^½ = 4.9°
+K_DIHEDRAL_CENTRE = 25.0  # kcal/mol/rad²: (kT/k)^½ = 8.8°
 # Excluded volume: hard core between non-bonded CAs (|i-j| >= 3 in a segment, any pair across segments). In train the
 # nearest non-bonded CA of a residue has percentiles 0.1 / 1 / 5 / 50 = 3.59 / 3.92 / 4.21 / 5.04 Å (below 4.0 Å for
 # 1.6 % of residues); 4.0 Å keeps every frame above 3.8 Å, the acceptance bound. A soft harmonic wall below 4.0 Å
@@ -112,8 +122,9 @@ class CAModel:
 
     Terms (L beads; a triple/quad is "in a segment" when its beads are consecutive residues of one segment):
     network springs ``k/2 (d − rest)²`` over ``pairs``; for each triple k = (k, k+1, k+2) in a segment a
-    flat-bottom ``k_angle/2 (θ − clip(θ, theta_lo, theta_hi))²``; for each quad in a segment
-    ``k_dihedral/2 (|Δτ| − tau_width)²`` where |Δτ| = |τ − tau0| (wrapped) exceeds ``tau_width``; hard floors
+    flat-bottom ``k_angle/2 (θ − clip(θ, theta_lo, theta_hi))²`` plus ``k_theta0/2 (θ − theta0)²``; for each quad
+    in a segment ``k_dihedral/2 (|Δτ| − tau_width)²`` where |Δτ| = |τ − tau0| (wrapped) exceeds ``tau_width``, plus
+    ``k_tau0/2 Δτ²``; hard floors
     d(i, i+k) ≥ ``core_near[k-2, i]`` for k = 2, 3, 4 in a segment; a hard core d ≥ ``core`` between the other
     non-bonded beads (:meth:`nonbonded`). Triples and quads that span a segment break have an empty restraint
     (theta_lo = 0, theta_hi = π, tau_width = π); a pair without a floor has core_near = 0.
@@ -129,6 +140,9 @@ class CAModel:
     core_near: np.ndarray  # [3, L] float64 Å: row k-2 is the floor under d(i, i+k), 0 where there is none
     tau0: np.ndarray  # [L-3] float64 rad
     tau_width: np.ndarray  # [L-3] float64 rad
+    theta0: np.ndarray  # [L-2] float64 rad: the reference's own angles (the centre of the harmonic pull)
+    k_theta0: np.ndarray  # [L-2] float64 kcal/mol/rad²: its constant, 0 for a triple across a segment break
+    k_tau0: np.ndarray  # [L-3] float64 kcal/mol/rad²: the harmonic pull of each dihedral toward tau0
     k_angle: float = K_ANGLE
     k_dihedral: float = K_DIHEDRAL
     core: float = CORE
@@ -167,7 +181,9 @@ def ca_model(ca0: np.ndarray, residues: Residues, cutoff: float = DEFAULT_CUTOFF
         theta_lo=np.where(in3, np.minimum(np.maximum(THETA_MIN, theta0 - THETA_WIDTH), theta0), 0.0),
         theta_hi=np.where(in3, np.maximum(np.minimum(THETA_MAX, theta0 + THETA_WIDTH), theta0), np.pi),
         core_near=core_near,
-        tau0=np.where(in4, tau0, 0.0), tau_width=np.where(in4, TAU_WIDTH, np.pi))
+        tau0=np.where(in4, tau0, 0.0), tau_width=np.where(in4, TAU_WIDTH, np.pi),
+        theta0=np.where(in3, theta0, 0.0), k_theta0=np.where(in3, K_ANGLE_CENTRE, 0.0),
+        k_tau0=np.where(in4, K_DIHEDRAL_CENTRE, 0.0))
 
 
 def potential_energy(model: CAModel, x: np.ndarray) -> float:
@@ -180,10 +196,10 @@ def potential_energy(model: CAModel, x: np.ndarray) -> float:
     e = 0.0
     for (i, j), r0, k in zip(model.pairs, model.rest, model.k):
         e += 0.5 * k * (np.linalg.norm(x[j] - x[i]) - r0) ** 2
-    for t, lo, hi in zip(virtual_angles(x), model.theta_lo, model.theta_hi):
-        e += 0.5 * model.k_angle * (t - min(max(t, lo), hi)) ** 2
-    for t, t0, w in zip(virtual_dihedrals(x), model.tau0, model.tau_width):
-        e += 0.5 * model.k_dihedral * max(abs(_wrap(t - t0)) - w, 0.0) ** 2
+    for t, lo, hi, t0, k0 in zip(virtual_angles(x), model.theta_lo, model.theta_hi, model.theta0, model.k_theta0):
+        e += 0.5 * model.k_angle * (t - min(max(t, lo), hi)) ** 2 + 0.5 * k0 * (t - t0) ** 2
+    for t, t0, w, k0 in zip(virtual_dihedrals(x), model.tau0, model.tau_width, model.k_tau0):
+        e += 0.5 * model.k_dihedral * max(abs(_wrap(t - t0)) - w, 0.0) ** 2 + 0.5 * k0 * _wrap(t - t0) ** 2
     return float(e)
 
 
@@ -230,6 +246,7 @@ class _Forces:
         self._fixed_core[np.searchsorted(self._fixed_key, near_key)] = model.core_near[row, near_i]
         self.ncos_lo, self.ncos_hi = -np.cos(model.theta_lo), -np.cos(model.theta_hi)  # θ < lo ⟺ −cos θ < ncos_lo
         self.tau0_minus_pi = model.tau0 - np.pi
+        self.centre_angles, self.centre_dihedrals = bool(model.k_theta0.any()), bool(model.k_tau0.any())
         self.builds = 0
         self.separations = 0
 
@@ -279,11 +296,13 @@ class _Forces:
         bl = np.sqrt(bl2)
         e = b / bl[:, None]
         c = np.einsum("ij,ij->i", e[:-1], e[1:])  # −cos θ
-        if ((c < self.ncos_lo) | (c > self.ncos_hi)).any():
+        if self.centre_angles or ((c < self.ncos_lo) | (c > self.ncos_hi)).any():
             # Flat-bottom angle: dU/dθ times dθ/dx of the end beads k and k+2 (the middle bead takes minus both).
             cos = np.minimum(np.maximum(-c, -1.0), 1.0)
             theta = np.arccos(cos)
             du = m.k_angle * (theta - np.minimum(np.maximum(theta, m.theta_lo), m.theta_hi))
+            if self.centre_angles:
+                du += m.k_theta0 * (theta - m.theta0)
             s = du / np.maximum(np.sqrt(1.0 - cos * cos), 1e-6)
             f1 = (e[1:] - c[:, None] * e[:-1]) * (s / bl[:-1])[:, None]  # = −dU/dx of bead k
             f3 = (e[:-1] - c[:, None] * e[1:]) * (s / bl[1:])[:, None]  # = +dU/dx of bead k+2
@@ -297,9 +316,9 @@ class _Forces:
         tau = np.arctan2(bl[1:-1] * np.einsum("ij,ij->i", b[:-2], nn[1:]), np.einsum("ij,ij->i", nn[:-1], nn[1:]))
         dtau = (tau - self.tau0_minus_pi) % (2 * np.pi) - np.pi  # τ − τ0 wrapped to [−π, π)
         excess = dtau - np.minimum(np.maximum(dtau, -m.tau_width), m.tau_width)
-        if excess.any():
+        if self.centre_dihedrals or excess.any():
             # Flat-bottom dihedral: dU/dτ times dτ/dx (Blondel & Karplus, J. Comput. Chem. 17, 1132 (1996)).
-            du = (m.k_dihedral * excess)[:, None]
+            du = (m.k_dihedral * excess + m.k_tau0 * dtau)[:, None]
             a, c = nn[:-1], nn[1:]  # b1 × b2, b2 × b3 of quad k = (b[k], b[k+1], b[k+2])
             l2 = bl[1:-1][:, None]
             g1 = a * (l2 / np.maximum(np.einsum("ij,ij->i", a, a), 1e-12)[:, None])  # −dτ/dx of bead k
