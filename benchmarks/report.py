@@ -385,8 +385,11 @@ class Report:
                     for c in synth]
         quiet, waited, total = g("machine", "quiet_before"), g("machine", "waited_for_quiet_s"), g("machine",
                                                                                                     "total_wall_s")
+        sha = lambda m: (self.get(bench, "machine", m) or {}).get("git_sha")  # noqa: E731
         note = []
-        if quiet is not None:
+        if quiet is not None and sha("quiet_before") != sha("total_wall_s"):
+            note.append("the last run did not wait for a quiet machine (other work during each run: last column)")
+        elif quiet is not None:
             note.append(f"waited {fmt(waited / 60, '{:.0f}')} min for a quiet machine (1-minute load < 1.0 for a "
                         "minute) before the first step: " + ("it was quiet then (other work during each run: last "
                                                             "column)" if quiet else "**it never was; run anyway**"))
@@ -503,7 +506,7 @@ class Report:
         ax.set_ylim(bottom=0)
         ax.set_title("A million frames: RSS per rank at each tenth of its frames", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="lower right")
         return _save(fig, plots / "million_rss.png")
 
     def plot_accuracy(self, plots: Path):
