@@ -32,9 +32,14 @@ help:
 	@echo "make bench-startup    start-up (one-frame backmap vs python -c 'import torch') and a folder of 1,000 CASP-sized"
 	@echo "                      CA PDBs in one backmap call vs PULCHRA one process per structure (~5 min;"
 	@echo "                      benchmarks/startup.py; STARTUP_ARGS=--smoke: a minute); rows to benchmarks/results.csv"
-	@echo "make gpu-check        on a GPU machine (< 8 min): Triton tests on the GPU, backmap --device cuda vs cpu,"
-	@echo "                      a --batch-frames sweep; rows to benchmarks/results.csv (docs/KERNELS.md);"
-	@echo "                      make gpu-check GPU_CHECK_ARGS='--device cpu': the small CPU variant CI tests"
+	@echo "make gpu-check PYTHON=/path/to/python3   on a GPU node, no network (< 8 min with the build): a venv on that"
+	@echo "                      python's own torch + triton, the rest from WHEELHOUSE (pip --no-index), the C++ build,"
+	@echo "                      then benchmarks/gpu_check.py: one PASS/FAIL verdict (docs/HPC.md, GPU node runbook);"
+	@echo "                      GPU_CHECK_ARGS='--device cpu': the small CPU variant CI runs; '--append-results': CSV rows"
+	@echo "make wheelhouse [WHEEL_PY=3.12 WHEEL_ARCH=x86_64 WHEEL_GLIBC=2.28]   where there is network: the wheel folder"
+	@echo "                      gpu-check installs from (build/wheelhouse/cp312-x86_64)"
+	@echo "make triton-aot       compile every Triton kernel for sm_90 without a GPU, with .venv's (pinned) triton and"
+	@echo "                      with $(TRITON_OLD) (a throwaway venv over .venv), + the interpreter tests under $(TRITON_OLD)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +62,7 @@ $(TEST_STAMP): $(STAMP) Makefile  # the test-install line below is part of what 
 	$(PIP) install --quiet "pytest>=7" "pytest-xdist>=3" matplotlib pypulchra "import-linter>=2.1" "ruff>=0.6" \
 		"MDAnalysis>=2.7" "netCDF4>=1.6" "openmm>=8.1" "pdbfixer>=1.12"
 	bash scripts/ci/apt.sh --no-recommends gromacs
+	$(MAKE) --no-print-directory wheelhouse PYTHON=$(PY)  # tests/test_gpu_check.py installs from it offline
 	@# matplotlib, pypulchra: the bench smoke test; import-linter, ruff: tests/test_code_quality.py;
 	@# MDAnalysis, netCDF4: tests/test_export.py reads every output format back (netCDF4 writes .nc streamed);
 	@# openmm: tests/test_hydrogens.py and benchmarks/hydrogens.py (amber14 takes --hydrogens output; not a runtime dependency)
@@ -103,12 +109,35 @@ bench-startup: $(STAMP)
 	@$(PY) -c "import pypulchra" 2>/dev/null || $(PIP) install --quiet pypulchra
 	$(PY) benchmarks/startup.py $(STARTUP_ARGS)
 
-# The GPU check (benchmarks/gpu_check.py): needs the CUDA build of torch in .venv (PyPI's Linux torch wheels are
-# CUDA builds) and a GPU; pytest runs the Triton tests on the device.
-.PHONY: gpu-check
-gpu-check: $(STAMP)
-	@$(PY) -c "import pytest" 2>/dev/null || $(PIP) install --quiet "pytest>=7"
-	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+# The GPU check (benchmarks/gpu_check.py) on a GPU node with no network, on PYTHON's own torch and triton:
+# scripts/gpu/offline_env.py makes GPU_ENV (a venv over PYTHON's site-packages), installs the rest from WHEELHOUSE
+# with pip --no-index and builds the project (-e .); gpu_check.py then runs in it. No .venv, nothing downloaded.
+# WHEELHOUSE comes from `make wheelhouse` on a machine with network (scripts/gpu/wheelhouse.py; CI makes one in
+# the test install step). docs/HPC.md, "GPU node runbook".
+WHEEL_TAG   = $(shell $(PYTHON) -c 'import platform, sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}-{platform.machine()}")')
+WHEELHOUSE ?= build/wheelhouse/$(WHEEL_TAG)
+GPU_ENV    ?= build/gpu-check-env
+.PHONY: gpu-check wheelhouse triton-aot
+gpu-check:
+	$(PYTHON) scripts/gpu/offline_env.py --wheelhouse $(WHEELHOUSE) --env $(GPU_ENV)
+	$(GPU_ENV)/bin/python benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+# WHEEL_PY / WHEEL_ARCH / WHEEL_GLIBC: the GPU node's Python X.Y, CPU and glibc (default: PYTHON's and this machine's)
+wheelhouse:
+	$(PYTHON) scripts/gpu/wheelhouse.py $(if $(WHEEL_PY),--python $(WHEEL_PY)) $(if $(WHEEL_ARCH),--arch $(WHEEL_ARCH)) \
+		$(if $(WHEEL_GLIBC),--glibc $(WHEEL_GLIBC)) $(if $(WHEEL_DEST),--dest $(WHEEL_DEST))
+
+# Ahead-of-time compilation of the Triton kernels for sm_90 (scripts/gpu/triton_aot.py; no GPU, no CUDA driver: the
+# ptxas of the triton wheel) with the pinned triton in .venv and with TRITON_OLD in build/triton-venvs/TRITON_OLD
+# (triton only, over .venv's packages: scripts/gpu/triton_venv.sh), where the interpreter tests run too.
+# TRITON_OLD_EXTRA: triton 3.6's interpreter calls int() on 1-element arrays, which numpy 2.4 refuses.
+TRITON_OLD ?= 3.6.0
+TRITON_OLD_EXTRA ?= "numpy<2.3"
+triton-aot: $(STAMP)
+	$(PY) scripts/gpu/triton_aot.py --arch 90
+	bash scripts/gpu/triton_venv.sh $(TRITON_OLD) $(TRITON_OLD_EXTRA)
+	build/triton-venvs/$(TRITON_OLD)/bin/python scripts/gpu/triton_aot.py --arch 90
+	build/triton-venvs/$(TRITON_OLD)/bin/python -m pytest -q -n 0 -p no:cacheprovider tests/test_ops_triton.py
 
 demo: $(STAMP)
 	@mkdir -p $(DEMO_OUT)

@@ -1,18 +1,25 @@
-"""benchmarks/gpu_check.py (`make gpu-check`): its CPU variant end to end, its output comparison, its errors.
+"""`make gpu-check` (scripts/gpu/offline_env.py + benchmarks/gpu_check.py) end to end on the CPU, offline, and its
+parts: the atom comparison and its explanation of flips, the run-summary check, the argument errors, the wheel list.
 
-The GPU variant needs a GPU; this keeps the script from rotting where there is none: `--device cpu` runs the
-same steps (interpreter Triton tests, backmap cpu against cpu on the example and a synth trajectory, a batch
-sweep, rows appended to a results CSV) at small sizes.
+The GPU variant needs a GPU; this keeps the whole path from rotting where there is none. The end-to-end test does
+what a cluster user does on a GPU node: a python that has only torch and triton (scripts/gpu/site_python.py links
+.venv's), the wheel folder made beforehand (`make wheelhouse`, run by `make test`'s install step), then `make
+gpu-check PYTHON=…` with pip --no-index, the C++ build, and `--device cpu` (every part at small sizes). Where
+``unshare`` can take the network away (root, as in CI) the check runs without one.
 """
 
 from __future__ import annotations
 
 import csv
+import os
+import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import h5py
+import mdtraj as md
 import numpy as np
 import pytest
 import torch
@@ -20,82 +27,122 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "scripts" / "gpu"))
 
 import gpu_check  # noqa: E402
+import wheelhouse  # noqa: E402
+from gpu_compare import compare_outputs  # noqa: E402
+
+WHEELHOUSE = REPO / "build" / "wheelhouse" / f"cp{sys.version_info[0]}{sys.version_info[1]}-{platform.machine()}"
 
 
-def _run(*args, timeout=300):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, cwd=REPO,
-                          timeout=timeout)
+def _offline_prefix() -> list[str]:
+    """``unshare --net`` when it works here (a namespace with no network), else nothing."""
+    if shutil.which("unshare") and subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0:
+        return ["unshare", "--net"]
+    return []
 
 
-def test_cpu_variant_appends_rows_and_passes(tmp_path):
-    results = tmp_path / "results.csv"
-    # --model ideal keeps this under a minute on 2 shared cores; the steps are those of the default model's run.
-    proc = _run("--device", "cpu", "--model", "ideal", "--results", results, "--work", tmp_path / "work")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "PASS" in proc.stdout
+@pytest.mark.slow
+def test_make_gpu_check_offline_on_a_bare_python(tmp_path):
+    if not any(WHEELHOUSE.glob("pip-*.whl")):
+        pytest.skip(f"no wheel folder at {WHEELHOUSE}: `make wheelhouse PYTHON=.venv/bin/python` (make test does it)")
+    site = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu" / "site_python.py"), str(tmp_path / "site")],
+                          capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    results, offline = tmp_path / "results.csv", _offline_prefix()
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "TRITON_INTERPRET",
+                                                             "LDB_HPC_KERNELS", "LDB_HPC_TRITON_DEVICE")}
+    proc = subprocess.run([*offline, "make", "--no-print-directory", "gpu-check", f"PYTHON={site}",
+                           f"WHEELHOUSE={WHEELHOUSE}", f"GPU_ENV={tmp_path / 'env'}",
+                           f"GPU_CHECK_ARGS=--device cpu --append-results {results} --work {tmp_path / 'work'}"],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    # the venv is the bare python's torch plus the wheel folder, and the project built from this checkout
+    assert f"offline_env: {site} (Python" in out and "torch 2.13.0" in out and f"wheels from {WHEELHOUSE}" in out
+    assert f"ldb_hpc from {REPO / 'ldb_hpc'}" in out and "build " in out
+    assert "gpu_check on cpu: PASS" in out
+    for part in ("triton tests (smoke)", "ideal model vs cpu", "default model vs cpu", "--samples 4 --hydrogens vs cpu",
+                 "host syncs per batch", "throughput (residue-frames/s)"):
+        assert f"  PASS  {part}" in out, part
+    assert "  N/A   peak GPU memory" in out
     with open(results, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert rows and all(r["benchmark"] == "gpu_check" and r["git_sha"] and r["machine"] and r["date"] for r in rows)
     got = {(r["configuration"], r["metric"]): float(r["value"]) for r in rows}
-
-    tests = "triton_tests|smoke|device=cpu"
-    assert got[(tests, "passed")] == 3 and got[(tests, "failed")] == 0 and got[(tests, "errors")] == 0
-    for label, frames in (("example", 40), ("synth", 200)):
-        conf = f"compare|{label}|model=ideal|L=135|frames={frames}|device=cpu|reference=cpu"
-        assert got[(conf, "atoms_within_1e-3_A")] == 100.0  # cpu against cpu: the same numbers
-        assert got[(conf, "max_abs_diff")] == 0.0
-        assert got[(conf, "rows_missing")] == 0
-        assert got[(conf, "cg_frame_ok")] == got[(conf, "summary_ok")] == got[(conf, "ok")] == 1
-    for batch in (64, 200):
-        conf = f"sweep_batch|model=ideal|L=135|frames=200|batch={batch}|device=cpu"
-        assert got[(conf, "residue_frames_per_s")] > 0 and got[(conf, "compute_residue_frames_per_s")] > 0
+    assert got[("triton tests (smoke)|device=cpu", "passed")] == 3
+    assert got[("ideal model vs cpu|synth|frames=64|L=135|device=cpu", "atoms_within_0.0001_A")] == 100.0
+    assert got[("default model vs cpu|synth|frames=64|L=135|device=cpu", "max_abs_diff")] == 0.0
+    assert got[("--samples 4 --hydrogens vs cpu|example|frames=40|L=135|device=cpu", "rows_ok")] == 1
+    assert got[("--samples 4 --hydrogens vs cpu|example|device=cpu", "hydrogen_atoms")] > 0
+    assert got[("throughput (residue-frames/s)|batch=32|device=cpu", "device")] > 0
+    assert any(c.startswith("host syncs per batch|batch=8|") and m == "per_batch" for c, m in got)
     assert got[("total|device=cpu", "ok")] == 1
-    # the comparison's outputs are separate runs (the CPU reference is never the device run itself)
-    outs = sorted(p.name for p in (tmp_path / "work").glob("out-*.h5"))
-    assert outs == ["out-0-reference-cpu-b64.h5", "out-1-device-cpu-b64.h5", "out-2-reference-cpu-b64.h5",
-                    "out-3-device-cpu-b64.h5"]
+    if offline:
+        assert "unshare" in offline  # ran with no network at all
 
 
-def _output(path: Path, coords: np.ndarray, cg_frame: np.ndarray) -> Path:
-    """A file with the two datasets compare_outputs reads (nm, like backmap's)."""
-    with h5py.File(path, "w") as f:
-        f["coordinates"] = coords.astype(np.float32)
-        f["ldb/cg_frame"] = cg_frame
+def test_results_are_appended_only_when_asked(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert gpu_check.parse_args(["--device", "cpu"]).append_results is None
+    assert gpu_check.parse_args(["--append-results"]).append_results == str(gpu_check.RESULTS)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the comparison
+
+
+def _output(path: Path, xyz_nm: np.ndarray, top: md.Topology, frames: np.ndarray, samples=None) -> Path:
+    md.Trajectory(xyz_nm.astype(np.float32), top).save_hdf5(str(path), force_overwrite=True)
+    with h5py.File(path, "a") as f:
+        f["ldb/cg_frame"] = frames
+        if samples is not None:
+            f["ldb/sample"] = samples
     return path
 
 
 @pytest.fixture
-def pair(tmp_path):
-    rng = np.random.default_rng(0)
-    xyz = rng.normal(size=(10, 50, 3)).astype(np.float32)  # 500 atoms
-    ref = _output(tmp_path / "ref.h5", xyz, np.arange(10))
-    return tmp_path, xyz, ref
+def asp_phe(tmp_path):
+    """Two residues (ASP, PHE), 6 rows, random coordinates in nm."""
+    top = md.Topology()
+    chain = top.add_chain()
+    for name, atoms in (("ASP", "N CA C O CB CG OD1 OD2"), ("PHE", "N CA C O CB CG CD1 CD2 CE1 CE2 CZ")):
+        res = top.add_residue(name, chain)
+        for a in atoms.split():
+            top.add_atom(a, md.element.get_by_symbol(a[0]), res)
+    xyz = np.random.default_rng(0).normal(size=(6, top.n_atoms, 3))
+    return tmp_path, top, xyz, _output(tmp_path / "ref.h5", xyz, top, np.arange(6))
 
 
-def test_compare_outputs_counts_atoms_within_1e3_angstrom(pair):
-    tmp, xyz, ref = pair
-    same = gpu_check.compare_outputs(ref, _output(tmp / "same.h5", xyz, np.arange(10)), 10, block=3)
-    assert same["ok"] and same["within"] == 1.0 and same["max_diff_A"] == 0.0
-    near = xyz.copy()
-    near[3, 7, 1] += 5e-5  # nm: 5e-4 Å
-    r = gpu_check.compare_outputs(ref, _output(tmp / "near.h5", near, np.arange(10)), 10, block=3)
-    assert r["ok"] and r["within"] == 1.0 and r["max_diff_A"] == pytest.approx(5e-4, rel=0.05)
-    far = xyz.copy()
-    far[9, 49, 2] += 2e-4  # 2e-3 Å on one atom of 500: 99.8 % within, below 99.9 %
-    r = gpu_check.compare_outputs(ref, _output(tmp / "far.h5", far, np.arange(10)), 10, block=3)
-    assert not r["ok"] and r["within"] == pytest.approx(499 / 500) and r["max_diff_A"] == pytest.approx(2e-3, rel=0.05)
+def test_within_tolerance_and_flips_explained(asp_phe):
+    tmp, top, xyz, ref = asp_phe
+    same = compare_outputs(ref, _output(tmp / "same.h5", xyz, top, np.arange(6)), 6, 1e-4, 1.0)
+    assert same["ok"] and same["within"] == 1.0 and same["max_diff_A"] == 0.0 and not same["flips"]
+    dev = xyz.copy()
+    dev[1, 6], dev[1, 7] = xyz[1, 7], xyz[1, 6]  # ASP OD1/OD2 exchanged: the same structure
+    dev[2, 18] += 0.1  # PHE CZ moved 1 Å: a side-chain flip
+    dev[4, 3] += 0.05  # ASP O moved 0.5 Å: the backbone, unexplained
+    r = compare_outputs(ref, _output(tmp / "dev.h5", dev, top, np.arange(6)), 6, 0.01, 0.9)
+    assert r["flips"] == {"swap": 1, "side chain": 1, "backbone": 1} and r["flip_residues"] == {"PHE": 1}
+    assert not r["explained"] and not r["ok"] and r["within"] == pytest.approx(1 - 4 / xyz[..., 0].size)
+    dev[4, 3] = xyz[4, 3]
+    r = compare_outputs(ref, _output(tmp / "dev2.h5", dev, top, np.arange(6)), 6, 0.01, 0.9)
+    assert r["explained"] and r["ok"]
+    assert not compare_outputs(ref, tmp / "dev2.h5", 6, 0.01, 0.99)["ok"]  # 3 of 114 atoms off: below 99 %
 
 
-def test_compare_outputs_needs_every_row_once(pair):
-    tmp, xyz, ref = pair
-    short = gpu_check.compare_outputs(ref, _output(tmp / "short.h5", xyz[:9], np.arange(9)), 10)
-    assert not short["ok"] and short["rows_dev"] == 9 and not short["cg_frame_ok"]
-    dup = np.arange(10)
+def test_every_row_and_sample_once(asp_phe):
+    tmp, top, xyz, ref = asp_phe
+    short = compare_outputs(ref, _output(tmp / "short.h5", xyz[:5], top, np.arange(5)), 6, 0.01, 0.99)
+    assert not short["ok"] and short["rows_dev"] == 5 and not short["rows_ok"]
+    dup = np.arange(6)
     dup[5] = 4
-    r = gpu_check.compare_outputs(ref, _output(tmp / "dup.h5", xyz, dup), 10)
-    assert not r["ok"] and not r["cg_frame_ok"] and r["within"] == 1.0
+    assert not compare_outputs(ref, _output(tmp / "dup.h5", xyz, top, dup), 6, 0.01, 0.99)["rows_ok"]
+    frames, samples = np.repeat(np.arange(3), 2), np.tile(np.arange(2), 3)
+    a = _output(tmp / "a.h5", xyz, top, frames, samples)
+    b = _output(tmp / "b.h5", xyz, top, frames, samples)
+    assert compare_outputs(a, b, 3, 0.01, 0.99, samples=2)["ok"]
+    assert not compare_outputs(a, b, 6, 0.01, 0.99)["rows_ok"]  # 6 frames of 1 sample is not 3 × 2
 
 
 @pytest.mark.parametrize("spec, devices, kernels, ok", [
@@ -111,19 +158,41 @@ def test_summary_must_name_the_device_and_kernels(spec, devices, kernels, ok):
     assert gpu_check.summary_ok({"devices": devices, "kernels": kernels}, spec) is ok
 
 
+def _run(*args, timeout=60):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--device", "tpu"], "--device must be cuda, cuda:N or cpu"),
     (["--device", "cpu", "--batches", "0"], "must be positive"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_bad_arguments_are_one_error_line(args, message, tmp_path):
-    proc = _run(*args, "--results", tmp_path / "r.csv", timeout=60)
+    proc = _run(*args, "--append-results", tmp_path / "r.csv")
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "r.csv").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")
 def test_cuda_without_a_gpu_is_one_error_line(tmp_path):
-    proc = _run("--results", tmp_path / "r.csv", timeout=60)  # --device cuda is the default
+    proc = _run("--append-results", tmp_path / "r.csv")  # --device cuda is the default
     assert proc.returncode == 2 and proc.stderr.startswith("error: --device cuda: torch ")
     assert "sees no CUDA device" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the wheel folder
+
+
+def test_wheel_folder_has_the_project_less_torch_and_triton():
+    required, optional = wheelhouse.requirements()
+    names = {wheelhouse._name(r) for r in required}
+    assert {"numpy", "h5py", "mdtraj", "tables", "gemmi", "safetensors", "tqdm", "vermouth", "scikit-build-core",
+            "nanobind", "cmake", "ninja", "pytest", "pip"} <= names
+    assert not names & {"torch", "triton"}
+    assert [wheelhouse._name(r) for r in optional] == ["mpi4py"]
+    tags = wheelhouse.platforms("x86_64", "2.28")
+    assert tags[0] == "manylinux_2_28_x86_64" and "manylinux_2_17_x86_64" in tags and "manylinux2014_x86_64" in tags
+    assert "manylinux_2_29_x86_64" not in tags
+    assert wheelhouse.platforms("aarch64", "2.34")[-1] == "manylinux2014_aarch64"
