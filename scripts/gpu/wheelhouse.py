@@ -96,11 +96,11 @@ def main(argv=None) -> int:
         return 1
     for req in optional:  # a missing optional wheel (no build for that Python yet) is a note, not a failure
         if download([req], dest, args.python, args.arch, args.glibc).returncode != 0:
-            print(f"wheelhouse: no {req} wheel for cp{args.python} {args.arch}: the node runs single-rank only "
+            print(f"wheelhouse: no {req} wheel for Python {args.python} {args.arch}: the node runs single-rank only "
                   f"unless its python has mpi4py")
     wheels = sorted(dest.glob("*.whl"))
     size = sum(w.stat().st_size for w in wheels) / 2**20
-    print(f"wheelhouse: {len(wheels)} wheels, {size:.0f} MiB in {dest} (cp{args.python}, {args.arch}, glibc "
+    print(f"wheelhouse: {len(wheels)} wheels, {size:.0f} MiB in {dest} (Python {args.python}, {args.arch}, glibc "
           f"{args.glibc}); on the node: make gpu-check PYTHON=/path/to/python3 WHEELHOUSE={dest}")
     return 0
 
