@@ -181,6 +181,44 @@ def test_cuda_without_a_gpu_is_one_error_line(tmp_path):
     assert "sees no CUDA device" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_cuda_syncs_are_counted_and_other_warnings_shown(monkeypatch):
+    """gpu_probe's counter on CUDA's sync debug mode (the mode itself is stubbed: this torch has no CUDA)."""
+    import warnings
+
+    import gpu_probe
+
+    modes, shown = [], []
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    monkeypatch.setattr(warnings, "showwarning", lambda message, *args, **kwargs: shown.append(str(message)))
+    counter = [0]
+    with gpu_probe.count_cuda_syncs(counter):
+        for _ in range(3):
+            warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)  # one per sync
+        warnings.warn("something else", UserWarning, stacklevel=1)
+    assert counter == [3] and modes == ["warn", "default"]
+    assert shown == ["something else"]
+
+
+def test_throughput_and_memory_verdicts():
+    gib = 2**30
+    dev = [{"batch": 64, "rate": 5e5, "compute_rate": 6e5, "wall_s": 2.0, "peak": 1 * gib, "total": 140 * gib},
+           {"batch": 4096, "rate": 2e6, "compute_rate": 3e6, "wall_s": 1.0, "peak": 30 * gib, "total": 140 * gib}]
+    cpu = [{"batch": 64, "rate": 1e5, "compute_rate": 1e5, "wall_s": 9.0},
+           {"batch": 4096, "stopped": "time budget"}]
+    speed, mem = gpu_check.throughput_parts(dev, cpu, on_gpu=True, threads=16)
+    assert speed.status == "PASS" and "64: 500,000 vs cpu 100,000 (5.0×)" in speed.figure
+    assert mem.status == "PASS" and mem.figure.startswith("30.00 GiB at batch 4096 (of 140 GiB)")
+    slow = [dict(p, rate=p["rate"] / 100) for p in dev]
+    assert gpu_check.throughput_parts(slow, cpu, on_gpu=True, threads=16)[0].status == "FAIL"  # slower than the CPU
+    oom = dev[:1] + [{"batch": 4096, "stopped": "out of memory"}]
+    speed, mem = gpu_check.throughput_parts(oom, cpu, on_gpu=True, threads=16)
+    assert speed.status == "PASS" and "4096: stopped (out of memory)" in speed.figure and mem.status == "PASS"
+    full = [dict(dev[1], peak=139 * gib)]
+    assert gpu_check.throughput_parts(full, cpu, on_gpu=True, threads=16)[1].status == "FAIL"
+    speed, mem = gpu_check.throughput_parts([dict(p, peak=None) for p in dev], None, on_gpu=False, threads=2)
+    assert speed.status == "PASS" and mem.status == "N/A"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the wheel folder
 
