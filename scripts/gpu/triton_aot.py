@@ -292,19 +292,20 @@ def main(argv=None) -> int:
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         print("error: unset TRITON_INTERPRET: the kernels must be defined for the compiler", file=sys.stderr)
         return 2
-    os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="triton-aot-cache-"))  # compile for real
-    t0 = time.perf_counter()
-    try:
-        if args.launches:
-            data = json.loads(Path(args.launches).read_text())
-        else:
-            path = Path(args.keep_launches or tempfile.mktemp(suffix=".json", prefix="triton-launches-"))
-            data = run_capture(path)
-    except Exception as exc:  # noqa: BLE001
-        print(f"triton_aot: FAIL (capture/bind): {exc}", file=sys.stderr)
-        return 1
-    captured = time.perf_counter() - t0
-    results = compile_all(data, args.arch)
+    with tempfile.TemporaryDirectory(prefix="triton-aot-") as tmp:
+        # a cache of our own: every specialisation is compiled (and ptxas -v run) here and now, none reused
+        os.environ["TRITON_CACHE_DIR"] = str(Path(tmp) / "cache")
+        t0 = time.perf_counter()
+        try:
+            if args.launches:
+                data = json.loads(Path(args.launches).read_text())
+            else:
+                data = run_capture(Path(args.keep_launches or Path(tmp) / "launches.json"))
+        except Exception as exc:  # noqa: BLE001
+            print(f"triton_aot: FAIL (capture/bind): {exc}", file=sys.stderr)
+            return 1
+        captured = time.perf_counter() - t0
+        results = compile_all(data, args.arch)
     print(report(results, args.arch))
     print(f"triton_aot: capture {captured:.0f} s ({sum(x['launches'] for x in data['launches'])} launches, "
           f"{len(data['launches'])} distinct), compile {time.perf_counter() - t0 - captured:.0f} s")
