@@ -59,7 +59,8 @@ def test_make_gpu_check_offline_on_a_bare_python(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     # the venv is the bare python's torch plus the wheel folder, and the project built from this checkout
-    assert f"offline_env: {site} (Python" in out and "torch 2.13.0" in out and f"wheels from {WHEELHOUSE}" in out
+    assert f"offline_env: {site} (Python" in out and f"torch {torch.__version__} " in out
+    assert f"wheels from {WHEELHOUSE}" in out
     assert f"ldb_hpc from {REPO / 'ldb_hpc'}" in out and "build " in out
     assert "gpu_check on cpu: PASS" in out
     for part in ("triton tests (smoke)", "ideal model vs cpu", "default model vs cpu", "--samples 4 --hydrogens vs cpu",
