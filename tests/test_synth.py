@@ -350,3 +350,30 @@ def test_large_protein_memory_is_linear(monkeypatch):
     assert len(forces.i) < 60 * n
     x = simulate_frames(model, 3, 2, seed=1)
     assert _nonbonded_min(x[:, ::7].astype(np.float64), residues.segment[::7]).min() >= CORE - 1e-3
+
+
+def test_regularise_moves_a_distorted_trace_into_range_and_a_real_one_barely(repo_root):
+    """Frame 0 of the example (a frame of the old network-only dynamics: CA(i)–CA(i+3) down to 4.09 Å, angles up
+    to 166°) comes out with every local distance at or above its 1st percentile in real structures, its angles in
+    their 1st–99th percentile range (within 2.5°) and 3.80 Å virtual bonds, within 0.3 Å RMSD; an ideal helix stays
+    put."""
+    from ldb_hpc.synth.dynamics import REG_BOND, REG_NEAR, REG_THETA, regularise
+
+    residues, ca0 = load_reference(str(repo_root / "examples" / "example.cg.h5"))
+    x = regularise(ca0, residues)
+    link = residues.peptide_links()
+    seg = residues.segment
+    for k, floor in enumerate(REG_NEAR, start=2):
+        same = seg[k:] == seg[:-k]
+        assert np.linalg.norm(ca0[k:] - ca0[:-k], axis=-1)[same].min() < floor - 0.25  # distorted below each floor
+        assert np.linalg.norm(x[k:] - x[:-k], axis=-1)[same].min() >= floor - 1e-3
+    theta = virtual_angles(x)[link[:-1] & link[1:]]
+    slack = np.deg2rad(2.5)  # the walls are stiff, not hard, and the pulls toward the reference's own angles resist
+    assert theta.min() >= REG_THETA[0] - slack and theta.max() <= REG_THETA[1] + slack
+    bond = np.linalg.norm(x[1:] - x[:-1], axis=-1)[link]
+    assert np.abs(bond - REG_BOND).max() < 0.05
+    assert 0.05 < np.sqrt(((x - ca0) ** 2).sum(-1).mean()) < 0.3
+
+    helix = _helix(20)
+    one = Residues([0] * 20, ["ALA"] * 20, ["A"] * 20, np.arange(20), [""] * 20, [0] * 20)
+    assert np.abs(regularise(helix, one) - helix).max() < 0.05

@@ -69,5 +69,6 @@ def run(args) -> int:
                          f"(ldb-hpc synth, seed {args.seed})")
     print(f"wrote {args.output}: {s.frames} frames, {s.residues} residues, {s.springs} springs; "
           f"CA-CA {s.ca_ca_mean:.2f} Å (min {s.ca_ca_min:.2f}, max {s.ca_ca_max:.2f}), CA(i)-CA(i+2) min "
-          f"{s.ca_13_min:.2f} Å, virtual angles {s.theta_min:.1f}-{s.theta_max:.1f}°; {s.bytes} bytes")
+          f"{s.ca_13_min:.2f} Å, virtual angles {s.theta_min:.1f}-{s.theta_max:.1f}°; {s.bytes} bytes; the reference "
+          f"was regularised by {s.reference_shift_rmsd:.2f} Å RMSD (at most {s.reference_shift_max:.2f} Å)")
     return 0

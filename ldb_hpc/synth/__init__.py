@@ -16,6 +16,9 @@
 - excluded volume: a hard core of ``CORE`` Å between non-bonded beads (|i−j| ≥ 3 within a segment, every pair
   across segments), found through a Verlet neighbour list built blockwise, so memory is O(L·k).
 
+The reference is first relaxed into the common range of real CA traces (:func:`regularise`: local distances up to
+their 1st percentiles, angles into their 1st-99th percentile range, virtual bonds to 3.80 Å), so that a distorted
+trace (a frame of an old simulation) does not pass its distortions on; a real structure barely moves.
 The constants were fitted on the CA traces of ../shared/data/train (docs/SYNTH.md gives the measurement). The
 dynamics is integrated with the Leimkuhler–Matthews scheme (the overdamped limit of BAOAB: the same cost per step
 as Euler–Maruyama, but the configurational distribution of a harmonic term is exact at any stable step, so the
@@ -54,6 +57,7 @@ from ldb_hpc.synth.dynamics import (
     ca_model,
     elastic_network,
     potential_energy,
+    regularise,
     simulate_chunks,
     simulate_frames,
     virtual_angles,
@@ -88,6 +92,7 @@ __all__ = [
     "elastic_network",
     "load_reference",
     "potential_energy",
+    "regularise",
     "simulate_chunks",
     "simulate_frames",
     "synthesize",

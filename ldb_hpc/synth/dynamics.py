@@ -4,7 +4,7 @@ elastic network alone (``brownian_*``, which scripts/make_example.py keeps for t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -61,6 +61,18 @@ CORE = 4.0  # Å
 CORE_NEAR = (4.74, 4.48, 4.25)  # Å
 DT_D_LM = 0.002  # D·dt, Å² per step of the Leimkuhler–Matthews integrator (stable for the 100 kcal/mol/Å² bonds)
 SKIN = 4.0  # Å: the neighbour list holds non-bonded pairs within CORE + SKIN; rebuilt when a bead moved SKIN/2
+# The reference is first relaxed into the common range of real CA traces (regularise): every CA(i)-CA(i+k),
+# k = 2, 3, 4, up to its 1st percentile in train (5.10 / 4.78 / 4.99 Å, measured with CORE_NEAR), every angle into
+# its 1st-99th percentile range [84.6°, 146.3°] and every virtual bond to 3.80 Å (cis bonds, under 3.3 Å, keep their
+# own). A real structure barely moves (PED00151 model 0: 0.007 Å RMSD, the 1BHL crystal 0.05 Å), but a distorted one
+# does: frame 0 of examples/example.cg.h5 (a frame of the old network-only dynamics, with CA(i)-CA(i+3) down to
+# 4.09 Å) moves 0.19 Å, and its run's flagged rows (the default model) went from at least 20 in its first 20,000 frames
+# to 3 (docs/SYNTH.md).
+REG_NEAR = (5.10, 4.78, 4.99)  # Å
+REG_THETA = (np.deg2rad(84.6), np.deg2rad(146.3))
+REG_BOND = 3.80  # Å
+CIS_BOND = 3.3  # Å: a virtual bond shorter than this is a cis peptide's (2.9 Å) and keeps its length
+REG_STEPS = 3000  # steepest-descent steps of D·dt = DT_D_LM (about 0.5 s for 135 residues)
 _PAIR_BLOCK = 1 << 20  # distance-matrix entries computed at a time when the neighbour list is built
 _MAX_SWEEPS = 200  # hard-core separation sweeps per step (a few in practice)
 _YZX, _ZXY = np.array([1, 2, 0]), np.array([2, 0, 1])  # column orders of a cross product
@@ -184,6 +196,55 @@ def ca_model(ca0: np.ndarray, residues: Residues, cutoff: float = DEFAULT_CUTOFF
         tau0=np.where(in4, tau0, 0.0), tau_width=np.where(in4, TAU_WIDTH, np.pi),
         theta0=np.where(in3, theta0, 0.0), k_theta0=np.where(in3, K_ANGLE_CENTRE, 0.0),
         k_tau0=np.where(in4, K_DIHEDRAL_CENTRE, 0.0))
+
+
+def regularise(ca0: np.ndarray, residues: Residues, cutoff: float = DEFAULT_CUTOFF,
+               steps: int = REG_STEPS) -> np.ndarray:
+    """``ca0`` ([L, 3] Å) relaxed into the common range of real CA traces: [L, 3] float64 Å.
+
+    Steepest descent (no noise) under :func:`ca_model`'s terms around ``ca0`` with the local floors raised to
+    ``REG_NEAR`` (kept 0.1 Å under the reference's own next to a cis bond), the angle ranges set to ``REG_THETA`` and
+    the virtual bonds' rest length to ``REG_BOND``; the dihedral flat bottoms are left open, so only the pulls
+    toward ``ca0``'s own angles and dihedrals and the network hold the rest of the trace in place. Stops when no bead
+    moves more than 1e-6 Å in a step, or after ``steps`` steps; the hard floors and cores hold at the end.
+    """
+    ca0 = np.asarray(ca0, dtype=np.float64)
+    model = ca_model(ca0, residues, cutoff)
+    n = len(ca0)
+    if n < 2:
+        return ca0.copy()
+    seg = model.segment
+    b0 = np.linalg.norm(ca0[1:] - ca0[:-1], axis=-1)  # [L-1]
+    bonded = model.k == K_BONDED
+    rest = model.rest.copy()
+    rest[bonded] = np.where(b0[model.pairs[bonded, 0]] >= CIS_BOND, REG_BOND, b0[model.pairs[bonded, 0]])
+    core_near = np.zeros_like(model.core_near)
+    for row, floor in enumerate(REG_NEAR):
+        sep = row + 2
+        if n <= sep:
+            continue
+        d0 = np.linalg.norm(ca0[sep:] - ca0[:-sep], axis=-1)
+        cis = np.zeros(n - sep, bool)
+        for k in range(sep):
+            cis |= b0[k:n - sep + k] < CIS_BOND
+        core_near[row, :n - sep] = np.where(seg[sep:] == seg[:-sep],
+                                            np.where(cis, np.minimum(floor, d0 - 0.1), floor), 0.0)
+    in3 = model.theta_hi < np.pi
+    reg = replace(model, rest=rest, core_near=core_near, theta_lo=np.where(in3, REG_THETA[0], 0.0),
+                  theta_hi=np.where(in3, REG_THETA[1], np.pi), tau_width=np.full_like(model.tau_width, np.pi))
+    forces = _Forces(reg)
+    x = ca0.copy()
+    forces.build(x)
+    c = DT_D_LM / KT
+    for _ in range(steps):
+        if forces.moved_too_far(x):
+            forces.build(x)
+        dx = c * forces(x)
+        x += dx
+        if np.abs(dx).max() < 1e-6:
+            break
+    forces(x)  # the floors and cores hold after the last move too
+    return x
 
 
 def potential_energy(model: CAModel, x: np.ndarray) -> float:

@@ -9,7 +9,15 @@ import numpy as np
 
 from ldb_hpc.chem.protein import Residues
 from ldb_hpc.errors import InputError
-from ldb_hpc.synth.dynamics import DEFAULT_CUTOFF, DT_D_LM, SimulationStats, ca_model, simulate_chunks, virtual_angles
+from ldb_hpc.synth.dynamics import (
+    DEFAULT_CUTOFF,
+    DT_D_LM,
+    SimulationStats,
+    ca_model,
+    regularise,
+    simulate_chunks,
+    virtual_angles,
+)
 
 
 def _is_hdf5(path: str) -> bool:
@@ -54,13 +62,16 @@ class SynthSummary:
     theta_max: float
     neighbour_list_builds: int
     hard_core_separations: int  # pair separations of the hard cores (Heyes–Melrose), over all steps
+    reference_shift_rmsd: float  # how far regularise moved the reference (Å, no superposition)
+    reference_shift_max: float
 
 
 def synthesize(residues: Residues, ca0: np.ndarray, output: str, frames: int, *, seed: int = 0,
                chunk: int = 1000, steps: int = 5, dt_ps: float = 10.0, cutoff: float = DEFAULT_CUTOFF,
                overwrite: bool = False, title: str | None = None) -> SynthSummary:
     """Write a ``frames``-frame CG trajectory of :func:`ca_model` around ``ca0`` to ``output`` (temp file, then
-    rename).
+    rename). ``ca0`` is first relaxed into the common range of real CA traces (:func:`regularise`); the frames move
+    around that trace.
 
     residues: L residues; ca0: [L, 3] Å; chunk: frames simulated and written at a time (memory
     O(chunk · L)); steps: Brownian steps between frames; dt_ps: time between frames in /time (ps).
@@ -75,7 +86,9 @@ def synthesize(residues: Residues, ca0: np.ndarray, output: str, frames: int, *,
         raise InputError(f"--steps must be at least 1, got {steps}")
     if not dt_ps > 0:
         raise InputError(f"--dt-ps must be positive, got {dt_ps}")
-    model = ca_model(ca0, residues, cutoff)
+    reference = regularise(ca0, residues, cutoff)
+    shift = np.linalg.norm(reference - np.asarray(ca0, dtype=np.float64), axis=-1)
+    model = ca_model(reference, residues, cutoff)
     link = residues.peptide_links()
     in3 = link[:-1] & link[1:]
     cc_sum, cc_n, cc_min, cc_max, c13_min = 0.0, 0, np.inf, -np.inf, np.inf
@@ -100,4 +113,6 @@ def synthesize(residues: Residues, ca0: np.ndarray, output: str, frames: int, *,
                         ca_ca_min=cc_min if cc_n else nan, ca_ca_max=cc_max if cc_n else nan,
                         ca_13_min=c13_min if in3.any() else nan, theta_min=th_min if in3.any() else nan,
                         theta_max=th_max if in3.any() else nan, neighbour_list_builds=stats.builds,
-                        hard_core_separations=stats.separations)
+                        hard_core_separations=stats.separations,
+                        reference_shift_rmsd=float(np.sqrt((shift ** 2).mean())),
+                        reference_shift_max=float(shift.max()))
