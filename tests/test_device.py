@@ -257,13 +257,14 @@ def test_the_factory_check_catches_one(tmp_path, monkeypatch):
 
 
 def test_host_tables_are_moved_where_used():
-    """The exempted host tables reach the computation only through .to(device)."""
+    """The exempted host tables reach the computation only through resident.on_device (uploaded once per
+    device, ldb_hpc.geometry.resident)."""
     packing = (REPO / "ldb_hpc/model/packing.py").read_text()
     rescue = (REPO / "ldb_hpc/model/rescue.py").read_text()
     rotamers = (REPO / "ldb_hpc/model/rotamers.py").read_text()
-    assert "deltas.to(dev, pos.dtype)" in packing
-    assert "_self_pairs().to(atoms.device)" in rescue
-    assert "_HALF_WIDTH.to(restype.device, chi.dtype)[restype]" in rotamers
+    assert "on_device(deltas, dev, pos.dtype)" in packing
+    assert "on_device(_self_pairs(), atoms.device)" in rescue
+    assert "on_device(_HALF_WIDTH, restype.device, chi.dtype)[restype]" in rotamers
     assert np.all([name in packing + rescue + rotamers for _, name in HOST_TABLES])
 
 

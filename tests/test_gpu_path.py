@@ -13,13 +13,17 @@ from __future__ import annotations
 import json
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO, assert_one_line_error
 
 from ldb_hpc import ops
 from ldb_hpc.engine import devices
+from ldb_hpc.engine.compute import DisulfideLog
 from ldb_hpc.errors import InputError
+from ldb_hpc.geometry.contacts import CloseContacts
+from ldb_hpc.ops.audit import HostTraffic
 from ldb_hpc.runtime.records import kernel_text
 
 EXAMPLE = REPO / "examples" / "example.cg.h5"
@@ -95,3 +99,82 @@ def test_float64_input_is_counted_as_reference():
     z = torch.randn(5, 8, dtype=torch.float64)
     ops.vq_nearest(z, torch.randn(16, 8, dtype=torch.float64))
     assert ops.kernel_calls().get("reference", 0) == before + 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# host traffic per batch (issue 21 item 3): the static path the GPU runs, counted on the CPU
+
+SYNC_BUDGET = 8  # host–device synchronisations per batch (the one read-back of the batch is 1)
+UPLOAD_BUDGET = 4  # host data uploaded per batch (the CA frames and their indices)
+
+
+def _batch_input(frames: int):
+    from ldb_hpc.engine.sources import open_source
+
+    src = open_source(str(EXAMPLE), "ca")
+    ca = src.read(0, src.n_frames).ca
+    ca = np.concatenate([ca] * (frames // len(ca) + 1))[:frames]
+    return src.residues, ca, np.arange(frames, dtype=np.int64)
+
+
+def _steady_engine(frames: int, **job):
+    """An engine on the static path after two warm-up batches (its slots learned), and its input."""
+    from ldb_hpc.engine.compute import Engine
+    from ldb_hpc.engine.job import Job
+
+    torch.set_num_threads(1)
+    residues, ca, index = _batch_input(frames)
+    engine = Engine(Job(batch_frames=frames, **job), selection="static")
+    residues = engine.topology(ca[:1], residues)
+    for _ in range(2):
+        engine.rows(ca, residues, index, None, CloseContacts(residues), disulfide_log=DisulfideLog())
+    return engine, residues, ca, index
+
+
+@pytest.mark.parametrize("frames", [2, 8])
+def test_one_batch_stays_within_the_sync_and_upload_budget(frames):
+    """One batch of the default model on the static path: at most SYNC_BUDGET syncs and UPLOAD_BUDGET uploads,
+    the same for 2 and 8 frames (the count does not grow with the batch or with what needs repair)."""
+    engine, residues, ca, index = _steady_engine(frames)
+    recomputed = engine.recomputed
+    with HostTraffic() as traffic:
+        engine.rows(ca, residues, index, None, CloseContacts(residues), disulfide_log=DisulfideLog())
+    assert engine.recomputed == recomputed, "the counted batch overflowed its slots"
+    assert traffic.syncs <= SYNC_BUDGET, traffic.report()
+    assert traffic.uploads <= UPLOAD_BUDGET, traffic.report()
+    assert traffic.syncs == 1, traffic.report()  # today: the batch's one read-back
+
+
+def test_audit_counts_what_it_should():
+    """The counter itself: a boolean mask, an .item(), a nonzero, a .cpu() and a table moved to a device count."""
+    x = torch.arange(6.0)
+    with HostTraffic() as traffic:
+        x[x > 2].sum()
+        float(x.sum())
+        torch.nonzero(x)
+        x.cpu()
+        torch.ones(3).to("cpu")
+        torch.nonzero_static(x > 2, size=4)  # fixed-size: not a sync
+    assert traffic.syncs == 4, traffic.report()
+    assert traffic.uploads == 1, traffic.report()
+
+
+@pytest.mark.parametrize("job", [{}, {"disulfides": "A:65-A:130"}], ids=["auto", "bonded"])
+def test_static_and_exact_paths_give_the_same_rows(job):
+    """The GPU's static selection and the CPU's exact one choose the same rows: outputs equal within float noise
+    (a row's arithmetic may run in a differently sized call), the same close-contact and disulfide logs; with
+    hydrogens too."""
+    from ldb_hpc.chem.hydrogens import Protonation
+    from ldb_hpc.engine.compute import Engine
+    from ldb_hpc.engine.job import Job
+
+    engine, residues, ca, index = _steady_engine(4, **job)
+    exact = Engine(Job(batch_frames=4, **job), selection="exact")
+    protonation = Protonation.from_pairs(residues.disulfides)
+    logs = {}
+    for name, eng in (("static", engine), ("exact", exact)):
+        contacts, ss_log = CloseContacts(residues), DisulfideLog()
+        rows = eng.rows(ca, residues, index, protonation, contacts, disulfide_log=ss_log)
+        logs[name] = (rows, contacts.report().rows, ss_log.count, ss_log.first)
+    np.testing.assert_allclose(logs["static"][0], logs["exact"][0], atol=1e-4)
+    assert logs["static"][1:] == logs["exact"][1:]

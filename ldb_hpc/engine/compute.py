@@ -12,7 +12,7 @@ import numpy as np
 
 from ldb_hpc.chem.hydrogens import Protonation
 from ldb_hpc.chem.protein import Residues
-from ldb_hpc.chem.residues import NUM_SLOTS, RESTYPE_INDEX
+from ldb_hpc.chem.residues import NUM_SLOTS, RESTYPE_INDEX, SLOT_MASK
 from ldb_hpc.engine.job import Job
 from ldb_hpc.errors import InputError
 from ldb_hpc.geometry.contacts import CloseContacts
@@ -70,9 +70,12 @@ class Engine:
 
     job: the :class:`Job`; device: a torch.device (default: the CPU); model: an already loaded backmapper
     (``job.model`` when it is one; else the one ``job.model`` names is loaded). Attributes ``model``, ``device``.
+    selection: how the repair stages choose their rows (ldb_hpc.geometry.resident): ``static`` (fixed slots,
+    nothing read back until the batch's one transfer: the GPU's), ``exact`` (compacted: the CPU's), ``auto``
+    (static on a GPU). ``recomputed`` counts the batches computed again exactly after a static overflow.
     """
 
-    def __init__(self, job: Job, device=None):
+    def __init__(self, job: Job, device=None, selection: str = "auto"):
         import torch
 
         from ldb_hpc import ops
@@ -81,6 +84,12 @@ class Engine:
         self.job = job
         self.device = torch.device("cpu") if device is None else torch.device(device)
         ops.require_kernels(self.device)  # a GPU without the Triton kernels is an error, never a silent fallback
+        if selection not in ("auto", "static", "exact"):
+            raise ValueError(f"selection must be auto, static or exact, got {selection!r}")
+        self.static = self.device.type == "cuda" if selection == "auto" else selection == "static"
+        self._caps: dict[str, int] = {}  # static slots per choice, learned from the batches so far
+        self._seen: dict[str, int] = {}  # the most each choice needed in a batch that fitted
+        self.recomputed = 0
         if hasattr(job.model, "backmap"):
             self.model = job.model
         else:
@@ -128,13 +137,51 @@ class Engine:
         index = torch.from_numpy(np.ascontiguousarray(frame_index, dtype=np.int64))
         parts = []
         for a in range(0, len(ca), B):
-            pos = self.sample(ca[a: a + B], residues, index[a: a + B])
-            pos = self.complete(pos, residues, protonation, disulfide_log, np.asarray(frame_index[a: a + B]))
-            parts.append(pos.to("cpu", torch.float32).numpy())
-        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        if contacts is not None:
-            contacts.check(frame_start, out[..., :NUM_SLOTS, :])
-        return out
+            pos, bad, close = self._batch(ca[a: a + B], residues, index[a: a + B], protonation,
+                                          disulfide_log is not None, contacts is not None)
+            if disulfide_log is not None and bad is not None:  # None: no Cys
+                disulfide_log.add(np.asarray(frame_index[a: a + B])[bad])
+            if contacts is not None:
+                contacts.check(frame_start + a, pos[..., :NUM_SLOTS, :], close)
+            parts.append(pos)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _batch(self, ca, residues: Residues, index, protonation, want_bad: bool, want_close: bool, static=None):
+        """One model call and its output extras → (rows [n, S, L, K, 3] float32 numpy, frames that disagree with
+        the disulfide topology [n] bool numpy or None, rows the exact contact check must look at [n·S] int64
+        numpy or None = all). Static selection reads the device back once: everything in one transfer."""
+        import torch
+
+        from ldb_hpc.geometry import resident
+        from ldb_hpc.geometry.contacts import close_rows
+
+        static = self.static if static is None else static
+        selector = resident.Selector(static=static, caps=self._caps)
+        with resident.use(selector):
+            pos = self.sample(ca, residues, index)
+            pos, bad = self._finish(pos, residues, protonation, want_bad)
+            close = None
+            if want_close and static:
+                n, S, L = pos.shape[:3]
+                exists = resident.on_device(SLOT_MASK, pos.device)[resident.on_device(residues.restype, pos.device)]
+                close = close_rows(pos[..., :NUM_SLOTS, :].reshape(n * S, L, NUM_SLOTS, 3), exists)
+        if not static:
+            return (pos.to("cpu", torch.float32).numpy(), None if bad is None else bad.cpu().numpy(), None)
+        extras = [t for t in (bad, close) if t is not None]
+        host, small = _read_back(pos, extras + [selector.overflow if selector.overflow is not None
+                                                else torch.zeros((), dtype=torch.bool, device=pos.device)]
+                                 + selector.counts)
+        k = len(extras)
+        flags = small[:k]
+        overflowed = bool(small[k][0])
+        counts = [int(c[0]) for c in small[k + 1:]]
+        self._caps = selector.next_caps(counts, overflowed, self._seen)
+        if overflowed:  # a static choice left rows out: this batch again, exactly (never a silent gap)
+            self.recomputed += 1
+            return self._batch(ca, residues, index, protonation, want_bad, want_close, static=False)
+        bad = flags.pop(0).astype(bool) if want_bad and bad is not None else None
+        close = np.nonzero(flags.pop(0))[0] if want_close else None
+        return host, bad, close
 
     def sample(self, ca, residues: Residues, frame_index):
         """The model's rows for frames ``ca`` [n, L, 3] (tensor or array) with global indices ``frame_index`` [n]:
@@ -152,18 +199,26 @@ class Engine:
         (ldb_hpc.geometry.disulfides: the bonds of ``residues.disulfides`` built, other SG kept apart; frames whose
         own geometry disagrees with them go to ``disulfide_log``, named by ``frame_index``), then OXT and the
         hydrogens with ``protonation``."""
+        pos, bad = self._finish(pos, residues, protonation, disulfide_log is not None)
+        if bad is not None:
+            disulfide_log.add(np.asarray(frame_index)[bad.cpu().numpy()])
+        return pos
+
+    def _finish(self, pos, residues: Residues, protonation: Protonation | None, want_bad: bool):
+        """:meth:`complete` on the device: (rows, the disagreeing frames [n] bool tensor when ``want_bad`` and the
+        protein has a Cys, else None)."""
         from ldb_hpc.geometry import disulfides as ss
 
+        bad = None
         if (residues.restype == RESTYPE_INDEX["CYS"]).any():
-            if disulfide_log is not None:
-                bad = ss.disagreements(pos[:, 0], residues.restype, residues.disulfides).cpu().numpy()
-                disulfide_log.add(np.asarray(frame_index)[bad])
+            if want_bad:
+                bad = ss.disagreements(pos[:, 0], residues.restype, residues.disulfides)
             pos = ss.build(pos, residues.restype, residues.disulfides)
         if protonation is not None:
             from ldb_hpc.geometry.hydrogens import place_extra
 
             pos = place_extra(pos, residues.restype, residues.segment, protonation)
-        return pos
+        return pos, bad
 
     def topology(self, ca0: np.ndarray, residues: Residues) -> Residues:
         """``residues`` with the disulfide bonds of the job's rule (``job.disulfides``): ``none``; a list; or
@@ -193,3 +248,20 @@ class Engine:
         if rule != "auto":
             return residues.with_disulfides(parse_disulfide_list(rule, residues))
         return residues.with_disulfides(ss.decide(row[..., :NUM_SLOTS, :], residues.restype))
+
+
+def _read_back(pos, small: list) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``pos`` (float) and ``small`` (bool or integer tensors, each at most 2**31 − 1) copied to the host in one
+    transfer — one synchronisation of the device —: (pos as float32 numpy, each small tensor as int32 numpy [≥ 1])."""
+    import torch
+
+    flat = pos.detach().to(torch.float32).reshape(-1)
+    parts = [t.reshape(-1).to(torch.int32) for t in small]
+    sizes = [p.shape[0] for p in parts]
+    packed = torch.cat([flat] + [p.view(torch.float32) for p in parts]).cpu().numpy()
+    host = packed[: flat.shape[0]].reshape(pos.shape).copy()
+    out, at = [], flat.shape[0]
+    for n in sizes:
+        out.append(packed[at: at + n].view(np.int32))
+        at += n
+    return host, out

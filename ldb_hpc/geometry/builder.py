@@ -32,6 +32,7 @@ from ldb_hpc.chem.residues import (
     ZM_TORSION,
 )
 from ldb_hpc.geometry.frames import apply_frames, basis_from_two_vectors, frames_from_backbone, invert_apply
+from ldb_hpc.geometry.resident import on_device
 from ldb_hpc.geometry.vectors import bond_angle, broadcast_shape, dihedral, safe_norm
 
 
@@ -53,7 +54,7 @@ def nerf(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, bond, angle, torsion
 
 
 def _table(array: np.ndarray, like: torch.Tensor, dtype=None) -> torch.Tensor:
-    return torch.as_tensor(array, dtype=dtype, device=like.device)
+    return on_device(array, like.device, dtype)  # uploaded once per device
 
 
 def build_from_internal(R: torch.Tensor, t: torch.Tensor, restype: torch.Tensor, bond: torch.Tensor,

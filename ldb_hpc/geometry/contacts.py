@@ -17,10 +17,39 @@ import numpy as np
 
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.chem.protein import Residues
-from ldb_hpc.geometry import metrics
+from ldb_hpc.geometry import metrics, resident
 
 CUTOFF = 1.2  # Å
 NAMED = 20  # rows named in the summary (all are counted)
+_MARGIN = 0.01  # Å: the device pre-check flags pairs up to this much beyond the cutoff (float noise never hides one)
+
+
+def close_rows(pos, exists, cutoff: float = CUTOFF):
+    """Which rows of pos [R, L, 14, 3] Å (a tensor on any device; ``exists`` [L, 14] bool on the same device) have
+    two present atoms closer than ``cutoff`` (+ a 0.01 Å margin), bonded or not, on the device and without reading
+    it back: a superset of the rows :meth:`CloseContacts.check` flags (bonds are longer than 1.2 Å), so the exact
+    check on the host needs to look only at these. Residue pairs are prefiltered by centre distance against the
+    residues' radii, and chosen through the batch's selector (ldb_hpc.geometry.resident). [R] bool."""
+    import torch
+
+    R, L = pos.shape[:2]
+    cut = cutoff + _MARGIN
+    m = exists.to(pos.dtype)
+    centre = (pos * m[..., None]).sum(-2) / m.sum(-1).clamp(min=1)[:, None]  # [R, L, 3]
+    radius = torch.where(exists, (pos - centre[..., None, :]).norm(dim=-1), 0.0).amax(-1)  # [R, L]
+    has = exists.any(-1)
+    upper = torch.ones(L, L, dtype=torch.bool, device=pos.device).triu() & has[:, None] & has[None, :]
+    cand = (torch.cdist(centre, centre) <= radius[:, :, None] + radius[:, None, :] + cut) & upper  # [R, L, L]
+    pairs = resident.current().select("contacts", cand, first=8 * R * L)  # a residue meets a few neighbours, not L
+    out = torch.zeros(R, dtype=torch.int32, device=pos.device)
+    if pairs.surely_empty:
+        return out > 0
+    f, i, j = resident.unravel(pairs.idx, cand.shape)
+    tri = torch.ones(rc.NUM_SLOTS, rc.NUM_SLOTS, dtype=torch.bool, device=pos.device).triu(1)
+    d = torch.cdist(pos[f, i], pos[f, j])  # [P, 14, 14]
+    hit = ((d < cut) & exists[i][:, :, None] & exists[j][:, None, :] & ((i != j)[:, None, None] | tri)).flatten(1)
+    hit = hit.any(-1) if pairs.valid is None else hit.any(-1) & pairs.valid
+    return out.index_add_(0, f, hit.to(torch.int32)) > 0
 
 
 @dataclass(frozen=True)
@@ -96,12 +125,23 @@ class CloseContacts:
         name = rc.ATOM14[rc.RESTYPES_3[res.restype[r]]][slot]
         return f"{res.chain_id[r]}:{res.resname[r]}{res.resseq[r]}{res.icode[r]} {name}"
 
-    def check(self, frame_start: int, positions: np.ndarray) -> int:
-        """Check frames ``frame_start ..`` positions [n, S, L, 14, 3] Å; returns how many rows keep a close pair."""
+    def check(self, frame_start: int, positions: np.ndarray, rows: np.ndarray | None = None) -> int:
+        """Check frames ``frame_start ..`` positions [n, S, L, 14, 3] Å; returns how many rows keep a close pair.
+        rows: only these flat rows (frame·S + sample) can hold one (:func:`close_rows` said so on the device);
+        None: all."""
         n, S = positions.shape[:2]
-        row, a, b, d = metrics.clashing_pairs(positions.reshape(n * S, *positions.shape[2:]), self.topo, self.cutoff)
+        flat = positions.reshape(n * S, *positions.shape[2:])
+        if rows is not None:
+            rows = np.asarray(rows, dtype=np.int64)
+            if rows.size == 0:
+                return 0
+            flat = flat[rows]
+        with resident.host_side():  # rows already read back: the CPU's work, also on a GPU run
+            row, a, b, d = metrics.clashing_pairs(flat, self.topo, self.cutoff)
         if row.size == 0:
             return 0
+        if rows is not None:
+            row = rows[row]
         rows = np.unique(row)
         self.rows += int(rows.size)
         for r in rows[: max(0, NAMED - len(self.named))]:

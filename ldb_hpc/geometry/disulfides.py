@@ -20,11 +20,15 @@ atom14 slots, Å).
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 import torch
 
 from ldb_hpc.chem.residues import NUM_SLOTS, RESTYPE_INDEX, SLOT_MASK
+from ldb_hpc.geometry import resident
+from ldb_hpc.geometry.resident import on_device
 from ldb_hpc.geometry.vectors import bond_angle, dihedral, safe_norm
 
 CYS = RESTYPE_INDEX["CYS"]
@@ -50,6 +54,26 @@ def cys_index(restype) -> torch.Tensor:
     """Indices of the Cys residues of ``restype`` [L] (int64 tensor on restype's device)."""
     rt = torch.as_tensor(restype)
     return torch.nonzero(rt == CYS).flatten()
+
+
+@functools.lru_cache(maxsize=64)
+def _host_tables(restype: bytes, bonded: tuple, device: torch.device):
+    """The Cys index tables of one residue list (``restype`` as int64 bytes) and one bond list, decided on the
+    host and uploaded once per device: (cys [C], pairs [P, 2], free [F] — the Cys in no bond —, open [Q, 2] —
+    the pairs of free Cys, i < j —, and {free Cys: ([it] , the other Cys [C − 1])})."""
+    rt = np.frombuffer(restype, dtype=np.int64)
+    cys = np.nonzero(rt == CYS)[0]
+    pairs = np.asarray(bonded, dtype=np.int64).reshape(-1, 2)
+    free = cys[~np.isin(cys, pairs.reshape(-1))]
+    i, j = np.triu_indices(len(free), 1)
+    up = lambda a: torch.as_tensor(a, dtype=torch.long, device=device)  # noqa: E731
+    apart = {int(f): (up([f]), up(cys[cys != f])) for f in free}
+    return up(cys), up(pairs), up(free), up(np.stack([free[i], free[j]], 1).reshape(-1, 2)), apart
+
+
+def _tables(restype, bonded, device):
+    rt = np.ascontiguousarray(np.asarray(restype.cpu() if torch.is_tensor(restype) else restype, dtype=np.int64))
+    return _host_tables(rt.tobytes(), tuple(tuple(int(x) for x in p) for p in bonded), torch.device(device))
 
 
 def _turn(pos: torch.Tensor, res: torch.Tensor, chi1: torch.Tensor) -> torch.Tensor:
@@ -86,7 +110,7 @@ def pair_costs(pos: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
     R = pos.shape[0]
     if len(pairs) == 0:
         return pos.new_zeros(R, 0)
-    grid = torch.deg2rad(_GRID.to(pos))
+    grid = torch.deg2rad(on_device(_GRID, pos.device, pos.dtype))
     chi = grid.expand(R, len(pairs), -1)
     sg_i, sg_j = _turn(pos, pairs[:, 0], chi), _turn(pos, pairs[:, 1], chi)  # [R, P, G, 3]
     cb_i, cb_j = pos[:, pairs[:, 0], _CB], pos[:, pairs[:, 1], _CB]
@@ -169,7 +193,7 @@ def _environment(pos: torch.Tensor, restype: torch.Tensor, res: torch.Tensor, sk
     nbr = d.topk(k, dim=-1, largest=False).indices  # [R, C, k]
     atoms = torch.gather(pos[:, None].expand(R, len(res), L, NUM_SLOTS, 3), 2,
                          nbr[..., None, None].expand(R, len(res), k, NUM_SLOTS, 3))
-    exists = torch.as_tensor(SLOT_MASK, device=pos.device)[restype][nbr]  # [R, C, k, 14]
+    exists = on_device(SLOT_MASK, pos.device)[restype][nbr]  # [R, C, k, 14]
     keep = exists & (nbr != res[None, :, None])[..., None] & (nbr != skip[None, :, None])[..., None]
     return atoms.flatten(2, 3), keep.flatten(2)
 
@@ -199,31 +223,35 @@ def _build_pairs(pos: torch.Tensor, restype: torch.Tensor, pairs: torch.Tensor) 
         k = cost.flatten(2).argmin(-1)  # [R, P]
         return (torch.gather(chi_i, 2, (k // G)[..., None])[..., 0], torch.gather(chi_j, 2, (k % G)[..., None])[..., 0])
 
-    grid = torch.deg2rad(_GRID.to(pos)).expand(R, P, -1)
+    grid = torch.deg2rad(on_device(_GRID, pos.device, pos.dtype)).expand(R, P, -1)
     ci, cj = best(grid, grid)
-    fine = torch.deg2rad(_FINE.to(pos))
+    fine = torch.deg2rad(on_device(_FINE, pos.device, pos.dtype))
     ci, cj = best(ci[..., None] + fine, cj[..., None] + fine)
     out = pos.clone()
     out[:, res, _SG] = _turn(pos, res, torch.cat([ci, cj], 1)[..., None])[:, :, 0]
     return out
 
 
-def _keep_apart(pos: torch.Tensor, restype: torch.Tensor, free: torch.Tensor, cys: torch.Tensor) -> torch.Tensor:
+def _keep_apart(pos: torch.Tensor, restype: torch.Tensor, free: torch.Tensor, cys: torch.Tensor,
+                apart: dict) -> torch.Tensor:
     """Turn the SG of each unbonded Cys of ``free`` [F] that lies within APART of another Cys SG (any of ``cys``)
     to the χ1 of the 5° grid that clears Cys SG and neighbours best, nearest its own χ1 on ties; rows without such
-    a contact keep their SG."""
+    a contact keep their SG. apart: the index tensors of each free Cys (:func:`_host_tables`)."""
     R = pos.shape[0]
-    sg = pos[:, cys, _SG]  # [R, C, 3]
-    close = (torch.cdist(sg, sg) < APART) & ~torch.eye(len(cys), dtype=torch.bool, device=pos.device)
-    touched = cys[close.any(-1).any(0)]  # the Cys with a close SG in some row (one host read)
-    free = free[torch.isin(free, touched)]
-    if len(free) == 0:  # the usual case: nothing to turn, no neighbour search
-        return pos
-    grid = torch.deg2rad(_GRID.to(pos))
+    if not resident.current().static:  # on the CPU: only the Cys with a close SG in some row (one host read)
+        sg = pos[:, cys, _SG]  # [R, C, 3]
+        close = (torch.cdist(sg, sg) < APART) & ~torch.eye(len(cys), dtype=torch.bool, device=pos.device)
+        touched = cys[close.any(-1).any(0)]
+        free = free[torch.isin(free, touched)]
+        if len(free) == 0:  # the usual case: nothing to turn, no neighbour search
+            return pos
+        free_list = free.tolist()
+    else:  # on a GPU every free Cys is looked at: a Cys whose SG is clear in every row keeps it, as ``near`` says
+        free_list = list(apart)
+    grid = torch.deg2rad(on_device(_GRID, pos.device, pos.dtype))
     env, keep = _environment(pos, restype, free, torch.full_like(free, -1))
-    for c in range(len(free)):
-        r = free[c:c + 1]
-        others = cys[cys != r[0]]
+    for c, f in enumerate(free_list):
+        r, others = apart[f]
         sg_o = pos[:, others, _SG]  # [R, O, 3]
         near = ((pos[:, r, _SG] - sg_o).norm(dim=-1) < APART).any(-1)  # [R]
         cand = _turn(pos, r, grid.expand(R, 1, -1))  # [R, 1, G, 3]
@@ -233,27 +261,23 @@ def _keep_apart(pos: torch.Tensor, restype: torch.Tensor, free: torch.Tensor, cy
         score = score + 1e-3 * (1 - torch.cos(grid[None] - _chi1(pos, r)))  # the nearest χ1 wins ties
         pick = cand[torch.arange(R, device=pos.device), 0, score.argmin(-1)]  # [R, 3]
         pos = pos.clone()
-        pos[:, r[0], _SG] = torch.where(near[:, None], pick, pos[:, r[0], _SG])
+        pos[:, f, _SG] = torch.where(near[:, None], pick, pos[:, f, _SG])
     return pos
 
 
 def build(pos: torch.Tensor, restype, bonded) -> torch.Tensor:
     """Rows ``pos`` [..., L, 14, 3] with the SG of every Cys placed: the pairs ``bonded`` (residue index pairs) at
     the disulfide geometry, the SG of every other Cys kept :data:`APART` from all Cys SG. Other atoms unchanged."""
-    rt = torch.as_tensor(restype, device=pos.device)
-    cys = cys_index(rt)
+    cys, pairs, free, _, apart = _tables(restype, bonded, pos.device)
     if len(cys) == 0:
         return pos
+    rt = on_device(restype, pos.device) if not torch.is_tensor(restype) else restype.to(pos.device)
     shape = pos.shape
     flat = pos.reshape(-1, *shape[-3:])
-    pairs = torch.as_tensor(list(bonded), dtype=torch.long, device=pos.device).reshape(-1, 2)
     if len(pairs):
         flat = _build_pairs(flat, rt, pairs)
-    in_bond = torch.zeros(len(rt), dtype=torch.bool, device=pos.device)
-    in_bond[pairs.flatten()] = True
-    free = cys[~in_bond[cys]]
     if len(free) and len(cys) > 1:
-        flat = _keep_apart(flat, rt, free, cys)
+        flat = _keep_apart(flat, rt, free, cys, apart)
     return flat.reshape(shape)
 
 
@@ -261,16 +285,16 @@ def disagreements(pos: torch.Tensor, restype, bonded) -> torch.Tensor:
     """Which rows ``pos`` [R, L, 14, 3] (as the model built them, before :func:`build`) disagree with the topology
     ``bonded``: a bonded pair whose geometry costs more than :data:`COST_MAX`, or a pair of unbonded Cys within
     reach that costs at most that. [R] bool."""
-    rt = torch.as_tensor(restype, device=pos.device)
+    _, pairs, _, open_pairs, _ = _tables(restype, bonded, pos.device)
     R = pos.shape[0]
     out = torch.zeros(R, dtype=torch.bool, device=pos.device)
-    pairs = torch.as_tensor(list(bonded), dtype=torch.long, device=pos.device).reshape(-1, 2)
     if len(pairs):
         out |= (pair_costs(pos, pairs) > COST_MAX).any(-1)
-    in_bond = torch.zeros(len(rt), dtype=torch.bool, device=pos.device)
-    in_bond[pairs.flatten()] = True
-    cand = candidate_pairs(pos[:, :, _CA], rt)
-    cand = cand[~in_bond[cand[:, 0]] & ~in_bond[cand[:, 1]]]
-    if len(cand):
-        out |= (pair_costs(pos, cand) <= COST_MAX).any(-1)
+    if len(open_pairs):  # the pairs of unbonded Cys whose CAs come within reach in some row
+        ca = pos[:, :, _CA]
+        reach = ((ca[:, open_pairs[:, 0]] - ca[:, open_pairs[:, 1]]).norm(dim=-1) <= CA_REACH).any(0)  # [Q]
+        cand = resident.current().select("disulfide_reach", reach)
+        if not cand.surely_empty:
+            ok = pair_costs(pos, open_pairs[cand.idx]) <= COST_MAX  # [R, slots]
+            out |= (ok if cand.valid is None else ok & cand.valid).any(-1)
     return out

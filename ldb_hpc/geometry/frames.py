@@ -38,7 +38,7 @@ _COLLINEAR = 1e-3
 def _least_aligned_axis(x: torch.Tensor) -> torch.Tensor:
     """[..., 3] → the global unit axis (e_x, e_y or e_z) with the smallest |component| of x, [..., 3]."""
     k = x.abs().argmin(dim=-1)
-    return torch.nn.functional.one_hot(k, 3).to(x.dtype)
+    return (k[..., None] == torch.arange(3, device=x.device)).to(x.dtype)  # one-hot without one_hot's range check
 
 
 def basis_from_two_vectors(x_vec: torch.Tensor, y_hint: torch.Tensor) -> torch.Tensor:

@@ -22,8 +22,10 @@ import torch
 
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.chem.ideal_geometry import ideal_geometry
+from ldb_hpc.geometry import resident
 from ldb_hpc.geometry.builder import nerf
 from ldb_hpc.geometry.frames import basis_from_two_vectors
+from ldb_hpc.geometry.resident import Subset, on_device
 from ldb_hpc.geometry.vectors import bond_angle, dihedral
 
 CIS_MAX_CA_CA = 3.3  # Å: trans peptides have CA–CA 3.80 ± 0.05 Å, cis ones 2.8–3.2 Å
@@ -136,6 +138,7 @@ def is_cis(links: LinkGeometry) -> torch.Tensor:
     return links.linked & (links.ca_ca < CIS_MAX_CA_CA)
 
 
+@functools.lru_cache(maxsize=4)
 def _cis_internal(trans_unit: torch.Tensor) -> tuple:
     """Bond lengths and angles (float64) of the trans template [3, 3]: |CA–C|, |C–N|, |N–CA|, |C–O|, ∠CA–C–N,
     ∠C–N–CA, ∠CA–C–O, and the side of C (sign of its y)."""
@@ -193,13 +196,13 @@ def cis_units(trans_unit: torch.Tensor, ca_ca: torch.Tensor) -> torch.Tensor:
     loc = lambda p, origin: torch.stack([((p - origin) * ex).sum(-1), ((p - origin) * ey).sum(-1)], -1)  # noqa: E731
     c2, o2, n2 = loc(torch.zeros_like(ca_i), ca_i), loc(o, ca_i), loc(n, ca_j)
     flip = (c2[:, 1] * geo[7] < 0)[:, None]
-    sgn = torch.tensor([1.0, -1.0], dtype=torch.float64, device=d.device)
+    sgn = on_device(_SIGNS, d.device, torch.float64)
     c2, o2, n2 = (torch.where(flip, v * sgn, v) for v in (c2, o2, n2))
     z = torch.zeros_like(d)[:, None]
     return torch.stack([torch.cat([v, z], -1) for v in (c2, o2, n2)], -2).to(trans_unit.dtype)
 
 
-def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: torch.Tensor, flagged: torch.Tensor,
+def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: torch.Tensor, flagged: Subset,
             cis: torch.Tensor, units: PeptideUnits, step_deg: float = 5.0) -> PeptideUnits:
     """Turn the ``flagged`` peptide units [..., L-1] to the rotation (a 5° grid around the given α; any rotation
     for cis units, within ±90° for trans ones) that gives the two residues each joins the most nearly ideal N–CA–C
@@ -208,15 +211,17 @@ def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: to
     clear of the O and N of the non-local units with the nearest CAs (:func:`_far_cost`). A
     cis unit's α is poorly predicted (rare in training) and a wrong one folds N onto C; two sampled trans units
     can put consecutive O atoms on top of each other. Ties go to the given α.
+    flagged: the units to turn, flat indices over cis's shape [..., L-1] (ldb_hpc.geometry.resident).
     unit: [..., L-1, 3, 3] the template of each link. Returns the new units."""
     c_u, o_u, n_u = units
     a_ncac = _ideal_backbone()[2]
-    idx = flagged.nonzero(as_tuple=True)  # batch indices..., link j
+    idx = resident.unravel(flagged.idx, alpha.shape)  # batch indices..., link j
+    flagged_shape = alpha.shape
     j = idx[-1]
-    L1 = flagged.shape[-1]
+    L1 = flagged_shape[-1]
     grid = torch.deg2rad(torch.arange(-180.0, 180.0, step_deg, dtype=ca.dtype, device=ca.device))  # [G]
     a = alpha[idx][:, None] + grid  # [P, G]
-    too_far = ~cis.expand(flagged.shape)[idx][:, None] & (grid.abs() > math.radians(90.0))[None]  # [P, G]
+    too_far = ~cis.expand(flagged_shape)[idx][:, None] & (grid.abs() > math.radians(90.0))[None]  # [P, G]
     Uc = unit_frame(links.R[idx][:, None].expand(-1, len(grid), -1, -1), a)  # [P, G, 3, 3]
     ca_i, ca_j = ca[idx[:-1] + (j,)], ca[idx[:-1] + (j + 1,)]  # [P, 3]
     c_c = ca_i[:, None] + torch.einsum("pgij,pj->pgi", Uc, unit[idx][:, 0])
@@ -265,13 +270,14 @@ def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: to
     a_best = a.gather(-1, best[:, None])[:, 0]
     U = unit_frame(links.R[idx], a_best)
     c_u, o_u, n_u = c_u.clone(), o_u.clone(), n_u.clone()
-    c_u[idx] = ca_i + torch.einsum("pij,pj->pi", U, unit[idx][:, 0])
-    o_u[idx] = ca_i + torch.einsum("pij,pj->pi", U, unit[idx][:, 1])
-    n_u[idx] = ca_j + torch.einsum("pij,pj->pi", U, unit[idx][:, 2])
+    c_u[idx] = flagged.blend(ca_i + torch.einsum("pij,pj->pi", U, unit[idx][:, 0]), c_u[idx])
+    o_u[idx] = flagged.blend(ca_i + torch.einsum("pij,pj->pi", U, unit[idx][:, 1]), o_u[idx])
+    n_u[idx] = flagged.blend(ca_j + torch.einsum("pij,pj->pi", U, unit[idx][:, 2]), n_u[idx])
     return PeptideUnits(c_u, o_u, n_u)
 
 
 FAR_LINKS = 3  # units at least this many links apart (or in other segments) are "non-local" to each other
+_SIGNS = np.array([1.0, -1.0])
 _FAR_NEAREST = 8  # the non-local units a settling candidate is scored against: those with the nearest CAs
 
 
@@ -332,11 +338,14 @@ def backbone_from_angles(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Ten
     # A link whose CAs are closer than CIS_MAX_CA_CA is a cis peptide (ω ≈ 0, CA–CA ≈ 2.9 Å): it gets the cis
     # unit, with the same bond lengths and angles, so its bonds stay ideal too.
     cis = is_cis(links)  # [..., L-1]
-    trans_unit = template.trans_unit.to(ca.device)
+    trans_unit = on_device(template.trans_unit, ca.device)
     unit = trans_unit.to(dtype).expand(*cis.shape, 3, 3)
-    if bool(cis.any()):
-        unit = unit.clone()
-        unit[cis] = cis_units(trans_unit, links.ca_ca[cis]).to(dtype)
+    selector = resident.current()
+    some = selector.select("cis", cis)
+    if not some.surely_empty:
+        flat = unit.reshape(-1, 3, 3).clone()
+        some.put(flat, cis_units(template.trans_unit, links.ca_ca.reshape(-1)[some.idx]).to(dtype))
+        unit = flat.reshape(*cis.shape, 3, 3)
     units = PeptideUnits(c=ca_i + torch.einsum("...ij,...j->...i", U, unit[..., 0, :]),
                          o=ca_i + torch.einsum("...ij,...j->...i", U, unit[..., 1, :]),
                          n=ca_j + torch.einsum("...ij,...j->...i", U, unit[..., 2, :]))
@@ -359,9 +368,10 @@ def backbone_from_angles(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Ten
             bad = torch.cat([bad[..., :2], bad[..., 2:] | pair2], -1)
             bad = torch.cat([bad[..., :-2] | pair2, bad[..., -2:]], -1)
         bad = bad | _far_contacts(units, linked)  # and every unit of a non-local carbonyl contact
-        if not bool(bad.any()):
+        flagged = selector.select("settle", bad.expand(alpha.shape))
+        if flagged.surely_empty:
             break
-        units = _settle(ca, links, alpha, unit, bad, cis, units)
+        units = _settle(ca, links, alpha, unit, flagged, cis, units)
     c_u, o_u, n_u = units
     # Chain-end atoms with ideal bond geometry: N(i) at ψ(i) for a link with no residue before it,
     # C(i+1) at φ(i+1) for a link with no residue after it.
@@ -376,14 +386,13 @@ def backbone_from_angles(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Ten
     n = torch.where(has_before[:, None], pad(n_u, True), pad(n_start, False))
     c = torch.where(has_after[:, None], pad(c_u, False), pad(c_end, True))
     o = pad(o_u, False)
-    o_tors = torch.where(has_after, dihedral(n, ca, c, o), template.o_torsion_end.to(device=ca.device, dtype=dtype))
+    o_tors = torch.where(has_after, dihedral(n, ca, c, o), on_device(template.o_torsion_end, ca.device, dtype))
     lone = ~has_before & ~has_after
-    if bool(lone.any()):
-        sn, sc, so = singleton_backbone(ca)
-        n = torch.where(lone[:, None], sn, n)
-        c = torch.where(lone[:, None], sc, c)
-        o = torch.where(lone[:, None], so, o)
-        o_tors = torch.where(lone, dihedral(n, ca, c, o), o_tors)
+    sn, sc, so = singleton_backbone(ca)  # for one-residue segments (computed for all: no read-back of ``lone``)
+    n = torch.where(lone[:, None], sn, n)
+    c = torch.where(lone[:, None], sc, c)
+    o = torch.where(lone[:, None], so, o)
+    o_tors = torch.where(lone, dihedral(n, ca, c, o), o_tors)
     return Backbone(n, c, o, o_tors)
 
 
@@ -391,7 +400,7 @@ def singleton_backbone(ca: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     """Backbone of one-residue segments: ideal N, C and an ideal trans O, in a fixed orientation.
     ca [..., L, 3] Å → (n, c, o) [..., L, 3] Å."""
     geo = ideal_geometry()
-    fl = torch.as_tensor(geo.frame_local[rc.UNK], dtype=ca.dtype, device=ca.device)  # [3, 3] N, CA, C
+    fl = on_device(geo.frame_local, ca.device, ca.dtype)[rc.UNK]  # [3, 3] N, CA, C
     n = ca + fl[0]
     c = ca + fl[2]
     # O in the N–CA–C plane, anti to N, with the ideal C=O length.

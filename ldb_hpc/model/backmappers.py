@@ -16,6 +16,7 @@ import torch
 
 from ldb_hpc.chem.protein import Residues
 from ldb_hpc.errors import InputError
+from ldb_hpc.geometry.resident import on_device
 
 
 class IdealBackmapper:
@@ -50,8 +51,8 @@ class IdealBackmapper:
         from ldb_hpc.model.ideal import backmap_ideal
 
         with torch.no_grad():
-            pos = backmap_ideal(ca, torch.as_tensor(residues.restype, device=ca.device),
-                                torch.as_tensor(residues.segment, device=ca.device),
+            pos = backmap_ideal(ca, on_device(residues.restype, ca.device),
+                                on_device(residues.segment, ca.device),
                                 self.tables)
         return pos[:, None].expand(-1, samples, -1, -1, -1)
 
@@ -89,8 +90,8 @@ class LDBBackmapper:
         """``pack=False``: without the clash repair (a caller that moves side chains after, and repairs then)."""
         temp = self.temperature if temperature is None else temperature
         with torch.no_grad():
-            return self.model.sample(ca.float(), torch.as_tensor(residues.restype, device=ca.device),
-                                     torch.as_tensor(residues.segment, device=ca.device),
+            return self.model.sample(ca.float(), on_device(residues.restype, ca.device),
+                                     on_device(residues.segment, ca.device),
                                      frame_index.long(), samples=samples, seed=seed, steps=self.steps,
                                      temperature=temp, pack=pack)
 

@@ -16,6 +16,7 @@ import torch
 
 from ldb_hpc.chem.residues import NUM_RESTYPES
 from ldb_hpc.geometry.frames import ca_trace_frames, virtual_angles
+from ldb_hpc.geometry.resident import on_device
 
 OFFSETS = (-2, -1, 0, 1, 2)
 NODE_DIM = NUM_RESTYPES + 6 * len(OFFSETS) + 2
@@ -66,7 +67,7 @@ def featurize(ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor, k:
     """Graph features of CA traces. ca [B, L, 3] Å (float32); restype [L] long; segment [L] long."""
     B, L, _ = ca.shape
     dev, dt = ca.device, ca.dtype
-    onehot = torch.nn.functional.one_hot(restype, NUM_RESTYPES).to(dt).expand(B, L, NUM_RESTYPES)
+    onehot = (restype[:, None] == torch.arange(NUM_RESTYPES, device=dev)).to(dt).expand(B, L, NUM_RESTYPES)
     ang, amask = virtual_angles(ca, segment)  # [B, L, 2], [L, 2]
     am = amask.to(dt)
     trig = torch.stack([torch.cos(ang[..., 0]), torch.sin(ang[..., 0]), torch.cos(ang[..., 1]),
@@ -90,7 +91,7 @@ def featurize(ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor, k:
     rel = ca_j - ca[:, :, None]
     local = torch.einsum("blji,blkj->blki", R, rel) / 10.0
     dist = rel.norm(dim=-1, keepdim=True)
-    rbf = torch.exp(-((dist - RBF_CENTRES.to(dev, dt)) / 2.0) ** 2)
+    rbf = torch.exp(-((dist - on_device(RBF_CENTRES, dev, dt)) / 2.0) ** 2)
     i = torch.arange(L, device=dev)[None, :, None]
     sep = (nbr - i).to(dt)
     same = (segment[nbr] == segment[i]).to(dt)

@@ -19,6 +19,8 @@ import torch
 
 from ldb_hpc import ops
 from ldb_hpc.chem import residues as rc
+from ldb_hpc.geometry import resident
+from ldb_hpc.geometry.resident import on_device
 from ldb_hpc.model.features import knn
 
 
@@ -43,7 +45,7 @@ def residue_centres(pos: torch.Tensor, restype: torch.Tensor) -> torch.Tensor:
     """Mean of each residue's atoms, [..., L, 3] Å from pos [..., L, 14, 3] (restype [L]). Neighbour lists for
     clashes come from these, not from CAs: two long side chains (Phe, Trp, Arg) can touch with their CAs 11 Å
     apart, beyond the 28 nearest CAs."""
-    m = torch.as_tensor(rc.SLOT_MASK, device=pos.device)[restype].to(pos.dtype)  # [L, 14]
+    m = on_device(rc.SLOT_MASK, pos.device, pos.dtype)[restype]  # [L, 14]
     return (pos * m[..., None]).sum(-2) / m.sum(-1)[..., None]
 
 
@@ -79,7 +81,7 @@ def repack(pos: torch.Tensor, ca, n, c, o_torsion, chi, restype, segment, k: int
         return pos
     dev = pos.device
     nbr_flat, adj_flat, restype_flat = clash_graph(pos, restype, segment, k)
-    n_chi = torch.as_tensor(rc.CHI_MASK, device=dev)[restype].sum(-1)  # [L]
+    n_chi = on_device(rc.CHI_MASK, dev)[restype].sum(-1)  # [L]
     movable = (n_chi > 0) & (restype != rc.RESTYPE_INDEX["PRO"])
     chi = chi.clone()
     pos = pos.clone()
@@ -88,37 +90,38 @@ def repack(pos: torch.Tensor, ca, n, c, o_torsion, chi, restype, segment, k: int
         """Which of the flat residue rows have a counted pair closer than the trigger now."""
         return ops.clash_flags(pos.reshape(B * L, rc.NUM_SLOTS, 3), rows, nbr_flat, adj_flat, restype_flat, trigger)
 
-    # One full check; afterwards only the residues found clashing are looked at again. A move is scored against
-    # the neighbours' current atoms, so it does not trade one clash for a new one unless nothing is better.
-    rows = torch.arange(B * L, device=dev)
-    rows = rows[movable.repeat(B)]
-    rows = rows[clashing(rows)]
+    # One full check; afterwards only the residues found clashing are looked at again (compacted on the CPU, a
+    # fixed set of slots on a GPU: ldb_hpc.geometry.resident). A move is scored against the neighbours' current
+    # atoms, so it does not trade one clash for a new one unless nothing is better.
+    every = torch.arange(B * L, device=dev)
+    rows = resident.current().select("repack", movable.repeat(B) & clashing(every))
     # Every round runs in two halves (even, then odd residue numbers), so that two clashing neighbours do not
     # both jump at once into each other's new place.
     for (ch_a, ch_b, deltas), parity in ((r, p) for r in _ROUNDS for p in (0, 1)):
-        if rows.numel() == 0:
+        if rows.surely_empty:
             break
-        rows = rows[clashing(rows)]
-        sel = rows[(rows % L) % 2 == parity]
-        if sel.numel() == 0:
+        rows = rows.keep(clashing(rows.idx))
+        sel = rows.keep((rows.idx % L) % 2 == parity)
+        if sel.surely_empty:
             continue
-        b_idx, l_idx = sel // L, sel % L
+        b_idx, l_idx = sel.idx // L, sel.idx % L
         rt = restype[l_idx]
-        deltas = deltas.to(dev, pos.dtype)
+        deltas = on_device(deltas, dev, pos.dtype)
         cand_chi = chi[b_idx, l_idx][None].repeat(len(deltas), 1, 1)  # [K, M, 4]
         cand_chi[..., ch_a] += deltas[:, None, 0] * (n_chi[l_idx] > ch_a).to(pos.dtype)
         cand_chi[..., ch_b] += deltas[:, None, 1] * (n_chi[l_idx] > ch_b).to(pos.dtype)
         atoms = ops.atoms_from_backbone(n[b_idx, l_idx].expand(len(deltas), -1, -1),
-                                    ca[b_idx, l_idx].expand(len(deltas), -1, -1),
-                                    c[b_idx, l_idx].expand(len(deltas), -1, -1),
-                                    o_torsion[b_idx, l_idx].expand(len(deltas), -1), cand_chi, rt)  # [K, M, 14, 3]
-        score = ops.clash_score(atoms, pos.reshape(B * L, rc.NUM_SLOTS, 3), sel, nbr_flat, adj_flat, restype_flat,
-                                _CONTACT)  # [K, M]
+                                        ca[b_idx, l_idx].expand(len(deltas), -1, -1),
+                                        c[b_idx, l_idx].expand(len(deltas), -1, -1),
+                                        o_torsion[b_idx, l_idx].expand(len(deltas), -1), cand_chi, rt)  # [K, M, 14, 3]
+        score = ops.clash_score(atoms, pos.reshape(B * L, rc.NUM_SLOTS, 3), sel.idx, nbr_flat, adj_flat,
+                                restype_flat, _CONTACT)  # [K, M]
         score[0] -= _KEEP_BONUS
         best = score.argmin(0)  # [M]
         pick = torch.arange(len(sel), device=dev)
-        upd = pos[b_idx, l_idx].clone()
+        old = pos[b_idx, l_idx]
+        upd = old.clone()
         upd[:, 5:] = atoms[best, pick][:, 5:]
-        pos[b_idx, l_idx] = upd
-        chi[b_idx, l_idx] = cand_chi[best, pick]
+        pos[b_idx, l_idx] = sel.blend(upd, old)
+        chi[b_idx, l_idx] = sel.blend(cand_chi[best, pick], chi[b_idx, l_idx])
     return pos

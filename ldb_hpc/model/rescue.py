@@ -25,7 +25,9 @@ import torch
 
 from ldb_hpc import ops
 from ldb_hpc.chem import residues as rc
+from ldb_hpc.geometry import resident
 from ldb_hpc.geometry.builder import measure_torsions
+from ldb_hpc.geometry.resident import on_device
 from ldb_hpc.model.packing import clash_graph
 
 _STAGGERED = (-60.0, 60.0, 180.0)
@@ -39,10 +41,11 @@ _HARD_CONTACT, _HARD = 1.3, 1000.0  # Å, weight: a pair below the 1.2 Å clash 
 # number of softer contacts, so a rotamer without one wins wherever one exists
 
 
+@functools.lru_cache(maxsize=8)
 def _grids(dev, dtype) -> dict:
     """Rotamer grids in radians, [G, 4] (unused channels 0): per number of χ angles n (1..4), χ1 staggered and
     χ2..χ4 staggered or eclipsed-planar (aromatic and amide χ2 sit near ±90° / 0°); key "pro": χ1 from −40°
-    to 40° across both ring puckers (the ring closure sets χ2)."""
+    to 40° across both ring puckers (the ring closure sets χ2). Made once per device and dtype (read only)."""
     out = {}
     for n in range(1, 5):
         values = [_STAGGERED] + [_STAGGERED + _PLANAR] * (n - 1)
@@ -79,7 +82,7 @@ def _self_pairs() -> torch.Tensor:
 def self_overlap(atoms: torch.Tensor, restype: torch.Tensor, cutoff: float) -> torch.Tensor:
     """Σ relu(cutoff − d)² over a residue's own atom pairs at least four bonds apart with one atom beyond CB
     (:func:`_self_pairs`). atoms [..., M, 14, 3] Å; restype [M] → [..., M]."""
-    pairs = _self_pairs().to(atoms.device)[restype]  # [M, 14, 14]
+    pairs = on_device(_self_pairs(), atoms.device)[restype]  # [M, 14, 14]
     d = (atoms[..., :, None, :] - atoms[..., None, :, :]).norm(dim=-1)  # [..., M, 14, 14]
     return (torch.relu(cutoff - d) ** 2 * pairs).sum((-1, -2))
 
@@ -94,7 +97,7 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
     if L < 1:
         return pos
     dev, dt = pos.device, pos.dtype
-    n_chi = torch.as_tensor(rc.CHI_MASK, device=dev)[restype].sum(-1)  # [L]
+    n_chi = on_device(rc.CHI_MASK, dev)[restype].sum(-1)  # [L]
     is_pro = restype == rc.RESTYPE_INDEX["PRO"]
     group = torch.where(is_pro, 0, n_chi)  # 0: proline (its pucker), 1..4: number of χ angles
     movable = n_chi > 0
@@ -103,12 +106,14 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
         nbr_flat, adj_flat, _ = graph
     restype_flat = restype.repeat(B)
     flat = pos.reshape(B * L, rc.NUM_SLOTS, 3).clone()
+    selector = resident.current()
 
-    def severe_rows(rows: torch.Tensor, cut: float) -> torch.Tensor:
+    def flagged_at(rows: torch.Tensor, cut: float) -> torch.Tensor:
+        """[len(rows)] bool: the flat rows ``rows`` that have a counted pair closer than ``cut`` Å."""
         bad = self_overlap(flat[rows], restype_flat[rows], cut) > 0
         if graph is not None:
             bad |= ops.clash_flags(flat, rows, nbr_flat, adj_flat, restype_flat, cut)
-        return rows[bad]
+        return bad
 
     def score(atoms: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
         s = 4.0 * self_overlap(atoms, restype_flat[sel], _SELF_CONTACT)
@@ -121,24 +126,23 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
         return s
 
     grids = _grids(dev, dt)
-    steps = torch.deg2rad(torch.tensor([-30.0, -15.0, 0.0, 15.0, 30.0], dtype=dt, device=dev))
-    local = torch.zeros(25, 4, dtype=dt, device=dev)
-    local[:, 0], local[:, 1] = steps.repeat_interleave(5), steps.repeat(5)
+    local = _local_turns(dev, dt)
 
-    def sweep(rows: torch.Tensor, full: bool) -> None:
+    def sweep(rows: resident.Subset, full: bool, name: str) -> None:
         """Gauss–Seidel over each frame's flagged residues ``rows`` (sorted): the r-th flagged residue of every
         frame moves in step r, scored against the others' current atoms (two overlapping side chains never jump
         at once into each other's new place). Candidates: the current side chain, prolines' ring puckers, and for
         the others small turns of χ1/χ2 around the current side chain plus, when ``full``, the rotamer grid."""
-        frame = rows // L
-        first = torch.searchsorted(frame, frame, right=False)  # rows are sorted: index of the frame's first row
-        rank = torch.arange(len(rows), device=dev) - first
-        for r in range(int(rank.max()) + 1):
-            step_rows = rows[rank == r]
+        rank = _frame_rank(rows, L)
+        if rows.valid is not None:  # static: invalid slots do not count
+            rank = torch.where(rows.valid, rank, -1)
+        # one step per flagged residue of the busiest frame
+        for r in range(selector.steps(f"{name}.steps", rank.max() + 1)):
             for grp in range(5):  # one vectorised batch per grid: proline, then 1..4 χ angles
-                sel = step_rows[group[step_rows % L] == grp]
-                if sel.numel() == 0:
+                sub = selector.within(f"{name}.group{grp}", rows, (rank == r) & (group[rows.idx % L] == grp))
+                if sub.surely_empty:
                     continue
+                sel = sub.idx
                 if grp:  # small turns of χ1/χ2 around the current side chain (a near miss needs only those)
                     now = measure_torsions(flat[sel], restype_flat[sel])[0][:, 1:]  # [M, 4]
                     cand = now[None] + local[:, None, :]
@@ -149,33 +153,65 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
                 G = cand.shape[0]
                 bb = lambda x, sel=sel, G=G: x.reshape(B * L, *x.shape[2:])[sel].expand(G, *[-1] * (x.dim() - 1))  # noqa: E731
                 grid_atoms = ops.atoms_from_backbone(bb(n), bb(ca), bb(c), bb(o_torsion), cand, restype_flat[sel])
-                atoms = torch.cat([flat[sel][None], grid_atoms])  # [1 + G, M, 14, 3]: the current side chain first
+                current = flat[sel]
+                atoms = torch.cat([current[None], grid_atoms])  # [1 + G, M, 14, 3]: the current side chain first
                 total = score(atoms, sel)
                 best = total.argmin(0)  # ties: the current side chain wins
                 if not full:  # a small turn must win clearly: float noise (1e-5 Å) never flips a near tie
                     gain = total[0] - total[best, torch.arange(len(sel), device=dev)]
                     best = torch.where(gain > _MARGIN, best, torch.zeros_like(best))
                 pick = torch.arange(len(sel), device=dev)
-                flat[sel, 5:] = atoms[best, pick][:, 5:]
+                new = current.clone()
+                new[:, 5:] = atoms[best, pick][:, 5:]
+                sub.put(flat, new)
 
-    rows = torch.arange(B * L, device=dev)[movable.repeat(B)]
-    for _ in range(2):  # two sweeps with the whole grid over residues with a severe pair
-        rows = severe_rows(rows, severe)
-        if rows.numel() == 0:
+    every = torch.arange(B * L, device=dev)
+    movable_rows = movable.repeat(B)
+    rows = selector.select("severe", movable_rows & flagged_at(every, severe))
+    for k in range(2):  # two sweeps with the whole grid over residues with a severe pair
+        if k:
+            rows = selector.within("severe_again", rows, flagged_at(rows.idx, severe))
+        if rows.surely_empty:
             break
-        sweep(rows, full=True)
+        sweep(rows, full=True, name=f"sweep{k}")
     # Then one sweep of small turns (and proline puckers) over residues with a pair below ``near``: contacts
     # that do not break the 1.2 Å rule but put hydrogens onto each other (CASP12: pairs < 2.2 Å 58 → 37, RMSD
     # and χ1 unchanged within 0.001 Å / 0.1 point).
-    rows = severe_rows(torch.arange(B * L, device=dev)[movable.repeat(B)], near) if near > 0 else rows[:0]
-    if rows.numel():
-        sweep(rows, full=False)
+    if near > 0:
+        rows = selector.select("near", movable_rows & flagged_at(every, near))
+        if not rows.surely_empty:
+            sweep(rows, full=False, name="near_sweep")
     if graph is not None:
-        _turn_chain_start_n(flat, restype_flat, segment, B, nbr_flat, severe, score)
+        _turn_chain_start_n(flat, restype_flat, segment, B, nbr_flat, severe, score, selector)
     return flat.reshape(pos.shape)
 
 
-def _turn_chain_start_n(flat, restype_flat, segment, B: int, nbr_flat, severe: float, score) -> None:
+@functools.lru_cache(maxsize=8)
+def _local_turns(dev, dt) -> torch.Tensor:
+    """[25, 4] rad: χ1, χ2 turns of −30..30° in 15° steps (χ3, χ4 kept)."""
+    steps = torch.deg2rad(torch.tensor([-30.0, -15.0, 0.0, 15.0, 30.0], dtype=dt, device=dev))
+    local = torch.zeros(25, 4, dtype=dt, device=dev)
+    local[:, 0], local[:, 1] = steps.repeat_interleave(5), steps.repeat(5)
+    return local
+
+
+def _frame_rank(rows: "resident.Subset", L: int) -> torch.Tensor:
+    """[len(rows)]: each slot's place among the valid slots of its frame (frame = row // L), the r-th flagged
+    residue of a frame moving in step r. Slots are in non-decreasing row order; a repeated slot (a static
+    selector's spare) gets the rank of the slot it repeats."""
+    idx = rows.idx
+    frame = idx // L
+    if rows.valid is None:  # exact: every slot a distinct selected row
+        return torch.arange(len(idx), device=idx.device) - torch.searchsorted(frame, frame, right=False)
+    first_slot = torch.searchsorted(idx, idx, right=False)  # a repeat points at the slot it repeats
+    real = rows.valid & (first_slot == torch.arange(len(idx), device=idx.device))
+    before = torch.cumsum(real.long(), 0) - real.long()  # valid distinct slots before each slot
+    frame_start = torch.searchsorted(frame, frame, right=False)
+    return before[first_slot] - before[frame_start]
+
+
+def _turn_chain_start_n(flat, restype_flat, segment, B: int, nbr_flat, severe: float, score,
+                        selector: "resident.Selector") -> None:
     """The N of a segment's first residue hangs on the predicted chain-start ψ, which no side-chain move can
     fix: where it lies within ``severe`` Å of a neighbour's atom (e.g. on the ring of a following proline), turn
     it about the CA–C axis (15° grid; its side chain, built on N, is rebuilt with the same χ) to the position that
@@ -186,10 +222,7 @@ def _turn_chain_start_n(flat, restype_flat, segment, B: int, nbr_flat, severe: f
     start = torch.zeros(L, dtype=torch.bool, device=dev)
     start[:-1] = segment[1:] == segment[:-1]  # a first residue with a linked successor
     start[1:] &= segment[1:] != segment[:-1]
-    rows = torch.arange(B * L, device=dev)[start.repeat(B)]
-    if rows.numel() == 0:
-        return
-    exists = torch.as_tensor(rc.SLOT_MASK, device=dev)
+    exists = on_device(rc.SLOT_MASK, dev)
 
     def n_contacts(n_pos: torch.Tensor, sel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         d = (n_pos[..., None, None, :] - flat[nbr_flat[sel]]).norm(dim=-1)  # [..., M, k, 14]
@@ -197,11 +230,14 @@ def _turn_chain_start_n(flat, restype_flat, segment, B: int, nbr_flat, severe: f
         return d.flatten(-2).amin(-1), (_STEEP * torch.relu(_SEVERE_CONTACT - d) ** 2
                                         + _HARD * torch.relu(_HARD_CONTACT - d) ** 2).flatten(-2).sum(-1)
 
-    rows = rows[n_contacts(flat[rows, 0], rows)[0] < severe]
-    if rows.numel() == 0:
+    every = torch.arange(B * L, device=dev)
+    near = start.repeat(B) & (n_contacts(flat[:, 0], every)[0] < severe)
+    rows = selector.select("chain_start", near)
+    if rows.surely_empty:
         return
+    sel = rows.idx
     theta = torch.deg2rad(torch.arange(0.0, 360.0, 15.0, dtype=dt, device=dev))[:, None, None]  # [T, 1, 1]
-    ca, c, n = flat[rows, 1], flat[rows, 2], flat[rows, 0]
+    ca, c, n = flat[sel, 1], flat[sel, 2], flat[sel, 0]
     axis = (c - ca) / (c - ca).norm(dim=-1, keepdim=True)
     v = n - ca
     # Rodrigues: v turned by θ about the unit axis (θ = 0 first: the current N).
@@ -209,11 +245,11 @@ def _turn_chain_start_n(flat, restype_flat, segment, B: int, nbr_flat, severe: f
               + axis * (axis * v).sum(-1, keepdim=True) * (1 - torch.cos(theta)))
     n_new = ca + turned  # [T, M, 3]
     T = n_new.shape[0]
-    chi = measure_torsions(flat[rows], restype_flat[rows])[0][:, 1:]
-    o_t = torch.zeros(T, len(rows), dtype=dt, device=dev)  # O is restored below: the unit does not move
+    chi = measure_torsions(flat[sel], restype_flat[sel])[0][:, 1:]
+    o_t = torch.zeros(T, len(sel), dtype=dt, device=dev)  # O is restored below: the unit does not move
     atoms = ops.atoms_from_backbone(n_new, ca.expand(T, -1, -1), c.expand(T, -1, -1), o_t, chi.expand(T, -1, -1),
-                                    restype_flat[rows])
-    atoms[:, :, 1:4] = flat[rows][None, :, 1:4]
-    total = score(atoms, rows) + n_contacts(n_new, rows)[1]
+                                    restype_flat[sel])
+    atoms[:, :, 1:4] = flat[sel][None, :, 1:4]
+    total = score(atoms, sel) + n_contacts(n_new, sel)[1]
     best = total.argmin(0)
-    flat[rows] = atoms[best, torch.arange(len(rows), device=dev)]
+    rows.put(flat, atoms[best, torch.arange(len(sel), device=dev)])

@@ -21,6 +21,8 @@ import torch
 
 from ldb_hpc import ops
 from ldb_hpc.chem import residues as rc
+from ldb_hpc.geometry import resident
+from ldb_hpc.geometry.resident import on_device
 from ldb_hpc.geometry.vectors import dihedral
 
 # χ1 rotamer wells (g+, t, g−), rad: the classes of the χ1 mode head; a χ1 belongs to the nearest.
@@ -42,7 +44,7 @@ _CHI_MASK = torch.as_tensor(rc.CHI_MASK)  # [21, 4]
 
 def chi1_well(chi1: torch.Tensor) -> torch.Tensor:
     """Index (0 g+, 1 t, 2 g−) of the χ1 well nearest to each angle chi1 [...] rad."""
-    wells = CHI1_WELLS.to(chi1.device, chi1.dtype)
+    wells = on_device(CHI1_WELLS, chi1.device, chi1.dtype)
     return (1 - torch.cos(chi1[..., None] - wells)).argmin(-1)
 
 
@@ -50,9 +52,9 @@ def staggered_chi1(chi: torch.Tensor, restype: torch.Tensor) -> torch.Tensor:
     """χ [..., L, 4] rad with χ1 moved into its nearest well (restype [L]): to the centre for STAGGERED_CHI1, to
     within NEAR_WELL_DEG of it for NEAR_WELL_CHI1; other types and χ2..χ4 keep their values exactly."""
     chi1 = chi[..., 0]
-    centre = CHI1_WELLS.to(chi.device, chi.dtype)[chi1_well(chi1)]
+    centre = on_device(CHI1_WELLS, chi.device, chi.dtype)[chi1_well(chi1)]
     off = torch.remainder(chi1 - centre + math.pi, 2 * math.pi) - math.pi
-    w = _HALF_WIDTH.to(restype.device, chi.dtype)[restype]
+    w = on_device(_HALF_WIDTH, restype.device, chi.dtype)[restype]
     moved = off.abs() > w
     chi1 = torch.where(moved, centre + torch.where(off > 0, w, -w), chi1)
     return torch.cat([chi1[..., None], chi[..., 1:]], dim=-1)
@@ -66,30 +68,29 @@ def settle_chi1(pos: torch.Tensor, backbone: tuple, chi: torch.Tensor,
     residues whose χ1 moved are rebuilt (the builder is per residue); the others keep their atoms and angles
     exactly. Returns (positions, chi)."""
     new = staggered_chi1(chi, restype)
-    moved = (new[..., 0] != chi[..., 0]).reshape(-1)
-    if not bool(moved.any()):
+    moved = resident.current().select("chi1", new[..., 0] != chi[..., 0])
+    if moved.surely_empty:
         return pos, new
     lead = chi.shape[:-1]
-    rows = moved.nonzero()[:, 0]
+    rows = moved.idx
     take = lambda x, k: x.expand(*lead, *k).reshape(-1, *k)[rows]  # noqa: E731
     ca, n, c, o_t = (take(x, k) for x, k in zip(backbone, ((3,), (3,), (3,), ())))
     rt = take(restype, ())
     target = pos.reshape(-1, *pos.shape[-2:])[rows]
     sub = new.reshape(-1, 4)[rows]
     sub_pos = ops.atoms_from_backbone(n, ca, c, o_t, sub, rt)
-    mask = _CHI_MASK.to(rt.device)[rt]  # [M, 4]
-    slots = _CHI_SLOTS.to(rt.device)[rt]  # [M, 4, 4]
+    mask = on_device(_CHI_MASK, rt.device)[rt]  # [M, 4]
+    slots = on_device(_CHI_SLOTS, rt.device)[rt]  # [M, 4, 4]
     m = torch.arange(rt.shape[0], device=rt.device)
-    for k in range(1, 4):
-        if not bool(mask[:, k].any()):
-            continue
+    for k in range(1, 4):  # χ2..χ4 (a residue without χk keeps its angle: the rebuild changes none of its atoms)
         a, b, d, e = (x[m, slots[:, k, j]] for x, j in ((sub_pos, 0), (sub_pos, 1), (sub_pos, 2), (target, 3)))
         sub = torch.cat([sub[:, :k], torch.where(mask[:, k], dihedral(a, b, d, e), sub[:, k])[:, None],
                          sub[:, k + 1:]], dim=-1)
         sub_pos = ops.atoms_from_backbone(n, ca, c, o_t, sub, rt)
-    pos = pos.reshape(-1, *pos.shape[-2:]).index_copy(0, rows, sub_pos).reshape(pos.shape)
-    new = new.reshape(-1, 4).index_copy(0, rows, sub).reshape(new.shape)
-    return pos, new
+    flat_pos, flat_new = pos.reshape(-1, *pos.shape[-2:]).clone(), new.reshape(-1, 4).clone()
+    moved.put(flat_pos, sub_pos)
+    moved.put(flat_new, sub)
+    return flat_pos.reshape(pos.shape), flat_new.reshape(new.shape)
 
 
 def chi_from_modes(chi: torch.Tensor, logits: torch.Tensor, p_min: float) -> torch.Tensor:

@@ -8,13 +8,21 @@ count works on any device, CPU included, so a test on a CPU-only machine can hol
 - **syncs**: aten ops whose result the host must read or whose output size depends on data
   (``_local_scalar_dense`` — ``.item()``, ``int(t)``, ``bool(t)``, ``if t`` —, ``nonzero``, ``masked_select``,
   ``unique``, indexing with a boolean mask, ``repeat_interleave`` without an output size, ``equal``,
-  ``is_nonzero``) and the Python-level reads ``Tensor.numpy``, ``Tensor.tolist``, ``Tensor.cpu`` (a no-op on a
-  CPU tensor, a sync on a CUDA one: counted as the latter);
-- **uploads**: ``torch.from_numpy``, ``torch.as_tensor`` and ``torch.tensor`` (host data made a tensor: one copy
-  per call once the tensor moves to a GPU), plus ``aten.lift_fresh`` where torch.tensor reaches the dispatcher.
+  ``is_nonzero``) and the Python-level reads ``Tensor.tolist`` and ``Tensor.cpu`` (a no-op on a CPU tensor, a
+  sync on a CUDA one: counted as the latter; ``Tensor.numpy`` needs a host tensor, so a CUDA tensor goes through
+  ``.cpu()`` first and is counted there);
+- **uploads**: ``torch.as_tensor`` of host data onto a named device, and ``torch.tensor`` (it reaches the
+  dispatcher as ``aten.lift_fresh``): host data made a tensor, one copy per call once the tensor is on a GPU
+  (``torch.from_numpy`` and ``torch.as_tensor`` without a device only wrap host memory: the copy is the
+  ``.to(device)`` that follows, counted below). A 0-dim result is not counted: a GPU kernel takes it as an
+  argument, with no copy. And every ``Tensor.to`` that names a device (``x.to(dev)``, ``x.to(device=dev)``): on
+  the CPU it is a no-op, on a GPU it copies a host tensor (a table kept on the host) over the bus, so it is
+  counted as the latter.
 
 Each event is tallied by the first frame of ``ldb_hpc`` code on the stack (``file:line``), so a budget failure
-names the lines to fix. Meant for tests and gpu-check, never the production path (it slows every op down).
+names the lines to fix. Work marked :func:`ldb_hpc.geometry.resident.host_side` (on rows already read back,
+which a GPU run does on its CPU) is not counted. Meant for tests and gpu-check, never the production path (it
+slows every op down).
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ import sys
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from ldb_hpc.geometry.resident import on_host_side
 
 _aten = torch.ops.aten
 _SYNC_OPS = {
@@ -87,29 +97,49 @@ class HostTraffic(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if on_host_side():
+            return func(*args, **kwargs)
         if func in _SYNC_OPS and not (func is _aten.repeat_interleave.Tensor and kwargs.get("output_size")):
             self.sync_sites[_site()] += 1
         elif func in _INDEXING and _bool_index(args):
             self.sync_sites[_site()] += 1
-        elif func is _aten.lift_fresh.default:
+        elif func is _aten.lift_fresh.default and args[0].dim() > 0:  # a 0-dim tensor acts as a kernel argument
             self.upload_sites[_site()] += 1
         return func(*args, **kwargs)
 
-    def _wrap(self, owner, name: str, sites: collections.Counter) -> None:
+    def _wrap(self, owner, name: str, sites: collections.Counter, skip_tensors: bool = False) -> None:
         original = getattr(owner, name)
 
         def counted(*args, **kwargs):
-            sites[_site()] += 1
-            return original(*args, **kwargs)
+            out = original(*args, **kwargs)
+            if on_host_side():
+                return out
+            if name == "as_tensor" and ("device" not in kwargs or out.dim() == 0):
+                return out  # a wrap of host memory, or a scalar argument
+            if not (skip_tensors and args and isinstance(args[0], torch.Tensor)):
+                sites[_site()] += 1
+            return out
 
         setattr(owner, name, counted)
         self._stack.callback(setattr, owner, name, original)
 
+    def _wrap_to(self) -> None:
+        original = torch.Tensor.to
+        sites = self.upload_sites
+
+        def to(t, *args, **kwargs):
+            if not on_host_side() and ("device" in kwargs or any(isinstance(a, (torch.device, str)) for a in args)):
+                sites[_site()] += 1
+            return original(t, *args, **kwargs)
+
+        torch.Tensor.to = to
+        self._stack.callback(setattr, torch.Tensor, "to", original)
+
     def __enter__(self):
-        for name in ("numpy", "tolist", "cpu"):
+        for name in ("tolist", "cpu"):
             self._wrap(torch.Tensor, name, self.sync_sites)
-        for name in ("from_numpy", "as_tensor"):
-            self._wrap(torch, name, self.upload_sites)
+        self._wrap_to()
+        self._wrap(torch, "as_tensor", self.upload_sites, skip_tensors=True)
         return super().__enter__()
 
     def __exit__(self, *exc):
