@@ -178,3 +178,21 @@ def test_static_and_exact_paths_give_the_same_rows(job):
         logs[name] = (rows, contacts.report().rows, ss_log.count, ss_log.first)
     np.testing.assert_allclose(logs["static"][0], logs["exact"][0], atol=1e-4)
     assert logs["static"][1:] == logs["exact"][1:]
+
+
+def test_contact_precheck_flags_every_row_the_clash_rule_flags():
+    """The device pre-check (pairs < 1.21 Å that are not 1-2 or 1-3) flags a superset of the rows the exact clash
+    rule flags — on the ideal model's rows of the example, which keep real clashes — and only a few more."""
+    from ldb_hpc.engine.compute import Engine
+    from ldb_hpc.engine.job import Job
+    from ldb_hpc.geometry.contacts import close_rows
+
+    residues, ca, index = _batch_input(16)
+    rows = Engine(Job(model="ideal", batch_frames=16), selection="exact").rows(ca, residues, index)
+    exact = CloseContacts(residues)
+    exact.check(0, rows[..., :14, :])
+    named = {c.frame for c in exact.report().named}
+    flags = close_rows(torch.from_numpy(rows[:, 0, :, :14]), torch.as_tensor(residues.restype),
+                       torch.as_tensor(residues.segment)).numpy()
+    assert exact.rows > 0 and named <= set(np.nonzero(flags)[0])
+    assert flags.sum() == exact.rows  # nothing the rule leaves out is flagged here (bonds, angles)

@@ -12,7 +12,7 @@ import numpy as np
 
 from ldb_hpc.chem.hydrogens import Protonation
 from ldb_hpc.chem.protein import Residues
-from ldb_hpc.chem.residues import NUM_SLOTS, RESTYPE_INDEX, SLOT_MASK
+from ldb_hpc.chem.residues import NUM_SLOTS, RESTYPE_INDEX
 from ldb_hpc.engine.job import Job
 from ldb_hpc.errors import InputError
 from ldb_hpc.geometry.contacts import CloseContacts
@@ -163,8 +163,9 @@ class Engine:
             close = None
             if want_close and static:
                 n, S, L = pos.shape[:3]
-                exists = resident.on_device(SLOT_MASK, pos.device)[resident.on_device(residues.restype, pos.device)]
-                close = close_rows(pos[..., :NUM_SLOTS, :].reshape(n * S, L, NUM_SLOTS, 3), exists)
+                close = close_rows(pos[..., :NUM_SLOTS, :].reshape(n * S, L, NUM_SLOTS, 3),
+                                   resident.on_device(residues.restype, pos.device),
+                                   resident.on_device(residues.segment, pos.device))
         if not static:
             return (pos.to("cpu", torch.float32).numpy(), None if bad is None else bad.cpu().numpy(), None)
         extras = [t for t in (bad, close) if t is not None]

@@ -24,30 +24,62 @@ NAMED = 20  # rows named in the summary (all are counted)
 _MARGIN = 0.01  # Å: the device pre-check flags pairs up to this much beyond the cutoff (float noise never hides one)
 
 
-def close_rows(pos, exists, cutoff: float = CUTOFF):
-    """Which rows of pos [R, L, 14, 3] Å (a tensor on any device; ``exists`` [L, 14] bool on the same device) have
-    two present atoms closer than ``cutoff`` (+ a 0.01 Å margin), bonded or not, on the device and without reading
-    it back: a superset of the rows :meth:`CloseContacts.check` flags (bonds are longer than 1.2 Å), so the exact
-    check on the host needs to look only at these. Residue pairs are prefiltered by centre distance against the
-    residues' radii, and chosen through the batch's selector (ldb_hpc.geometry.resident). [R] bool."""
+def _bonded_tables():
+    """(intra [21, 14, 14], after [21, 14, 14]) bool: the slot pairs of one residue that are 1-2 or 1-3 (two
+    bonds or fewer apart, the atom with itself included), and the 1-2 / 1-3 pairs across the peptide bond from a
+    residue (first index: its C, CA, O) to the next residue of the given type (second index: N, CA, and CD of a
+    Pro). The clash rule leaves these out; so may the pre-check."""
+    if _TABLES:
+        return _TABLES
+    n = rc.NUM_SLOTS
+    intra = np.zeros((rc.NUM_RESTYPES, n, n), dtype=bool)
+    for r in range(rc.NUM_RESTYPES):
+        adj = np.eye(n, dtype=bool)
+        for k in np.nonzero(rc.BOND_MASK[r])[0]:
+            a, b = rc.BOND_SLOTS[r, k]
+            adj[a, b] = adj[b, a] = True
+        intra[r] = (adj.astype(int) @ adj.astype(int)) > 0  # within two bonds
+    after = np.zeros((rc.NUM_RESTYPES, n, n), dtype=bool)
+    n_, ca_, c_, o_ = 0, 1, 2, 3  # backbone slots
+    after[:, c_, n_] = after[:, ca_, n_] = after[:, o_, n_] = after[:, c_, ca_] = True
+    after[rc.RESTYPE_INDEX["PRO"], c_, rc.ATOM14["PRO"].index("CD")] = True
+    _TABLES.extend([intra, after])
+    return _TABLES
+
+
+_TABLES: list = []
+
+
+def close_rows(pos, restype, segment, cutoff: float = CUTOFF):
+    """Which rows of pos [R, L, 14, 3] Å (a tensor on any device; ``restype``, ``segment`` [L] on the same device)
+    have two present atoms closer than ``cutoff`` (+ a 0.01 Å margin) that are not 1-2 or 1-3 within a residue or
+    across a peptide bond — on the device, without reading it back. Every pair the clash rule counts is such a
+    pair, so the exact check on the host (:meth:`CloseContacts.check`) needs to look only at these rows. Residue
+    pairs are prefiltered by centre distance against the residues' radii and chosen through the batch's selector
+    (ldb_hpc.geometry.resident). [R] bool."""
     import torch
 
     R, L = pos.shape[:2]
+    dev = pos.device
     cut = cutoff + _MARGIN
+    intra, after = (resident.on_device(t, dev) for t in _bonded_tables())
+    exists = resident.on_device(rc.SLOT_MASK, dev)[restype]  # [L, 14]
     m = exists.to(pos.dtype)
     centre = (pos * m[..., None]).sum(-2) / m.sum(-1).clamp(min=1)[:, None]  # [R, L, 3]
     radius = torch.where(exists, (pos - centre[..., None, :]).norm(dim=-1), 0.0).amax(-1)  # [R, L]
     has = exists.any(-1)
-    upper = torch.ones(L, L, dtype=torch.bool, device=pos.device).triu() & has[:, None] & has[None, :]
+    upper = torch.ones(L, L, dtype=torch.bool, device=dev).triu() & has[:, None] & has[None, :]
     cand = (torch.cdist(centre, centre) <= radius[:, :, None] + radius[:, None, :] + cut) & upper  # [R, L, L]
-    pairs = resident.current().select("contacts", cand, first=8 * R * L)  # a residue meets a few neighbours, not L
-    out = torch.zeros(R, dtype=torch.int32, device=pos.device)
+    pairs = resident.current().select("contacts", cand, first=8 * R * L)  # a residue meets a few neighbours
+    out = torch.zeros(R, dtype=torch.int32, device=dev)
     if pairs.surely_empty:
         return out > 0
     f, i, j = resident.unravel(pairs.idx, cand.shape)
-    tri = torch.ones(rc.NUM_SLOTS, rc.NUM_SLOTS, dtype=torch.bool, device=pos.device).triu(1)
+    same = (i == j)[:, None, None]
+    linked = ((j == i + 1) & (segment[i] == segment[j]))[:, None, None]
+    skip = (same & intra[restype[i]]) | (linked & after[restype[j]])
     d = torch.cdist(pos[f, i], pos[f, j])  # [P, 14, 14]
-    hit = ((d < cut) & exists[i][:, :, None] & exists[j][:, None, :] & ((i != j)[:, None, None] | tri)).flatten(1)
+    hit = ((d < cut) & exists[i][:, :, None] & exists[j][:, None, :] & ~skip).flatten(1)
     hit = hit.any(-1) if pairs.valid is None else hit.any(-1) & pairs.valid
     return out.index_add_(0, f, hit.to(torch.int32)) > 0
 

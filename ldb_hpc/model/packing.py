@@ -93,8 +93,9 @@ def repack(pos: torch.Tensor, ca, n, c, o_torsion, chi, restype, segment, k: int
     # One full check; afterwards only the residues found clashing are looked at again (compacted on the CPU, a
     # fixed set of slots on a GPU: ldb_hpc.geometry.resident). A move is scored against the neighbours' current
     # atoms, so it does not trade one clash for a new one unless nothing is better.
-    every = torch.arange(B * L, device=dev)
-    rows = resident.current().select("repack", movable.repeat(B) & clashing(every))
+    selector = resident.current()
+    movable_rows = selector.select("repack_movable", movable.repeat(B))
+    rows = selector.within("repack", movable_rows, clashing(movable_rows.idx))
     # Every round runs in two halves (even, then odd residue numbers), so that two clashing neighbours do not
     # both jump at once into each other's new place.
     for (ch_a, ch_b, deltas), parity in ((r, p) for r in _ROUNDS for p in (0, 1)):

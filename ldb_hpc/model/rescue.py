@@ -165,9 +165,8 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
                 new[:, 5:] = atoms[best, pick][:, 5:]
                 sub.put(flat, new)
 
-    every = torch.arange(B * L, device=dev)
-    movable_rows = movable.repeat(B)
-    rows = selector.select("severe", movable_rows & flagged_at(every, severe))
+    movable_rows = selector.select("rescue_movable", movable.repeat(B))  # flags are computed for these only
+    rows = selector.within("severe", movable_rows, flagged_at(movable_rows.idx, severe))
     for k in range(2):  # two sweeps with the whole grid over residues with a severe pair
         if k:
             rows = selector.within("severe_again", rows, flagged_at(rows.idx, severe))
@@ -178,7 +177,7 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
     # that do not break the 1.2 Å rule but put hydrogens onto each other (CASP12: pairs < 2.2 Å 58 → 37, RMSD
     # and χ1 unchanged within 0.001 Å / 0.1 point).
     if near > 0:
-        rows = selector.select("near", movable_rows & flagged_at(every, near))
+        rows = selector.within("near", movable_rows, flagged_at(movable_rows.idx, near))
         if not rows.surely_empty:
             sweep(rows, full=False, name="near_sweep")
     if graph is not None:
@@ -230,9 +229,10 @@ def _turn_chain_start_n(flat, restype_flat, segment, B: int, nbr_flat, severe: f
         return d.flatten(-2).amin(-1), (_STEEP * torch.relu(_SEVERE_CONTACT - d) ** 2
                                         + _HARD * torch.relu(_HARD_CONTACT - d) ** 2).flatten(-2).sum(-1)
 
-    every = torch.arange(B * L, device=dev)
-    near = start.repeat(B) & (n_contacts(flat[:, 0], every)[0] < severe)
-    rows = selector.select("chain_start", near)
+    starts = selector.select("chain_start", start.repeat(B))
+    if starts.surely_empty:
+        return
+    rows = selector.within("chain_start_near", starts, n_contacts(flat[starts.idx, 0], starts.idx)[0] < severe)
     if rows.surely_empty:
         return
     sel = rows.idx
