@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,74 @@ void check_range(const int64_t* idx, size_t count, int64_t n, const char* name) 
 // ---------------------------------------------------------------------------------------------------
 // vq_nearest: index of the nearest code, d² accumulated in float32 in channel order; first minimum wins
 // (a NaN distance counts as the minimum, as torch.argmin).
+//
+// The two inner loops are compiled for AVX-512, AVX2 and baseline x86-64 (GCC's target_clones; the loader picks
+// the widest the CPU has). Each d² is the same sequence of roundings on every path (-ffp-contract=off: no FMA),
+// and the minimum is found lane-wise then located with ==, so every path gives the same index bit for bit.
+// (Measured alone, 8,640 rows × 4,096 codes × 8 channels: 72 ms before, 34 ms with AVX-512.)
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define LDB_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define LDB_CLONES
+#endif
+
+// Blocks of 64 codes accumulate in registers over the channels (in channel order, from 0): the d² array is
+// written once instead of read and written once per channel.
+LDB_CLONES static void vq_distances(const float* zn, const float* cbt, int64_t d, int64_t K, float* dp) {
+  constexpr int64_t B = 64;
+  for (int64_t k0 = 0; k0 < K; k0 += B) {
+    const int64_t kb = std::min(B, K - k0);
+    float acc[B];
+    for (int64_t j = 0; j < B; ++j) acc[j] = 0.f;
+    if (kb == B) {
+      for (int64_t c = 0; c < d; ++c) {
+        const float zc = zn[c];
+        const float* e = cbt + c * K + k0;
+        for (int64_t j = 0; j < B; ++j) {
+          const float t = zc - e[j];
+          acc[j] += t * t;
+        }
+      }
+    } else {
+      for (int64_t c = 0; c < d; ++c) {
+        const float zc = zn[c];
+        const float* e = cbt + c * K + k0;
+        for (int64_t j = 0; j < kb; ++j) {
+          const float t = zc - e[j];
+          acc[j] += t * t;
+        }
+      }
+    }
+    for (int64_t j = 0; j < kb; ++j) dp[k0 + j] = acc[j];
+  }
+}
+
+// Index of the first minimum of dp[0..K), or −1 when some entry is NaN (the caller then scans in order).
+LDB_CLONES static int64_t vq_first_min(const float* dp, int64_t K) {
+  constexpr int64_t W = 16;
+  float lane[W];
+  for (int64_t j = 0; j < W; ++j) lane[j] = std::numeric_limits<float>::infinity();
+  int nan = 0;
+  int64_t k = 0;
+  for (; k + W <= K; k += W)
+    for (int64_t j = 0; j < W; ++j) {
+      const float v = dp[k + j];
+      nan |= (v != v);
+      lane[j] = v < lane[j] ? v : lane[j];
+    }
+  float bv = std::numeric_limits<float>::infinity();
+  for (; k < K; ++k) {
+    const float v = dp[k];
+    nan |= (v != v);
+    bv = v < bv ? v : bv;
+  }
+  if (nan) return -1;
+  for (int64_t j = 0; j < W; ++j) bv = lane[j] < bv ? lane[j] : bv;
+  for (k = 0; k < K; ++k)
+    if (dp[k] == bv) return k;
+  return 0;
+}
 
 void vq_nearest(In<float> z, In<float> codebook, Out<int64_t> index, Out<float> quantized, int threads) {
   require(z.ndim() == 2 && codebook.ndim() == 2 && z.shape(1) == codebook.shape(1), "vq_nearest: shapes");
@@ -73,23 +142,17 @@ void vq_nearest(In<float> z, In<float> codebook, Out<int64_t> index, Out<float> 
     float* dp = dist.data();
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < N; ++n) {
-      const float* zn = zp + n * d;
-      std::fill(dp, dp + K, 0.f);
-      for (int64_t c = 0; c < d; ++c) {
-        const float zc = zn[c];
-        const float* e = cbt.data() + c * K;
-        for (int64_t k = 0; k < K; ++k) {
-          const float t = zc - e[k];
-          dp[k] += t * t;
-        }
-      }
-      int64_t best = 0;
-      float bv = dp[0];
-      if (!std::isnan(bv)) {
-        for (int64_t k = 1; k < K; ++k) {
-          const float v = dp[k];
-          if (v < bv) { bv = v; best = k; }
-          else if (std::isnan(v)) { best = k; break; }
+      vq_distances(zp + n * d, cbt.data(), d, K, dp);
+      int64_t best = vq_first_min(dp, K);
+      if (best < 0) {  // a NaN: the first NaN (or the first minimum before it), as torch.argmin
+        best = 0;
+        float bv = dp[0];
+        if (!std::isnan(bv)) {
+          for (int64_t k = 1; k < K; ++k) {
+            const float v = dp[k];
+            if (v < bv) { bv = v; best = k; }
+            else if (std::isnan(v)) { best = k; break; }
+          }
         }
       }
       ip[n] = best;
