@@ -67,7 +67,7 @@ SKIN = 4.0  # Å: the neighbour list holds non-bonded pairs within CORE + SKIN; 
 # own). A real structure barely moves (PED00151 model 0: 0.007 Å RMSD, the 1BHL crystal 0.05 Å), but a distorted one
 # does: frame 0 of examples/example.cg.h5 (a frame of the old network-only dynamics, with CA(i)-CA(i+3) down to
 # 4.09 Å) moves 0.19 Å, and its run's flagged rows (the default model) went from at least 20 in its first 20,000 frames
-# to 3 (docs/SYNTH.md).
+# to 3 (8 in all 100,000; docs/SYNTH.md).
 REG_NEAR = (5.10, 4.78, 4.99)  # Å
 REG_THETA = (np.deg2rad(84.6), np.deg2rad(146.3))
 REG_BOND = 3.80  # Å
