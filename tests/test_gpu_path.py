@@ -33,6 +33,7 @@ EXAMPLE = REPO / "examples" / "example.cg.h5"
 def no_triton(monkeypatch):
     """triton cannot be imported (as on a node whose torch has none): ldb_hpc._triton does not load."""
     monkeypatch.setitem(sys.modules, "triton", None)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # test_ops_triton sets it for the whole worker
     monkeypatch.setattr(ops, "_TRITON_ERROR", [])
     ops._triton_ops.cache_clear()
     yield

@@ -32,6 +32,7 @@ long runs it lets angles collapse and beads overlap, so ``ldb-hpc synth`` no lon
 Units: Å, kcal/mol, radians, D·dt in Å² per step.
 """
 
+from ldb_hpc.synth.brownian import brownian_chunks, brownian_frames
 from ldb_hpc.synth.dynamics import (
     CORE,
     CORE_NEAR,
@@ -52,8 +53,6 @@ from ldb_hpc.synth.dynamics import (
     THETA_WIDTH,
     CAModel,
     SimulationStats,
-    brownian_chunks,
-    brownian_frames,
     ca_model,
     elastic_network,
     potential_energy,
