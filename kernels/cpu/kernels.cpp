@@ -71,7 +71,7 @@ LDB_CLONES static void vq_distances(const float* zn, const float* cbt, int64_t d
     const int64_t kb = std::min(B, K - k0);
     float acc[B];
     for (int64_t j = 0; j < B; ++j) acc[j] = 0.f;
-    if (kb == B) {
+    if (kb == B) {  // a constant trip count: fully unrolled into 4 (AVX-512) or 8 (AVX2) vector registers
       for (int64_t c = 0; c < d; ++c) {
         const float zc = zn[c];
         const float* e = cbt + c * K + k0;
