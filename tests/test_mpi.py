@@ -77,7 +77,11 @@ def test_two_ranks_equal_one_rank_for_any_batch(tmp_path):
 
 @pytest.mark.parametrize("cg", ["com", "martini3"])
 def test_two_ranks_equal_one_rank_for_the_other_mappings(cg, tmp_path):
-    """The shipped COM and Martini 3 models under two ranks: the rows of one rank, whatever the batch."""
+    """The shipped COM and Martini 3 models under two ranks: the rows of one rank, whatever the batch, up to the
+    bead fit's sweeps. Those pick χ angles on a grid by the least bead error, and the batch's float rounding can
+    move a near tie to the next grid step: on an AVX-512 CPU two residues of 18 rows end 0.03–0.14 Å apart at
+    their side-chain tips (5 of 2,736 atoms). Any real layout error (a row, frame or sample out of place) moves
+    whole residues by Å, far past 0.5 Å."""
     serial(make_cg(tmp_path / "ca.h5", n_frames=9), tmp_path / "aa.h5")  # all atoms to coarsen from
     cg_file = tmp_path / ("in.gro" if cg == "martini3" else "in.com.h5")
     from ldb_hpc.cli.main import main
@@ -87,7 +91,8 @@ def test_two_ranks_equal_one_rank_for_the_other_mappings(cg, tmp_path):
     p = run_mpi(2, cg_file, "-o", tmp_path / "two.h5", "--batch-frames", 2, "--samples", 2, "--cg", cg)
     assert p.returncode == 0, p.stderr
     two = md.load(str(tmp_path / "two.h5")).xyz
-    assert two.shape == ref.shape and (np.abs(two - ref).max(-1) < 1e-4).mean() >= 0.999
+    d = np.abs(two - ref).max(-1)  # nm
+    assert two.shape == ref.shape and (d < 1e-4).mean() >= 0.995 and d.max() < 0.05, (d >= 1e-4).sum()
 
 
 def kill_midway(cmd, logs, delay: float = 0.4) -> None:
