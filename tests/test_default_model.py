@@ -200,7 +200,7 @@ def test_settling_keeps_non_local_carbonyls_apart(shared_data, monkeypatch):
     and Asn130 1.2 Å apart (a contact no local rule and no side-chain move can see) until backbone settling learned
     to flag units with a non-local O–O / O–N contact and to keep every turned unit clear of such contacts; without
     the rule (both halves) the pair is there."""
-    from ldb_hpc.geometry import metrics, peptide
+    from ldb_hpc.geometry import metrics, peptide_far
     from ldb_hpc.io.structure import read_structure
 
     prot = read_structure(str(shared_data / "test" / "casp12" / "T0921.pdb"))[0]
@@ -214,7 +214,7 @@ def test_settling_keeps_non_local_carbonyls_apart(shared_data, monkeypatch):
         return float(metrics.pair_metrics(x, topo)["clash_1.2"].sum())
 
     assert close_pairs() == 0
-    monkeypatch.setattr(peptide, "_far_contacts", lambda units, linked, **kw: torch.zeros_like(units.o[..., 0],
-                                                                                              dtype=torch.bool))
-    monkeypatch.setattr(peptide, "_far_cost", lambda ca, idx, linked, units, o_c, n_c: torch.zeros_like(o_c[..., 0]))
+    monkeypatch.setattr(peptide_far, "far_contacts", lambda units, linked, *a, **kw: torch.zeros_like(
+        units.o[..., 0], dtype=torch.bool))
+    monkeypatch.setattr(peptide_far, "far_cost", lambda ca, idx, linked, units, o_c, *a: torch.zeros_like(o_c[..., 0]))
     assert close_pairs() > 0

@@ -419,7 +419,11 @@ def test_far_carbonyl_contacts_flag_both_units_and_only_non_local_ones():
     """Backbone settling's non-local rule: units whose O lies within 2.3 Å of the O or N of a unit ≥ 3 links away
     (or of another segment) are flagged, both of them; closer units are the local rules' business; unlinked
     positions (segment breaks) are never flagged."""
-    from ldb_hpc.geometry.peptide import PeptideUnits, _far_contacts
+    from ldb_hpc.geometry.peptide import PeptideUnits
+    from ldb_hpc.geometry.peptide_far import far_contacts
+
+    def _far_contacts(units, linked):  # CAs far from everything: no CB within reach of any O
+        return far_contacts(units, linked, torch.full((*units.o.shape[:-2], L1 + 1, 3), 1000.0))
 
     L1 = 8
     spread = torch.arange(L1, dtype=torch.float32)[:, None] * torch.tensor([10.0, 0.0, 0.0])
@@ -437,3 +441,34 @@ def test_far_carbonyl_contacts_flag_both_units_and_only_non_local_ones():
     assert _far_contacts(PeptideUnits(c, o, n2), linked).nonzero().flatten().tolist() == [0, 1, 5, 7]
     linked[5] = False  # a segment break at link 5: no unit there
     assert _far_contacts(PeptideUnits(c, o, n), linked).nonzero().flatten().tolist() == []
+
+
+def test_far_carbonyl_on_a_cb_flags_the_o_unit_and_the_two_units_that_place_the_cb():
+    """An O within 2.2 Å of the CB of a residue ≥ 3 links away (the CB an Ala would have on the current backbone):
+    its unit and the two units that give that residue its N and C are flagged; an O 2.3 Å from it is not, nor one
+    on a glycine's would-be CB."""
+    from ldb_hpc.geometry.peptide import PeptideUnits
+    from ldb_hpc.geometry.peptide_far import far_contacts, unit_cbs
+
+    L1 = 8
+    g = torch.Generator().manual_seed(0)
+    ca = torch.arange(L1 + 1, dtype=torch.float32)[:, None] * torch.tensor([10.0, 0.0, 0.0])
+    c = ca[:-1] + torch.randn(L1, 3, generator=g).clamp(-1, 1)
+    n = ca[1:] + torch.randn(L1, 3, generator=g).clamp(-1, 1)
+    o = ca[:-1] + torch.tensor([0.0, 0.0, 4.0])
+    linked = torch.ones(L1, dtype=torch.bool)
+    has_cb = torch.ones(L1 + 1, dtype=torch.bool)
+    cb, valid = unit_cbs(ca, PeptideUnits(c, o, n), linked, has_cb)
+    assert valid.tolist() == [True] * (L1 - 1) + [False]
+    has_cb[3] = False  # a glycine: no CB, so unit 2's residue after it is never a target
+    assert unit_cbs(ca, PeptideUnits(c, o, n), linked, has_cb)[1].tolist() == [True, True, False] + [True] * 4 + [False]
+    assert torch.allclose((cb[:-1] - ca[1:-1]).norm(dim=-1), torch.tensor(1.53), atol=0.02)
+    assert not far_contacts(PeptideUnits(c, o, n), linked, ca, has_cb).any()
+    for gap, flagged in ((1.0, [0, 5, 6]), (2.3, [])):
+        o2 = o.clone()
+        o2[0] = cb[5] + torch.tensor([0.0, gap, 0.0])  # O(0) on the CB of residue 6 (N from unit 5, C from unit 6)
+        assert far_contacts(PeptideUnits(c, o2, n), linked, ca, has_cb).nonzero().flatten().tolist() == flagged
+        assert not far_contacts(PeptideUnits(c, o2, n), linked, ca).any()  # residue types unknown: no CB rule
+    o2[0] = cb[5] + torch.tensor([0.0, 1.0, 0.0])
+    has_cb[6] = False  # residue 6 a glycine: its would-be CB is no target
+    assert not far_contacts(PeptideUnits(c, o2, n), linked, ca, has_cb).any()

@@ -22,7 +22,7 @@ import torch
 
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.chem.ideal_geometry import ideal_geometry
-from ldb_hpc.geometry import resident
+from ldb_hpc.geometry import peptide_far, resident
 from ldb_hpc.geometry.builder import nerf
 from ldb_hpc.geometry.frames import basis_from_two_vectors
 from ldb_hpc.geometry.resident import Subset, on_device
@@ -156,6 +156,9 @@ def _cis_internal(trans_unit: torch.Tensor) -> tuple:
             ang(zero, c, o), float(c[1]))
 
 
+_SIGNS = np.array([1.0, -1.0])
+
+
 def _cis_plane(geo: tuple, delta: torch.Tensor):
     """2-D cis units (ω = 0) with ∠CA–C–N and ∠C–N–CA both opened by delta [n] rad (∠CA–C–O by −delta/2):
     C at the origin. Returns (ca_i, n, o, ca_j), each [n, 2]."""
@@ -203,12 +206,13 @@ def cis_units(trans_unit: torch.Tensor, ca_ca: torch.Tensor) -> torch.Tensor:
 
 
 def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: torch.Tensor, flagged: Subset,
-            cis: torch.Tensor, units: PeptideUnits, step_deg: float = 5.0) -> PeptideUnits:
+            cis: torch.Tensor, units: PeptideUnits, has_cb: torch.Tensor | None,
+            step_deg: float = 5.0) -> PeptideUnits:
     """Turn the ``flagged`` peptide units [..., L-1] to the rotation (a 5° grid around the given α; any rotation
     for cis units, within ±90° for trans ones) that gives the two residues each joins the most nearly ideal N–CA–C
     angles with their other units, keeps the 1–4 pairs N–O ≥ 2.6 Å, the carbonyl O ≥ 2.7 Å from the
-    neighbouring units' O and ≥ 2.6 Å from their N (O(i)–N(i+2)), ≥ 2.7 Å from the O two units away, and O / N
-    clear of the O and N of the non-local units with the nearest CAs (:func:`_far_cost`). A
+    neighbouring units' O and ≥ 2.6 Å from their N (O(i)–N(i+2)), ≥ 2.7 Å from the O two units away, and O / N /
+    the implied CBs clear of the O, N and CB of the non-local units with the nearest CAs (peptide_far.far_cost). A
     cis unit's α is poorly predicted (rare in training) and a wrong one folds N onto C; two sampled trans units
     can put consecutive O atoms on top of each other. Ties go to the given α.
     flagged: the units to turn, flat indices over cis's shape [..., L-1] (ldb_hpc.geometry.resident).
@@ -231,9 +235,7 @@ def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: to
     linked = links.linked
     # The CBs the candidate backbone implies (Ala geometry for every type; Gly has none but the rule is harmless):
     # residue i gets N from the unit before and C from this one, residue i+1 the reverse.
-    geo = ideal_geometry()
-    ala = rc.RESTYPE_INDEX["ALA"]
-    cb_geo = (float(geo.bond[ala, 4]), float(geo.angle[ala, 4]), float(geo.offset[ala, 4]))
+    cb_geo = peptide_far.cb_geometry()
     k_prev, k_next = (j - 1).clamp(0, L1 - 1), (j + 1).clamp(0, L1 - 1)
     ok_prev = (j >= 1) & linked[k_prev]
     ok_next = (j + 1 < L1) & linked[k_next]
@@ -265,7 +267,8 @@ def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: to
         k, mid = (j + side).clamp(0, L1 - 1), (j + side // 2).clamp(0, L1 - 1)
         ok = (j + side >= 0) & (j + side < L1) & linked[k] & linked[mid]
         cost = cost + ok[:, None] * torch.relu(2.7 - (o_c - o_u[idx[:-1] + (k,)][:, None]).norm(dim=-1)) ** 2
-    cost = cost + _far_cost(ca, idx, linked, units, o_c, n_c)
+    cbs = () if has_cb is None else ((cb_i, ok_prev & has_cb[j]), (cb_j, ok_next & has_cb[j + 1]))
+    cost = cost + peptide_far.far_cost(ca, idx, linked, units, o_c, n_c, has_cb, cbs)
     best = cost.argmin(-1)
     a_best = a.gather(-1, best[:, None])[:, 0]
     U = unit_frame(links.R[idx], a_best)
@@ -276,58 +279,15 @@ def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: to
     return PeptideUnits(c_u, o_u, n_u)
 
 
-FAR_LINKS = 3  # units at least this many links apart (or in other segments) are "non-local" to each other
-_SIGNS = np.array([1.0, -1.0])
-_FAR_NEAREST = 8  # the non-local units a settling candidate is scored against: those with the nearest CAs
-
-
-def _far_contacts(units: PeptideUnits, linked: torch.Tensor, cutoff: float = 2.3, block: int = 512) -> torch.Tensor:
-    """[..., L-1] bool: the unit's O lies closer than ``cutoff`` Å to the O or N of a non-local unit of the same
-    frame (:data:`FAR_LINKS`), or its N to such a unit's O. Two carbonyls of distant strands or chains can be
-    placed on top of each other by their sampled rotations; no local rule sees them. Row blocks bound memory."""
-    o = units.o
-    L1 = o.shape[-2]
-    idx = torch.arange(L1, device=o.device)
-    on = torch.cat([o, units.n], dim=-2)  # [..., 2·(L-1), 3]: every O, then every N
-    out = torch.zeros(o.shape[:-1], dtype=torch.bool, device=o.device)
-    for s in range(0, L1, block):
-        e = min(s + block, L1)
-        far = ((idx[s:e, None] - idx[None, :]).abs() >= FAR_LINKS) & linked[s:e, None] & linked[None, :]
-        hit = (torch.cdist(o[..., s:e, :], on) < cutoff) & far.repeat(1, 2)  # the block's O against all O and N
-        out[..., s:e] |= hit.any(-1)  # O–O pairs (symmetric: the partner's own row flags it) and O–N: the O side
-        out |= hit[..., L1:].any(-2)  # O–N: the N side
-    return out
-
-
-def _far_cost(ca: torch.Tensor, idx: tuple, linked: torch.Tensor, units: PeptideUnits, o_c: torch.Tensor,
-              n_c: torch.Tensor) -> torch.Tensor:
-    """[P, G] settling cost of candidate O and N positions o_c, n_c [P, G, 3] of the units idx (batch indices...,
-    link j) against the non-local units with the nearest CAs: O–O ≥ 2.7 Å, O–N and N–O ≥ 2.6 Å."""
-    j = idx[-1]
-    L1 = units.o.shape[-2]
-    if L1 <= FAR_LINKS:
-        return torch.zeros(o_c.shape[:2], dtype=o_c.dtype, device=o_c.device)
-    take = lambda x: x[idx[:-1]] if len(idx) > 1 else x.expand(len(j), *x.shape)  # noqa: E731  [P, L1, 3]
-    ca_u = take(ca[..., :-1, :])
-    d_ca = (ca_u - ca_u[torch.arange(len(j), device=j.device), j][:, None]).norm(dim=-1)  # [P, L1]
-    k_idx = torch.arange(L1, device=j.device)
-    far = ((k_idx[None] - j[:, None]).abs() >= FAR_LINKS) & linked[None] & linked[j][:, None]
-    d_ca = torch.where(far, d_ca, torch.full_like(d_ca, float("inf")))
-    near = d_ca.topk(min(_FAR_NEAREST, L1), dim=-1, largest=False).indices  # [P, K]
-    ok = far.gather(1, near)[:, None]  # [P, 1, K]
-    o_k = take(units.o).gather(1, near[..., None].expand(-1, -1, 3))  # [P, K, 3]
-    n_k = take(units.n).gather(1, near[..., None].expand(-1, -1, 3))
-    cost = torch.relu(2.7 - torch.cdist(o_c, o_k)) ** 2 + torch.relu(2.6 - torch.cdist(o_c, n_k)) ** 2 \
-        + torch.relu(2.6 - torch.cdist(n_c, o_k)) ** 2
-    return (cost * ok).sum(-1)
-
-
 def backbone_from_angles(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, psi_start: torch.Tensor,
-                         phi_end: torch.Tensor, template: PeptideTemplate) -> Backbone:
+                         phi_end: torch.Tensor, template: PeptideTemplate,
+                         has_cb: torch.Tensor | None = None) -> Backbone:
     """Place N, C, O of every residue from the CA trace and the backbone angles.
 
     ca: [..., L, 3] Å (L ≥ 2); links: :func:`link_geometry` of it; alpha, psi_start, phi_end: [..., L-1] rad (α of
-    every link; ψ used where the link starts a segment, φ where it ends one). Returns the :class:`Backbone`.
+    every link; ψ used where the link starts a segment, φ where it ends one); has_cb: [L] bool, the residues with
+    a CB (not glycine), where the caller knows them: settling then also keeps carbonyls off non-local CBs.
+    Returns the :class:`Backbone`.
     Differentiable in the angles.
     """
     dtype = ca.dtype
@@ -352,7 +312,7 @@ def backbone_from_angles(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Ten
     # Units to settle (twice, as a settled unit changes its neighbours' angles): cis ones; both units of a residue
     # whose N–CA–C angle is more than 20° from ideal (two units that disagree, e.g. a proline folded onto the
     # carbonyl before it); both units of consecutive carbonyls closer than 2.3 Å, or of an O(i)–N(i+2) or an
-    # O(i)–O(i+2) pair closer than 2.3 Å; both units of a non-local O–O or O–N pair closer than 2.3 Å.
+    # O(i)–O(i+2) pair closer than 2.3 Å; every unit of a non-local O–O, O–N or O–CB pair closer than 2.3 Å.
     linked = links.linked
     both = linked[1:] & linked[:-1]  # [L-2]: residues 1..L-2 have a unit on each side
     for _ in range(2):
@@ -367,11 +327,11 @@ def backbone_from_angles(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Ten
             pair2 = both[1:] & both[:-1] & ((units.o[..., 2:, :] - units.o[..., :-2, :]).norm(dim=-1) < 2.3)
             bad = torch.cat([bad[..., :2], bad[..., 2:] | pair2], -1)
             bad = torch.cat([bad[..., :-2] | pair2, bad[..., -2:]], -1)
-        bad = bad | _far_contacts(units, linked)  # and every unit of a non-local carbonyl contact
+        bad = bad | peptide_far.far_contacts(units, linked, ca, has_cb)  # and every unit of a non-local contact
         flagged = selector.select("settle", bad.expand(alpha.shape))
         if flagged.surely_empty:
             break
-        units = _settle(ca, links, alpha, unit, flagged, cis, units)
+        units = _settle(ca, links, alpha, unit, flagged, cis, units, has_cb)
     c_u, o_u, n_u = units
     # Chain-end atoms with ideal bond geometry: N(i) at ψ(i) for a link with no residue before it,
     # C(i+1) at φ(i+1) for a link with no residue after it.

@@ -156,7 +156,8 @@ class LDBModel(nn.Module):
         else:
             lf = lf or link_geometry(ca, segment)
             n, c, o, o_t = backbone_from_angles(ca, lf, _angle(out["alpha"]), _angle(out["psi"][:, :-1]),
-                                                _angle(out["phi"][:, 1:]), peptide_template(tables))
+                                                _angle(out["phi"][:, 1:]), peptide_template(tables),
+                                                has_cb=restype != rc.RESTYPE_INDEX["GLY"])
         chi = _angle(out["chi"])
         if "chi1_logits" in out and self.cfg.chi_mode_p < 1.0:
             chi = chi_from_modes(chi, out["chi1_logits"], self.cfg.chi_mode_p)
