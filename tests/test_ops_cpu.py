@@ -270,6 +270,31 @@ def test_message_mean_is_the_layer_it_replaces():
     assert torch.isnan(cpu.message_mean(nj, ni, edge, torch.zeros(2, 4, 0, dtype=torch.long))).all()
 
 
+@pytest.mark.parametrize("B,L,k,E,D", [(1, 1, 1, 1, 1), (2, 7, 3, 5, 5), (3, 41, 16, 32, 64), (2, 30, 6, 7, 13),
+                                       (1, 9, 9, 32, 67), (2, 12, 5, 3, 130)])
+def test_message_mean_proj_matches_reference(B, L, k, E, D):
+    """The per-edge projection fused in: every width (64-channel blocks and their tails: D = 1, 5, 13, 67, 130),
+    neighbour counts that are not a multiple of the four edges a load of the weights serves (k = 1, 3, 5, 6, 9),
+    frames offset their neighbour indices; a non-contiguous weight (the layer's slice of its first Linear)."""
+    g = torch.Generator().manual_seed(B * 1000 + L * 10 + k)
+    nj, ni = torch.randn(B, L, D, generator=g) * 3, torch.randn(B, L, D, generator=g) * 3
+    edge = torch.randn(B, L, k, E, generator=g)
+    weight = torch.randn(D, 2 * D + E, generator=g)[:, 2 * D:] * 0.5
+    nbr = torch.randint(0, L, (B, L, k), generator=g)
+    a, b = ref.message_mean_proj(nj, ni, edge, weight, nbr), cpu.message_mean_proj(nj, ni, edge, weight, nbr)
+    assert b.shape == (B, L, D) and b.dtype == torch.float32
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=2e-6, msg=lambda m: m + "\n" + _worst(b, a))
+    if k > 1:  # every edge's own features count: swapping two edges' features changes the result
+        swapped = cpu.message_mean_proj(nj, ni, edge.roll(1, dims=2), weight, nbr)
+        assert not torch.allclose(swapped, b)
+    nan = torch.full((B, L, D), float("nan"))
+    assert torch.equal(cpu.message_mean_proj(nj, ni, edge, weight, nbr, out=nan), b)  # every element written
+    with pytest.raises(ValueError, match="weight_t"):
+        cpu.message_mean_proj(nj, ni, edge, weight[:, :-1] if E > 1 else weight.repeat(1, 2), nbr)
+    with pytest.raises(IndexError, match="nbr"):
+        cpu.message_mean_proj(nj, ni, edge, weight, nbr.clone().fill_(L))
+
+
 # -------------------------------------------------------------------------------------------- poisoned outputs
 
 def test_every_output_element_is_written():
@@ -379,13 +404,13 @@ def test_backmap_default_kernels_equal_reference(example_frames, monkeypatch, sp
     idx = torch.arange(ca.shape[0])
     used = set()
     for name in ("vq_nearest", "gaussian_noise", "diffusion_step", "build_atoms", "clash_flags", "clash_score",
-                 "message_mean"):
+                 "message_mean_proj"):
         real = getattr(cpu, name)
         monkeypatch.setattr(cpu, name, lambda *a, _r=real, _n=name, **k: used.add(_n) or _r(*a, **k))
     fast = model.backmap(ca, residues, idx, samples=samples, seed=3)
     if spec is None:
         assert used >= {"vq_nearest", "gaussian_noise", "diffusion_step", "build_atoms", "clash_flags",
-                        "message_mean"}, used
+                        "message_mean_proj"}, used
     else:
         assert "build_atoms" in used
     monkeypatch.setenv(ops.ENV_VAR, "reference")

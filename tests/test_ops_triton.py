@@ -48,7 +48,8 @@ if _kernels.INTERPRET != INTERPRET:  # imported earlier in this process in the o
 _common = importlib.import_module("ldb_hpc._triton.common")
 
 
-OPS = ("vq_nearest", "gaussian_noise", "diffusion_step", "build_atoms", "clash_flags", "clash_score", "message_mean")
+OPS = ("vq_nearest", "gaussian_noise", "diffusion_step", "build_atoms", "clash_flags", "clash_score", "message_mean",
+       "message_mean_proj")
 
 
 class _OnDevice:
@@ -380,6 +381,18 @@ def test_message_mean_matches_reference(B, L, k, D, poisoned):
     assert_all_written(poisoned)
     # float32 sums of k terms in the reference's order; on the GPU exp is tl.exp (a few ulps)
     assert_close_report(out, ref.message_mean(nj, ni, edge, nbr), atol=1e-5, rtol=1e-5)
+
+
+def test_message_mean_proj_matches_reference(poisoned):
+    """The edge projection (a GEMM on the GPU) then the message kernel: the reference's function."""
+    g = torch.Generator().manual_seed(5)
+    B, L, k, E, D = 2, 13, 5, 7, 24
+    nj, ni = torch.randn(B, L, D, generator=g), torch.randn(B, L, D, generator=g)
+    edge, weight = torch.randn(B, L, k, E, generator=g), torch.randn(D, E, generator=g)
+    nbr = torch.randint(0, L, (B, L, k), generator=g)
+    out = tops.message_mean_proj(nj, ni, edge, weight, nbr)
+    assert_all_written(poisoned)
+    assert_close_report(out, ref.message_mean_proj(nj, ni, edge, weight, nbr), atol=1e-5, rtol=1e-5)
 
 
 def test_message_mean_empty():

@@ -55,3 +55,11 @@ def message_mean(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Tensor,
                                                            BLOCK_D=triton.next_power_of_2(D),
                                                            BLOCK_R=MESSAGE_BLOCK_R, **LAUNCH)
     return out
+
+
+def message_mean_proj(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Tensor, weight: torch.Tensor,
+                      nbr: torch.Tensor) -> torch.Tensor:
+    """message_mean with the per-edge term linear(edge, weight) (edge [B, L, k, E], weight [D, E]): on a GPU the
+    projection is one GEMM (cuBLAS), then message_kernel; the C++ kernel fuses it instead (memory-bound on a CPU)."""
+    check_device(node_j, node_i, edge, weight, nbr)
+    return message_mean(node_j, node_i, torch.nn.functional.linear(f32(edge), f32(weight)), nbr)

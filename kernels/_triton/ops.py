@@ -7,7 +7,7 @@ One module per op (or small family), each launcher right beside its ``@triton.ji
 - ``noise``: ``gaussian_noise``, ``diffusion_step`` (``noise_kernel``, ``diffusion_kernel``);
 - ``build``: ``build_atoms`` (``build_kernel``, ``proline_kernel``);
 - ``clash``: ``clash_flags``, ``clash_score`` (``flags_kernel``, ``score_kernel``);
-- ``message``: ``message_mean`` (``message_kernel``);
+- ``message``: ``message_mean``, ``message_mean_proj`` (``message_kernel``, after a GEMM for the latter);
 - ``common``: what they share (interpreter switch, launch options and numerics, precise sin / cos / log,
   ``alloc`` and the input checks of the launchers, the slot-mask table).
 
@@ -19,7 +19,7 @@ them without a GPU).
 from ldb_hpc._triton.build import BUILD_BLOCK_M, build_atoms
 from ldb_hpc._triton.clash import CLASH_NB, clash_flags, clash_score
 from ldb_hpc._triton.common import INTERPRET
-from ldb_hpc._triton.message import MESSAGE_BLOCK_R, message_mean
+from ldb_hpc._triton.message import MESSAGE_BLOCK_R, message_mean, message_mean_proj
 from ldb_hpc._triton.noise import NOISE_BLOCK, diffusion_step, gaussian_noise
 from ldb_hpc._triton.vq import VQ_BLOCK_K, VQ_BLOCK_N, vq_nearest
 
@@ -28,4 +28,4 @@ MODULES = ("common", "vq", "noise", "build", "clash", "message", "ops")
 
 __all__ = ["BUILD_BLOCK_M", "CLASH_NB", "INTERPRET", "MESSAGE_BLOCK_R", "MODULES", "NOISE_BLOCK", "VQ_BLOCK_K",
            "VQ_BLOCK_N", "build_atoms", "clash_flags", "clash_score", "diffusion_step", "gaussian_noise",
-           "message_mean", "vq_nearest"]
+           "message_mean", "message_mean_proj", "vq_nearest"]

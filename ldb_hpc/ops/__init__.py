@@ -34,8 +34,8 @@ from ldb_hpc.ops import reference
 from ldb_hpc.ops.reference import step_coefficients
 
 __all__ = ["atoms_from_backbone", "available_backends", "backend", "build_atoms", "clash_flags", "clash_score",
-           "diffusion_step", "gaussian_noise", "kernel_calls", "message_mean", "require_kernels", "step_coefficients",
-           "vq_nearest", "BACKENDS", "ENV_VAR"]
+           "diffusion_step", "gaussian_noise", "kernel_calls", "message_mean", "message_mean_proj", "require_kernels",
+           "step_coefficients", "vq_nearest", "BACKENDS", "ENV_VAR"]
 
 ENV_VAR = "LDB_HPC_KERNELS"
 BACKENDS = ("reference", "cpu", "triton")
@@ -205,3 +205,11 @@ def message_mean(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Tensor,
     mean over k of silu(node_j[b, nbr] + node_i + edge), the per-edge work of a message-passing layer in one pass
     (no [B, L, k, D] temporaries). Inference only: the kernels do not take gradients."""
     return _impl(node_j.device, node_j, node_i, edge).message_mean(node_j, node_i, edge, nbr)
+
+
+def message_mean_proj(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Tensor, weight: torch.Tensor,
+                      nbr: torch.Tensor) -> torch.Tensor:
+    """:func:`message_mean` with the per-edge term ``linear(edge, weight)``: edge [B, L, k, E] features, weight
+    [D, E]. The C++ kernel projects each edge in registers (no [B, L, k, D] tensor written and read back); the
+    Triton path runs the projection as one GEMM, then :func:`message_mean`'s kernel. Inference only."""
+    return _impl(node_j.device, node_j, node_i, edge, weight).message_mean_proj(node_j, node_i, edge, weight, nbr)

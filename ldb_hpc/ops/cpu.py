@@ -152,3 +152,11 @@ def message_mean(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Tensor,
     res = _check_out(out, tuple(node_j.shape), torch.float32)
     module().message_mean(_f32(node_j), _f32(node_i), _f32(edge), _i64(nbr), res, _threads())
     return res
+
+
+def message_mean_proj(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Tensor, weight: torch.Tensor,
+                      nbr: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """node_j, node_i [B, L, D]; edge [B, L, k, E]; weight [D, E] float32; nbr [B, L, k] → [B, L, D] float32."""
+    res = _check_out(out, tuple(node_j.shape), torch.float32)
+    module().message_mean_proj(_f32(node_j), _f32(node_i), _f32(edge), _f32(weight.t()), _i64(nbr), res, _threads())
+    return res

@@ -26,6 +26,9 @@ All tensors are contiguous, on one device; float32 unless stated; Å and radians
   per-edge part of a message-passing layer (:class:`ldb_hpc.model.networks.MPLayer`),
   mean_j silu(node_j[b, nbr[b, i, j]] + node_i[b, i] + edge[b, i, j]) with silu(x) = x / (1 + exp(−x)), summed
   over j in order and divided by k; neighbour indices are within the frame (0 ≤ nbr < L).
+- ``message_mean_proj(node_j, node_i, edge [B, L, k, E], weight [D, E], nbr) → [B, L, D]``: ``message_mean``
+  with the per-edge term the projection ``linear(edge, weight)`` (a message-passing layer's edge weights applied to
+  its edge features), which the kernels may compute per edge without writing the [B, L, k, D] projection.
 """
 
 from __future__ import annotations
@@ -134,3 +137,9 @@ def message_mean(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Tensor,
     flat = (nbr + torch.arange(B, device=nbr.device).view(B, 1, 1) * L).reshape(-1)
     pre = node_j.reshape(B * L, D).index_select(0, flat).reshape(B, L, k, D) + node_i.unsqueeze(2)
     return torch.nn.functional.silu(pre + edge).mean(2)
+
+
+def message_mean_proj(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Tensor, weight: torch.Tensor,
+                      nbr: torch.Tensor) -> torch.Tensor:
+    """node_j, node_i [B, L, D]; edge [B, L, k, E]; weight [D, E]; nbr [B, L, k] → [B, L, D] float32."""
+    return message_mean(node_j, node_i, torch.nn.functional.linear(edge, weight), nbr)
