@@ -218,3 +218,27 @@ def test_settling_keeps_non_local_carbonyls_apart(shared_data, monkeypatch):
         units.o[..., 0], dtype=torch.bool))
     monkeypatch.setattr(peptide_far, "far_cost", lambda ca, idx, linked, units, o_c, *a: torch.zeros_like(o_c[..., 0]))
     assert close_pairs() > 0
+
+
+def test_settling_keeps_a_carbonyl_off_a_non_local_cb(frames, repo_root, monkeypatch):
+    """Frame 12,131 of `ldb-hpc synth --frames 100000 --from examples/example.cg.h5` (seed 0, at bfaed07; its CA
+    trace is tests/data/example_synth_frame12131.npy): the synthetic dynamics pressed CA(186)–CA(195) to 4.7 Å and
+    the default model put O(186) 1.18 Å from CB(195), two backbone atoms no side-chain move can clear (1 of 8 such
+    rows in the 100,000). Backbone settling now flags a carbonyl within 2.2 Å of a non-local non-glycine CB and keeps
+    turned units 2.4 Å off such CBs: the pair ends well apart; without that rule it is back under 1.5 Å."""
+    from ldb_hpc.geometry import peptide_far
+
+    residues, _ = frames
+    ca = torch.from_numpy(np.load(repo_root / "tests" / "data" / "example_synth_frame12131.npy"))[None]
+    numbers = list(np.asarray(residues.resseq))
+    o_186, cb_195 = numbers.index(186), numbers.index(195)
+    model = load_backmapper(None)
+
+    def gap() -> float:
+        x = model.backmap(ca, residues, torch.tensor([12131]), samples=1, seed=0)[0, 0]
+        return float((x[o_186, 3] - x[cb_195, 4]).norm())
+
+    assert gap() >= peptide_far.O_CB_MIN
+    monkeypatch.setattr(peptide_far, "O_CB_FLAG", 0.0)
+    monkeypatch.setattr(peptide_far, "O_CB_MIN", 0.0)
+    assert gap() < 1.5
