@@ -277,3 +277,24 @@ def test_model_tables_follow_the_model():
     model.to("meta")
     assert all(v.device.type == "meta" for v in model.tables.values())
     assert model.latent_mean.device.type == "meta"
+
+
+def test_a_table_first_built_under_fake_mode_is_not_cached():
+    """Tables cached per process (ldb_hpc.geometry.resident.table_cache: the ideal model's tables, the rescue's
+    grids): one first built inside a device test's FakeTensorMode is returned uncached, so a later real run gets
+    real tensors (a cached fake table made the next CPU backmap of the same pytest worker fail in nonzero)."""
+    from ldb_hpc.geometry.resident import table_cache
+
+    built = []
+
+    @table_cache(maxsize=2)
+    def table(n):
+        built.append(n)
+        return {"t": torch.arange(n)}, torch.ones(n)
+
+    with FakeTensorMode():
+        fake = table(3)
+    assert type(fake[1]) is not torch.Tensor
+    real = table(3)
+    assert type(real[0]["t"]) is torch.Tensor and type(real[1]) is torch.Tensor and built == [3, 3]
+    assert table(3) is real and built == [3, 3]  # real results are cached

@@ -295,6 +295,33 @@ def test_message_mean_proj_matches_reference(B, L, k, E, D):
         cpu.message_mean_proj(nj, ni, edge, weight, nbr.clone().fill_(L))
 
 
+# ----------------------------------------------------------------------------------------------------------- knn
+
+@pytest.mark.parametrize("B,L,k", [(1, 2, 1), (3, 17, 5), (2, 135, 16), (1, 40, 39), (2, 6, 0)])
+def test_knn_matches_reference(B, L, k):
+    """The nearest k other points of each point of its own frame, nearest first, as cdist + topk give them
+    (random points: no ties); k = 0 and k = L − 1 at the edges."""
+    g = torch.Generator().manual_seed(L * 10 + k)
+    pts = torch.randn(B, L, 3, generator=g) * 10
+    got = cpu.knn(pts, k)
+    assert got.shape == (B, L, k) and got.dtype == torch.int64
+    assert torch.equal(got, ref.knn(pts, k))
+    if B > 1 and k:  # frames are separate: another frame's points give another graph
+        assert not torch.equal(cpu.knn(torch.cat([pts[1:], pts[:1]]), k)[0], got[0])
+
+
+def test_knn_ties_go_to_the_lower_index_and_bad_k_is_refused():
+    """Equidistant neighbours (points on a line at unit spacing): the lower index first, the point itself never."""
+    line = torch.arange(7, dtype=torch.float32)[None, :, None] * torch.tensor([1.0, 0.0, 0.0])
+    got = cpu.knn(line, 4)[0]
+    assert got[3].tolist() == [2, 4, 1, 5]
+    assert got[0].tolist() == [1, 2, 3, 4]
+    assert all(i not in row for i, row in enumerate(got.tolist()))
+    with pytest.raises(ValueError, match="at most L - 1"):
+        cpu.knn(line, 7)
+    assert ops.knn(line, 99).shape == (1, 7, 6)  # ops.knn clips k to L − 1
+
+
 # -------------------------------------------------------------------------------------------- poisoned outputs
 
 def test_every_output_element_is_written():
@@ -404,13 +431,13 @@ def test_backmap_default_kernels_equal_reference(example_frames, monkeypatch, sp
     idx = torch.arange(ca.shape[0])
     used = set()
     for name in ("vq_nearest", "gaussian_noise", "diffusion_step", "build_atoms", "clash_flags", "clash_score",
-                 "message_mean_proj"):
+                 "message_mean_proj", "knn"):
         real = getattr(cpu, name)
         monkeypatch.setattr(cpu, name, lambda *a, _r=real, _n=name, **k: used.add(_n) or _r(*a, **k))
     fast = model.backmap(ca, residues, idx, samples=samples, seed=3)
     if spec is None:
         assert used >= {"vq_nearest", "gaussian_noise", "diffusion_step", "build_atoms", "clash_flags",
-                        "message_mean_proj"}, used
+                        "message_mean_proj", "knn"}, used
     else:
         assert "build_atoms" in used
     monkeypatch.setenv(ops.ENV_VAR, "reference")

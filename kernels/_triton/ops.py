@@ -8,6 +8,7 @@ One module per op (or small family), each launcher right beside its ``@triton.ji
 - ``build``: ``build_atoms`` (``build_kernel``, ``proline_kernel``);
 - ``clash``: ``clash_flags``, ``clash_score`` (``flags_kernel``, ``score_kernel``);
 - ``message``: ``message_mean``, ``message_mean_proj`` (``message_kernel``, after a GEMM for the latter);
+- ``knn``: torch's cdist and topk (no kernel of its own: on a GPU each is already one pass);
 - ``common``: what they share (interpreter switch, launch options and numerics, precise sin / cos / log,
   ``alloc`` and the input checks of the launchers, the slot-mask table).
 
@@ -22,10 +23,11 @@ from ldb_hpc._triton.common import INTERPRET
 from ldb_hpc._triton.message import MESSAGE_BLOCK_R, message_mean, message_mean_proj
 from ldb_hpc._triton.noise import NOISE_BLOCK, diffusion_step, gaussian_noise
 from ldb_hpc._triton.vq import VQ_BLOCK_K, VQ_BLOCK_N, vq_nearest
+from ldb_hpc.geometry.vectors import nearest as knn
 
 # the op modules in import order (common first, this one last): what a test reloads to switch interpreter mode
 MODULES = ("common", "vq", "noise", "build", "clash", "message", "ops")
 
 __all__ = ["BUILD_BLOCK_M", "CLASH_NB", "INTERPRET", "MESSAGE_BLOCK_R", "MODULES", "NOISE_BLOCK", "VQ_BLOCK_K",
            "VQ_BLOCK_N", "build_atoms", "clash_flags", "clash_score", "diffusion_step", "gaussian_noise",
-           "message_mean", "message_mean_proj", "vq_nearest"]
+           "knn", "message_mean", "message_mean_proj", "vq_nearest"]

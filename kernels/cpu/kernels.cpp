@@ -736,6 +736,62 @@ void message_mean_proj(In<float> node_j, In<float> node_i, In<float> edge, In<fl
   }
 }
 
+// ---------------------------------------------------------------------------------------------------
+// knn: the k nearest other points of every point of a frame (model.features.knn: the CA graph; model.packing: the
+// side-chain graph), nearest first, by the squared distance (dx² + dy²) + dz² in float32, ties to the lower
+// index. Insertion into a sorted list of k per row, one pass over the frame: no [B, L, L] distance matrix.
+// Squared distances d[j] = (dx² + dy²) + dz² from point i of a frame held as x[L], y[L], z[L].
+LDB_CLONES static void knn_distances(const float* xs, int64_t L, int64_t i, float* d) {
+  const float* x = xs;
+  const float* y = xs + L;
+  const float* z = xs + 2 * L;
+  const float px = x[i], py = y[i], pz = z[i];
+  for (int64_t j = 0; j < L; ++j) {
+    const float dx = x[j] - px, dy = y[j] - py, dz = z[j] - pz;
+    d[j] = (dx * dx + dy * dy) + dz * dz;
+  }
+}
+
+void knn(In<float> points, Out<int64_t> out, int threads) {
+  require(points.ndim() == 3 && points.shape(2) == 3, "knn: points must be [B, L, 3]");
+  const int64_t B = points.shape(0), L = points.shape(1);
+  require(out.ndim() == 3 && out.shape(0) == size_t(B) && out.shape(1) == size_t(L), "knn: out must be [B, L, k]");
+  const int64_t k = out.shape(2);
+  require(k <= std::max<int64_t>(L - 1, 0), "knn: k must be at most L - 1");
+  const float* pts = points.data();
+  int64_t* op = out.data();
+  if (k == 0) return;
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> bd(static_cast<size_t>(k)), d(static_cast<size_t>(L)), xs(static_cast<size_t>(3 * L));
+    std::vector<int64_t> bi(static_cast<size_t>(k));
+    int64_t loaded = -1;  // the frame whose coordinates xs holds, as x[L], y[L], z[L]
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < B * L; ++r) {
+      const int64_t i = r % L, f = r / L;
+      if (f != loaded) {
+        for (int64_t j = 0; j < L; ++j)
+          for (int64_t c = 0; c < 3; ++c) xs[size_t(c * L + j)] = pts[(f * L + j) * 3 + c];
+        loaded = f;
+      }
+      knn_distances(xs.data(), L, i, d.data());
+      int64_t n = 0;
+      for (int64_t j = 0; j < L; ++j) {
+        const float dj = d[size_t(j)];
+        if (j == i || (n == k && !(dj < bd[size_t(k - 1)]))) continue;  // an equal one keeps its place
+        int64_t pos = n < k ? n++ : k - 1;
+        for (; pos > 0 && bd[size_t(pos - 1)] > dj; --pos) {
+          bd[size_t(pos)] = bd[size_t(pos - 1)];
+          bi[size_t(pos)] = bi[size_t(pos - 1)];
+        }
+        bd[size_t(pos)] = dj;
+        bi[size_t(pos)] = j;
+      }
+      std::copy(bi.begin(), bi.end(), op + r * k);
+    }
+  }
+}
+
 }  // namespace
 
 NB_MODULE(_cpu, m) {
@@ -772,6 +828,8 @@ NB_MODULE(_cpu, m) {
   m.def("message_mean", &message_mean, nb::arg("node_j").noconvert(), nb::arg("node_i").noconvert(),
         nb::arg("edge").noconvert(), nb::arg("nbr").noconvert(), nb::arg("out").noconvert(), nb::arg("threads"),
         rel, "out [B, L, D] float32: mean over k of silu(node_j[b, nbr] + node_i + edge), edge [B, L, k, D].");
+  m.def("knn", &knn, nb::arg("points").noconvert(), nb::arg("out").noconvert(), nb::arg("threads"), rel,
+        "Fills out [B, L, k] int64 with the k nearest other points of each of points [B, L, 3] float32.");
   m.def("message_mean_proj", &message_mean_proj, nb::arg("node_j").noconvert(), nb::arg("node_i").noconvert(),
         nb::arg("edge").noconvert(), nb::arg("weight_t").noconvert(), nb::arg("nbr").noconvert(),
         nb::arg("out").noconvert(), nb::arg("threads"), rel,

@@ -138,7 +138,7 @@ def is_cis(links: LinkGeometry) -> torch.Tensor:
     return links.linked & (links.ca_ca < CIS_MAX_CA_CA)
 
 
-@functools.lru_cache(maxsize=4)
+@resident.table_cache(maxsize=4)
 def _cis_internal(trans_unit: torch.Tensor) -> tuple:
     """Bond lengths and angles (float64) of the trans template [3, 3]: |CA–C|, |C–N|, |N–CA|, |C–O|, ∠CA–C–N,
     ∠C–N–CA, ∠CA–C–O, and the side of C (sign of its y)."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
+import functools
 
 import numpy as np
 import torch
@@ -59,6 +60,41 @@ def on_device(array, device, dtype: torch.dtype | None = None) -> torch.Tensor:
     if len(_TABLES) > _TABLES_MAX:
         _TABLES.popitem(last=False)
     return tensor
+
+
+def table_cache(maxsize: int):
+    """functools.lru_cache for functions that build small tables (tensors, or tuples and dicts of them), except that
+    a result holding a tensor subclass is returned uncached: a table first built inside a device test's
+    FakeTensorMode must not stand in for a real one afterwards (one process runs both under pytest)."""
+
+    def plain(value) -> bool:
+        if isinstance(value, dict):
+            return all(plain(v) for v in value.values())
+        if isinstance(value, (tuple, list)):
+            return all(plain(v) for v in value)
+        return not torch.is_tensor(value) or type(value) is torch.Tensor
+
+    def wrap(fn):
+        cache: collections.OrderedDict = collections.OrderedDict()
+
+        @functools.wraps(fn)
+        def cached(*args):
+            key = tuple((type(a), id(a), a) if torch.is_tensor(a) else a for a in args)
+            hit = cache.get(key)
+            if hit is not None:
+                cache.move_to_end(key)
+                return hit
+            value = fn(*args)
+            if plain(value):
+                cache[key] = value
+                if len(cache) > maxsize:
+                    cache.popitem(last=False)
+            return value
+
+        cached.cache_clear = cache.clear
+        return cached
+
+    return wrap
 
 
 def unravel(idx: torch.Tensor, shape) -> tuple:

@@ -58,3 +58,16 @@ def broadcast_shape(*shapes) -> torch.Size:
                     raise ValueError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
                 out[i] = d
     return torch.Size(out)
+
+
+def nearest(points: torch.Tensor, k: int, block: int = 1024) -> torch.Tensor:
+    """[B, L, k] int64: for every point of points [B, L, 3] its k ≤ L − 1 nearest other points of the same frame,
+    nearest first (torch.cdist, then topk; row blocks bound memory to [B, block, L])."""
+    B, L, _ = points.shape
+    out = [torch.zeros(B, 0, k, dtype=torch.long, device=points.device)]
+    for s in range(0, L, block):
+        d = torch.cdist(points[:, s:s + block], points)
+        rows = torch.arange(s, min(s + block, L), device=points.device)
+        d[:, torch.arange(len(rows), device=points.device), rows] = float("inf")
+        out.append(d.topk(k, dim=-1, largest=False).indices)
+    return torch.cat(out, dim=1)

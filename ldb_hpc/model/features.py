@@ -48,19 +48,12 @@ def _shift_mask(x: torch.Tensor, k: int, dim: int) -> tuple[torch.Tensor, torch.
     return out, ok
 
 
-def knn(ca: torch.Tensor, k: int, block: int = 1024) -> torch.Tensor:
-    """Indices [B, L, k'] of the k' = min(k, L − 1) nearest other residues by CA distance (ties by index)."""
-    B, L, _ = ca.shape
-    k = min(k, L - 1)
-    if k <= 0:
-        return torch.zeros(B, L, 0, dtype=torch.long, device=ca.device)
-    out = []
-    for s in range(0, L, block):  # bounded memory for long proteins: [B, block, L]
-        d = torch.cdist(ca[:, s:s + block], ca)
-        rows = torch.arange(s, min(s + block, L), device=ca.device)
-        d[:, torch.arange(len(rows), device=ca.device), rows] = float("inf")
-        out.append(d.topk(k, dim=-1, largest=False).indices)
-    return torch.cat(out, dim=1)
+def knn(ca: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices [B, L, k'] of the k' = min(k, L − 1) nearest other residues by CA distance, nearest first
+    (ldb_hpc.ops.knn: the C++ kernel on CPU, ties to the lower index)."""
+    from ldb_hpc import ops
+
+    return ops.knn(ca.detach(), k)
 
 
 def featurize(ca: torch.Tensor, restype: torch.Tensor, segment: torch.Tensor, k: int = 16) -> Graph:

@@ -15,7 +15,6 @@ Tables: ``ldb_hpc/weights/ideal.npz``, written by ``scripts/fit_ideal_model.py``
 
 from __future__ import annotations
 
-import functools
 import math
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 
 from ldb_hpc import ops
 from ldb_hpc.chem import residues as rc
+from ldb_hpc.geometry import resident
 from ldb_hpc.geometry.peptide import (
     CIS_MAX_CA_CA,
     Backbone,
@@ -64,7 +64,7 @@ def _tau_bin(tau: torch.Tensor) -> torch.Tensor:
 # Tables
 
 
-@functools.lru_cache(maxsize=2)
+@resident.table_cache(maxsize=2)
 def load_tables(path: str | None = None) -> dict[str, torch.Tensor]:
     """The fitted tables as float32 tensors (see module docstring)."""
     with np.load(path or TABLE_FILE) as data:

@@ -16,7 +16,6 @@ check each.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 
@@ -41,7 +40,7 @@ _HARD_CONTACT, _HARD = 1.3, 1000.0  # Å, weight: a pair below the 1.2 Å clash 
 # number of softer contacts, so a rotamer without one wins wherever one exists
 
 
-@functools.lru_cache(maxsize=8)
+@resident.table_cache(maxsize=8)
 def _grids(dev, dtype) -> dict:
     """Rotamer grids in radians, [G, 4] (unused channels 0): per number of χ angles n (1..4), χ1 staggered and
     χ2..χ4 staggered or eclipsed-planar (aromatic and amide χ2 sit near ±90° / 0°); key "pro": χ1 from −40°
@@ -58,7 +57,7 @@ def _grids(dev, dtype) -> dict:
     return out
 
 
-@functools.lru_cache(maxsize=1)
+@resident.table_cache(maxsize=1)
 def _self_pairs() -> torch.Tensor:
     """[21, 14, 14] bool: atom pairs of one residue that are at least four bonds apart (1–5 and beyond) with one
     atom beyond CB — the intra-residue pairs a side chain can fold onto (e.g. its own carbonyl O, or an Arg
@@ -185,7 +184,7 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
     return flat.reshape(pos.shape)
 
 
-@functools.lru_cache(maxsize=8)
+@resident.table_cache(maxsize=8)
 def _local_turns(dev, dt) -> torch.Tensor:
     """[25, 4] rad: χ1, χ2 turns of −30..30° in 15° steps (χ3, χ4 kept)."""
     steps = torch.deg2rad(torch.tensor([-30.0, -15.0, 0.0, 15.0, 30.0], dtype=dt, device=dev))

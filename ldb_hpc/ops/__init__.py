@@ -34,8 +34,8 @@ from ldb_hpc.ops import reference
 from ldb_hpc.ops.reference import step_coefficients
 
 __all__ = ["atoms_from_backbone", "available_backends", "backend", "build_atoms", "clash_flags", "clash_score",
-           "diffusion_step", "gaussian_noise", "kernel_calls", "message_mean", "message_mean_proj", "require_kernels",
-           "step_coefficients", "vq_nearest", "BACKENDS", "ENV_VAR"]
+           "diffusion_step", "gaussian_noise", "kernel_calls", "knn", "message_mean", "message_mean_proj",
+           "require_kernels", "step_coefficients", "vq_nearest", "BACKENDS", "ENV_VAR"]
 
 ENV_VAR = "LDB_HPC_KERNELS"
 BACKENDS = ("reference", "cpu", "triton")
@@ -205,6 +205,14 @@ def message_mean(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Tensor,
     mean over k of silu(node_j[b, nbr] + node_i + edge), the per-edge work of a message-passing layer in one pass
     (no [B, L, k, D] temporaries). Inference only: the kernels do not take gradients."""
     return _impl(node_j.device, node_j, node_i, edge).message_mean(node_j, node_i, edge, nbr)
+
+
+def knn(points: torch.Tensor, k: int) -> torch.Tensor:
+    """points [B, L, 3] float32 → [B, L, k'] int64 with k' = min(k, L − 1): every point's nearest other points of
+    its frame, nearest first (C++: squared distances in one pass per row, ties to the lower index; torch's cdist and
+    topk on other devices)."""
+    k = max(0, min(k, points.shape[-2] - 1))
+    return _impl(points.device, points).knn(points, k)
 
 
 def message_mean_proj(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Tensor, weight: torch.Tensor,

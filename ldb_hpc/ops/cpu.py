@@ -160,3 +160,11 @@ def message_mean_proj(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Te
     res = _check_out(out, tuple(node_j.shape), torch.float32)
     module().message_mean_proj(_f32(node_j), _f32(node_i), _f32(edge), _f32(weight.t()), _i64(nbr), res, _threads())
     return res
+
+
+def knn(points: torch.Tensor, k: int) -> torch.Tensor:
+    """points [B, L, 3] float32, 0 ≤ k ≤ L − 1 → [B, L, k] int64, nearest first."""
+    B, L, _ = points.shape
+    res = torch.empty((B, L, k), dtype=torch.int64)
+    module().knn(_f32(points), res, _threads())
+    return res

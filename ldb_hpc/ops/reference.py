@@ -26,6 +26,8 @@ All tensors are contiguous, on one device; float32 unless stated; Å and radians
   per-edge part of a message-passing layer (:class:`ldb_hpc.model.networks.MPLayer`),
   mean_j silu(node_j[b, nbr[b, i, j]] + node_i[b, i] + edge[b, i, j]) with silu(x) = x / (1 + exp(−x)), summed
   over j in order and divided by k; neighbour indices are within the frame (0 ≤ nbr < L).
+- ``knn(points [B, L, 3], k) → [B, L, k] int64``: for every point the k ≤ L − 1 nearest other points of its frame,
+  nearest first (ties: lower index first in the kernels; torch.topk's order here).
 - ``message_mean_proj(node_j, node_i, edge [B, L, k, E], weight [D, E], nbr) → [B, L, D]``: ``message_mean``
   with the per-edge term the projection ``linear(edge, weight)`` (a message-passing layer's edge weights applied to
   its edge features), which the kernels may compute per edge without writing the [B, L, k, D] projection.
@@ -37,6 +39,7 @@ import torch
 
 from ldb_hpc.chem import residues as rc
 from ldb_hpc.geometry.atoms import atoms_from_backbone
+from ldb_hpc.geometry.vectors import nearest
 from ldb_hpc.ops.noise import latent_noise
 
 _PRO = rc.RESTYPE_INDEX["PRO"]
@@ -143,3 +146,9 @@ def message_mean_proj(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Te
                       nbr: torch.Tensor) -> torch.Tensor:
     """node_j, node_i [B, L, D]; edge [B, L, k, E]; weight [D, E]; nbr [B, L, k] → [B, L, D] float32."""
     return message_mean(node_j, node_i, torch.nn.functional.linear(edge, weight), nbr)
+
+
+
+def knn(points: torch.Tensor, k: int) -> torch.Tensor:
+    """points [B, L, 3]; 0 ≤ k ≤ L − 1 → [B, L, k] int64 (cdist, then topk: ldb_hpc.geometry.vectors.nearest)."""
+    return nearest(points, k)
