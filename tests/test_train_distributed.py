@@ -26,7 +26,7 @@ from ldb_hpc.io.training_set import read_training_set
 from ldb_hpc.model import ldb as ldb_module
 from ldb_hpc.model.ldb import LDBConfig, LDBModel
 from ldb_hpc.model.networks import VectorQuantizer
-from ldb_hpc.model.train import TrainConfig, WindowSampler
+from ldb_hpc.model.train import MixedSampler, TrainConfig, WindowSampler
 from ldb_hpc.runtime import comm as comm_mod
 from ldb_hpc.runtime.train_setup import rendezvous, run_training, training_device
 
@@ -190,6 +190,32 @@ def test_split_batch_shares_out_one_ranks_batch(tmp_path):
     assert not torch.equal(WindowSampler(data, 4, 16, seed=5).batch(8)[0], alone[0])
     with pytest.raises(InputError, match="at least 2 windows"):
         WindowSampler(data, 1, 16, seed=5, rank=0, world=2, split=True)
+
+
+def test_mixed_sampler_packs_both_sets_apart(tmp_path, no_launcher, run_cli):
+    """--extra-data: each batch is data's windows as they are, then the second set's own windows moved past them,
+    with segment ids after data's; a run trains on both; the options go together."""
+    main = read_training_set(str(make_training_file(tmp_path / "train.h5")))
+    extra = read_training_set(str(make_training_file(tmp_path / "thermal.h5", lengths=(30,))))
+    alone = WindowSampler(main, 2, 16, seed=5).batch(7)
+    mixed = MixedSampler(WindowSampler(main, 2, 16, seed=5), WindowSampler(extra, 3, 16, seed=5)).batch(7)
+    pos, mask, rt, seg = mixed
+    assert pos.shape[1] == 5 * 16 and all(torch.equal(a, b[..., :32] if a.dim() == 1 else b[:, :32])
+                                          for a, b in zip(alone, (pos, mask, rt, seg)))
+    ca = pos[0, :, 1]
+    assert (ca[32:, 0] > ca[:32, 0].max() + 500).all()  # the extra windows sit past the main ones
+    assert set(seg[32:].tolist()).isdisjoint(seg[:32].tolist())
+    own = WindowSampler(extra, 3, 16, seed=5).batch(7, stream=16)  # the second set's own keyed stream
+    assert torch.equal(rt[32:], own[2]) and torch.equal(mask[:, 32:], own[1])
+    assert torch.allclose(pos[0, 32:][mask[0, 32:]], (own[0][0] + torch.tensor([2000.0, 0, 0]))[own[1][0]])
+    result = run_training(config(tmp_path / "train.h5", tmp_path / "run", extra_data=str(tmp_path / "thermal.h5"),
+                                 extra_windows=2))
+    assert result.step == 3 and np.isfinite(result.metrics["loss"])
+    with pytest.raises(InputError, match="extra windows"):
+        run_training(config(tmp_path / "train.h5", tmp_path / "run2", extra_windows=2))
+    code, _, err = run_cli("train", "refine", "--data", str(tmp_path / "train.h5"), "--out", str(tmp_path / "r3"),
+                            "--init", str(tmp_path / "run" / "model"), "--extra-data", str(tmp_path / "thermal.h5"))
+    assert code != 0 and "--extra-data and --extra-windows" in err
 
 
 def test_vq_statistics_and_restarts_go_through_the_injected_collectives():

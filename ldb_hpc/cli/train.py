@@ -71,6 +71,11 @@ def add_parser(sub) -> None:
     p.add_argument("--chi-mode-p", type=float, default=None, metavar="P",
                    help="store in the model: build χ1 in the head's well wherever the head is at least P sure "
                         "(1 = never; default: keep the initial model's)")
+    p.add_argument("--extra-data", default=None, metavar="H5",
+                   help="a second training set in the same layout (e.g. thermal MD frames from "
+                        "scripts/thermal_frames.py); each batch takes --extra-windows windows from it")
+    p.add_argument("--extra-windows", type=int, default=0, metavar="N",
+                   help="windows per batch from --extra-data, beside the --windows from --data (default 0)")
     p.set_defaults(run=run)
 
 
@@ -101,6 +106,10 @@ def run(args) -> int:
                          "apply to `train refine` only")
     if (stage is Stage.PLACEMENT) != (args.cg is not None):
         raise InputError("`train placement` needs --cg com|martini3, and --cg applies to it only")
+    if (args.extra_data is None) != (args.extra_windows == 0) or args.extra_windows < 0:
+        raise InputError("--extra-data and --extra-windows (at least 1) go together")
+    if args.extra_data is not None and stage is Stage.PLACEMENT:
+        raise InputError("--extra-data applies to the LDB stages (tokenizer, diffusion, refine), not placement")
     placer = {k: v for k, v in (("dim", args.dim), ("layers", args.layers)) if v is not None}
     if any(v < 1 for v in placer.values()) or (placer and stage is not Stage.PLACEMENT):
         raise InputError("--dim and --layers (at least 1) apply to `train placement` only")
@@ -111,7 +120,8 @@ def run(args) -> int:
                       ensemble_temperature=args.ensemble_temperature, split_batch=args.split_batch,
                       sample_extra_layers=args.sample_extra_layers, context_extra_layers=args.context_extra_layers,
                       ca_noise=args.ca_noise, chi_modes=args.chi_modes, chi_mode_p=args.chi_mode_p,
-                      cg=args.cg or "ca", architecture=placer or None)
+                      cg=args.cg or "ca", architecture=placer or None, extra_data=args.extra_data,
+                      extra_windows=args.extra_windows)
     result = run_training(cfg, device=args.device)
     if result.rank == 0:
         print(f"trained {stage.value}: {result.metrics} -> {args.out}/model")

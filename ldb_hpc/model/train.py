@@ -35,8 +35,10 @@ import torch
 from ldb_hpc.errors import InputError
 from ldb_hpc.model.stages import Stage
 
-# Streams of keyed random draws (the second key of every seed).
+# Streams of keyed random draws (the second key of every seed); a second training set (MixedSampler) draws its
+# windows from the stream + _EXTRA.
 _WINDOWS, _STATS, _TORCH = 0, 1, 2
+_EXTRA = 16
 
 
 @dataclass
@@ -66,6 +68,8 @@ class TrainConfig:
     chi_modes: bool = False  # refine: add (and train) the χ1 mode head
     chi_mode_p: float | None = None  # stored in the model: build χ1 in the head's well where it is this sure
     cg: str = "ca"  # placement: the coarse-grained mapping whose beads the placer reads (com, martini3)
+    extra_data: str | None = None  # a second training set (e.g. thermal MD frames), read like data
+    extra_windows: int = 0  # windows per batch from extra_data, beside the `windows` from data
 
     def __post_init__(self):
         self.stage = Stage.parse(self.stage)
@@ -184,6 +188,26 @@ class WindowSampler:
                 torch.from_numpy(np.concatenate(rt)), torch.from_numpy(np.concatenate(seg)))
 
 
+class MixedSampler:
+    """Each step's windows from two training sets packed into one pseudo-protein: ``main``'s windows as they
+    come, then ``extra``'s (drawn from their own keyed stream), moved on past main's last window slot and given
+    segment ids after main's, so no window touches another."""
+
+    def __init__(self, main: WindowSampler, extra: WindowSampler):
+        self.main, self.extra = main, extra
+
+    def __len__(self) -> int:
+        return len(self.main) + len(self.extra)
+
+    def batch(self, step: int, stream: int = _WINDOWS):
+        pos, mask, rt, seg = self.main.batch(step, stream)
+        xpos, xmask, xrt, xseg = self.extra.batch(step, stream + _EXTRA)
+        shift = torch.tensor([1000.0 * self.main.windows, 0.0, 0.0])
+        xpos = torch.where(xmask[..., None], xpos + shift, xpos)
+        return (torch.cat([pos, xpos], 1), torch.cat([mask, xmask], 1), torch.cat([rt, xrt]),
+                torch.cat([seg, xseg + int(seg.max()) + 1]))
+
+
 @torch.no_grad()
 def validate(model, structures, stage: Stage) -> dict:
     """Mean heavy-atom RMSD over validation structures: the tokenizer round trip (stages 1 and 3) and the
@@ -250,14 +274,20 @@ def load_train_state(path: Path, device) -> dict:
                          f"older ldb-hpc with pickled random state?); remove it to start over ({exc})") from None
 
 
-def start_run(cfg: TrainConfig, data: TrainingData, collectives, device):
-    """What every training loop starts from: (collectives, rank, world, device, this rank's WindowSampler, the run
-    folder, created)."""
+def start_run(cfg: TrainConfig, data: TrainingData, collectives, device, extra: TrainingData | None = None):
+    """What every training loop starts from: (collectives, rank, world, device, this rank's sampler, the run
+    folder, created). The sampler is a WindowSampler of ``data``, or with ``extra`` (cfg.extra_windows > 0) a
+    MixedSampler of both."""
     coll = collectives or SerialCollectives()
     rank, world, device = coll.rank, coll.world, torch.device(device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     sampler = WindowSampler(data, cfg.windows, cfg.crop, cfg.seed, rank, world, cfg.split_batch)
+    if (extra is not None) != (cfg.extra_windows > 0):
+        raise InputError("a second training set needs extra windows per batch, and extra windows need the set")
+    if extra is not None:
+        sampler = MixedSampler(sampler, WindowSampler(extra, cfg.extra_windows, cfg.crop, cfg.seed, rank, world,
+                                                      cfg.split_batch))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     return coll, rank, world, device, sampler, out
@@ -295,18 +325,19 @@ def _average_gradients(params: list, coll) -> None:
 
 
 def train(cfg: TrainConfig, data: TrainingData, collectives=None, device: str | torch.device = "cpu",
-          valid: list | None = None) -> TrainResult:
+          valid: list | None = None, extra: TrainingData | None = None) -> TrainResult:
     """Run (or resume) one training stage on this rank's ``device``; checkpoints go to cfg.out (rank 0).
 
     ``data``: the training set of cfg.data, opened by the caller (the same arrays on every rank).
     ``collectives``: ``rank``, ``world``, ``all_reduce_sum(t) -> t``, ``all_reduce_mean(tensors)``,
     ``broadcast(tensors, src=0)`` (in place); :class:`SerialCollectives` when None. ``valid``: validation
     structures (pos [1, L, 14, 3] Å, mask [1, L, 14], restype [L], segment [L]), evaluated on rank 0 every
-    cfg.valid_every steps (the runtime reads them from cfg.valid).
+    cfg.valid_every steps (the runtime reads them from cfg.valid). ``extra``: the training set of cfg.extra_data,
+    opened likewise; cfg.extra_windows of each batch's windows come from it.
     """
     from ldb_hpc.model.checkpoint import save_checkpoint
 
-    coll, rank, world, device, sampler, out = start_run(cfg, data, collectives, device)
+    coll, rank, world, device, sampler, out = start_run(cfg, data, collectives, device, extra)
     state_file = out / "train_state.pt"
 
     torch.manual_seed(cfg.seed)  # the same initial model on every rank (rank 0's is broadcast all the same)

@@ -146,7 +146,8 @@ def run_training(cfg: TrainConfig, device: str = "cpu", comm=None) -> TrainResul
                 from ldb_hpc.model.train_placer import train_placer
 
                 return train_placer(cfg, read_training_set(cfg.data), coll, dev, valid=valid)
-            return train(cfg, read_training_set(cfg.data), coll, dev, valid=valid)
+            extra = read_training_set(cfg.extra_data) if cfg.extra_data else None
+            return train(cfg, read_training_set(cfg.data), coll, dev, valid=valid, extra=extra)
     except BaseException as exc:  # noqa: BLE001 - under MPI the other ranks would wait forever
         if comm is None:
             raise
