@@ -28,7 +28,7 @@ from ldb_hpc.model.ldb import LDBConfig, LDBModel
 from ldb_hpc.model.networks import VectorQuantizer
 from ldb_hpc.model.train import MixedSampler, TrainConfig, WindowSampler
 from ldb_hpc.runtime import comm as comm_mod
-from ldb_hpc.runtime.train_setup import rendezvous, run_training, training_device
+from ldb_hpc.runtime.train_setup import load_validation, rendezvous, run_training, training_device
 
 MPIEXEC = Path(os.environ.get("LDB_HPC_MPIEXEC") or Path(sys.executable).parent / "mpiexec")
 needs_mpi = pytest.mark.skipif(
@@ -216,6 +216,18 @@ def test_mixed_sampler_packs_both_sets_apart(tmp_path, no_launcher, run_cli):
     code, _, err = run_cli("train", "refine", "--data", str(tmp_path / "train.h5"), "--out", str(tmp_path / "r3"),
                             "--init", str(tmp_path / "run" / "model"), "--extra-data", str(tmp_path / "thermal.h5"))
     assert code != 0 and "--extra-data and --extra-windows" in err
+
+
+def test_validation_structures_from_a_training_set(tmp_path):
+    """--valid H5: every chain of a training set (thermal frames of the validation proteins) is one structure."""
+    path = make_training_file(tmp_path / "frames.h5", lengths=(48, 40, 20))
+    data = read_training_set(str(path))
+    structures = load_validation(str(path))
+    assert [s[2].shape[0] for s in structures] == [48, 40, 20]
+    pos, mask, rt, seg = structures[1]
+    assert pos.shape == (1, 40, 14, 3) and mask.shape == (1, 40, 14)
+    assert torch.equal(pos[0], torch.from_numpy(data.positions[48:88])) and torch.equal(rt, torch.from_numpy(
+        data.restype[48:88]))
 
 
 def test_vq_statistics_and_restarts_go_through_the_injected_collectives():

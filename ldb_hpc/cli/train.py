@@ -41,7 +41,8 @@ def add_parser(sub) -> None:
     p.add_argument("--split-batch", action="store_true",
                    help="--windows is the global batch, shared out over the ranks (rank r takes windows r, r+N, "
                         "…): N ranks then train as one rank with the same options does")
-    p.add_argument("--valid", help="folder of validation structures (e.g. ../shared/data/valid/pfam40)")
+    p.add_argument("--valid", help="folder of validation structures (e.g. ../shared/data/valid/pfam40), or a "
+                        "training-set HDF5 whose chains are the validation structures (e.g. thermal frames)")
     p.add_argument("--valid-every", type=int, default=500)
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--log-every", type=int, default=50)

@@ -72,10 +72,16 @@ class TorchCollectives:
 
 
 def load_validation(folder: str | None) -> list:
-    """Validation structures (atom14, first model) from a folder of PDB/mmCIF files: a list of
+    """Validation structures (atom14, first model) from a folder of PDB/mmCIF files, or every chain of a training
+    set HDF5 (e.g. thermal MD frames of the validation proteins): a list of
     (pos [1, L, 14, 3] Å, mask [1, L, 14], restype [L], segment [L])."""
     if not folder:
         return []
+    if os.path.isfile(folder) and folder.endswith((".h5", ".hdf5")):
+        data = read_training_set(folder)
+        return [(torch.from_numpy(data.positions[o:o + n])[None], torch.from_numpy(data.mask[o:o + n])[None],
+                 torch.from_numpy(data.restype[o:o + n]), torch.from_numpy(data.segment[o:o + n]))
+                for o, n in zip(data.chains.offset, data.chains.count)]
     from ldb_hpc.io.sources import collect_structure_files
     from ldb_hpc.io.structure import read_structure
 
