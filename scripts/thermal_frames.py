@@ -551,19 +551,38 @@ def _frames_of_shard(path: str) -> tuple[list[ParsedFile], dict]:
     return out, table
 
 
-def merge(out_dir: str, state: State, manifest: Manifest | None) -> str | None:
-    """Merge the shards of every done input (state order) into OUT/thermal.h5; its path, or None when none."""
+# Settings that only choose which inputs run; runs that differ only in these may be merged into one set.
+SELECTION_SETTINGS = ("min_res", "max_res", "seed")
+
+
+def merge(out_dir: str, state: State, manifest: Manifest | None, dest: str | None = None,
+          more: tuple[tuple[str, State], ...] = ()) -> str | None:
+    """Merge the shards of every done input (state order) into OUT/thermal.h5, or into ``dest`` together with the
+    done inputs of the runs ``more`` ((folder, state) pairs, whose simulation settings must equal this run's but
+    for SELECTION_SETTINGS; an input done in several runs is taken once, from the first); its path, or None when
+    none is done."""
     import h5py
 
-    keys = [k for k in state.done]
-    if not keys:
+    sim = lambda st: {k: v for k, v in dataclasses.asdict(st.settings).items()  # noqa: E731
+                      if k not in SELECTION_SETTINGS}
+    for folder, other in more:
+        if sim(other) != sim(state):
+            raise InputError(f"{folder} ran with other simulation settings than {out_dir}: not one set")
+    runs, seen = [], set()
+    for folder, st in ((out_dir, state), *more):
+        for k in st.done:
+            if k not in seen:
+                seen.add(k)
+                runs.append(os.path.join(folder, "shards", st.done[k].shard))
+    if not runs:
         return None
     frames, tables = [], []
-    for k in keys:
-        f, t = _frames_of_shard(os.path.join(out_dir, "shards", state.done[k].shard))
+    for shard in runs:
+        f, t = _frames_of_shard(shard)
         frames += f
         tables.append(t)
-    dest = os.path.join(out_dir, "thermal.h5")
+    keys = runs
+    dest = dest or os.path.join(out_dir, "thermal.h5")
     with replaced_when_done(dest, "merged set ") as tmp:
         write_training_h5(frames, tmp, manifest=manifest, n_files=len(frames))
         with h5py.File(tmp, "r+") as h5:
@@ -571,6 +590,9 @@ def merge(out_dir: str, state: State, manifest: Manifest | None) -> str | None:
             _frame_tables(h5, cat["source"], cat["chain"], cat["frame"], cat["time_ps"], cat["seed"],
                           cat["potential_kj_mol"], state.settings)
             h5.attrs["thermal_inputs"] = len(keys)
+            if more:  # the settings attribute is this run's; the selection settings of the others may differ
+                h5.attrs["thermal_runs"] = json.dumps({f: dataclasses.asdict(st.settings)
+                                                       for f, st in ((out_dir, state), *more)})
     return dest
 
 
@@ -703,8 +725,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in SETTING_OPTIONS:
         r.add_argument("--" + name.replace("_", "-"), type=type(getattr(d, name)), default=getattr(d, name),
                        help=f"default {getattr(d, name)}")
-    m = sub.add_parser("merge", help="merge the done shards of OUT into OUT/thermal.h5")
+    m = sub.add_parser("merge", help="merge the done shards of OUT into OUT/thermal.h5, or of several runs into --to")
     m.add_argument("out")
+    m.add_argument("more", nargs="*", help="further run folders (same simulation settings) merged into --to")
+    m.add_argument("--to", help="the merged file (needed with several runs; default OUT/thermal.h5)")
     m.add_argument("--manifest", help="default: the manifest of the run (state.json)")
     s = sub.add_parser("status", help="counts, speed and failures of OUT")
     s.add_argument("out")
@@ -742,7 +766,15 @@ def main(argv=None) -> int:
                 raise InputError(f"no state.json in {args.out}")
             mpath = args.manifest or state.manifest
             man = _FrameManifest(Manifest.read(mpath).entries, mpath) if mpath else None
-            print(merge(args.out, state, man) or "nothing done yet")
+            if args.more and not args.to:
+                raise InputError("merging several runs needs --to FILE")
+            more = []
+            for folder in args.more:
+                st = read_state(os.path.join(folder, "state.json"))
+                if st is None:
+                    raise InputError(f"no state.json in {folder}")
+                more.append((folder, st))
+            print(merge(args.out, state, man, args.to, tuple(more)) or "nothing done yet")
         else:
             print(_status(args.out))
     except InputError as exc:

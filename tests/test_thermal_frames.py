@@ -152,3 +152,26 @@ def test_without_pdbfixer_missing_atoms_are_a_named_skip(tf, tmp_path, monkeypat
     state = tf.run([str(inputs)], str(tmp_path / "out"), tf.SimSettings(**TINY))
     assert "1 heavy atoms missing and PDBFixer is not installed" in state.skipped[os.path.abspath(inputs / "gap.pdb")]
     assert not state.done and not (tmp_path / "out" / "thermal.h5").exists()
+
+
+def test_several_runs_merge_into_one_set(tf, tmp_path, capsys):
+    """`merge A B --to FILE`: the done inputs of runs that differ only in which inputs they take become one set
+    (an input done in both once); other simulation settings, or several runs without --to, are refused."""
+    dirs = {}
+    for name, seq, extra in (("a", SEQUENCE, {}), ("b", SEQUENCE[2:], {"max_res": 50, "seed": 4})):
+        (tmp_path / name).mkdir()
+        path = _write(tmp_path / name / f"{name}.pdb", _peptide(seq))
+        dirs[name] = str(tmp_path / f"run_{name}")
+        tf.run([path], dirs[name], tf.SimSettings(**TINY, **extra), fixer="modeller")
+    dest = tmp_path / "all.h5"
+    assert tf.main(["merge", dirs["a"], dirs["b"], dirs["a"], "--to", str(dest)]) == 0
+    ts = read_training_set(str(dest))
+    assert [f.rsplit("/", 1)[-1] for f in ts.chains.files] == ["a.pdb#frame00", "a.pdb#frame01", "b.pdb#frame00",
+                                                               "b.pdb#frame01"]
+    assert len(ts) == 2 * len(SEQUENCE) + 2 * len(SEQUENCE[2:])
+    capsys.readouterr()
+    assert tf.main(["merge", dirs["a"], dirs["b"]]) == 2 and "--to" in capsys.readouterr().err
+    hot = str(tmp_path / "run_hot")
+    tf.run([str(tmp_path / "a" / "a.pdb")], hot, tf.SimSettings(**{**TINY, "temperature_k": 350.0}), fixer="modeller")
+    assert tf.main(["merge", dirs["a"], hot, "--to", str(tmp_path / "x.h5")]) == 2
+    assert "other simulation settings" in capsys.readouterr().err and not (tmp_path / "x.h5").exists()
