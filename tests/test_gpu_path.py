@@ -23,6 +23,7 @@ from ldb_hpc.engine import devices
 from ldb_hpc.engine.compute import DisulfideLog
 from ldb_hpc.errors import InputError
 from ldb_hpc.geometry.contacts import CloseContacts
+from ldb_hpc.ops import backends
 from ldb_hpc.ops.audit import HostTraffic
 from ldb_hpc.runtime.records import kernel_text
 
@@ -34,10 +35,10 @@ def no_triton(monkeypatch):
     """triton cannot be imported (as on a node whose torch has none): ldb_hpc._triton does not load."""
     monkeypatch.setitem(sys.modules, "triton", None)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # test_ops_triton sets it for the whole worker
-    monkeypatch.setattr(ops, "_TRITON_ERROR", [])
-    ops._triton_ops.cache_clear()
+    monkeypatch.setattr(backends, "_TRITON_ERROR", [])
+    backends._triton_ops.cache_clear()
     yield
-    ops._triton_ops.cache_clear()
+    backends._triton_ops.cache_clear()
 
 
 def test_cuda_without_triton_is_one_error_line(run_cli, tmp_path, monkeypatch, no_triton):

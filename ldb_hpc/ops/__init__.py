@@ -19,150 +19,52 @@ many fell back to the reference.
 
 from __future__ import annotations
 
-import collections
-import functools
-import importlib
-import os
-
 import torch
 
 from ldb_hpc.chem.residues import NUM_SLOTS
-from ldb_hpc.errors import InputError
 from ldb_hpc.geometry import atoms as geometry_atoms
 from ldb_hpc.geometry.vectors import broadcast_shape
-from ldb_hpc.ops import reference
+from ldb_hpc.ops.backends import (
+    BACKENDS,
+    ENV_VAR,
+    available_backends,
+    backend,
+    count_call,
+    implementation,
+    kernel_calls,
+    require_kernels,
+)
 from ldb_hpc.ops.reference import step_coefficients
 
 __all__ = ["atoms_from_backbone", "available_backends", "backend", "build_atoms", "clash_flags", "clash_score",
            "diffusion_step", "gaussian_noise", "kernel_calls", "knn", "message_mean", "message_mean_proj",
            "require_kernels", "step_coefficients", "vq_nearest", "BACKENDS", "ENV_VAR"]
 
-ENV_VAR = "LDB_HPC_KERNELS"
-BACKENDS = ("reference", "cpu", "triton")
-_CALLS: collections.Counter = collections.Counter()  # fused-op calls of this process by the implementation that ran
-_TRITON_ERROR: list[str] = []  # why ldb_hpc._triton did not import (the first error)
-
-
-def kernel_calls() -> dict[str, int]:
-    """Fused-op calls made by this process so far, by implementation ("cpu", "triton", "reference")."""
-    return dict(_CALLS)
-
-
-@functools.lru_cache(maxsize=1)
-def _cpu_ops():
-    """ldb_hpc.ops.cpu when the extension ldb_hpc._cpu imports, else None."""
-    try:
-        from ldb_hpc.ops import cpu
-
-        cpu.module()
-        return cpu
-    except (ImportError, OSError):
-        return None
-
-
-@functools.lru_cache(maxsize=1)
-def _triton_ops():
-    """ldb_hpc._triton.ops (every Triton launcher) when triton and the Triton kernels import, else None."""
-    try:
-        import triton  # noqa: F401
-
-        return importlib.import_module("ldb_hpc._triton.ops")  # kernels/_triton, mapped as ldb_hpc._triton
-    except Exception as exc:  # noqa: BLE001 - a broken triton install means "not available", never a crash
-        _TRITON_ERROR.append(" ".join(f"{type(exc).__name__}: {exc}".split())[:200])
-        return None
-
-
-def _interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
-
-
-def available_backends() -> list[str]:
-    """The backends that can run here: always "reference"; "cpu" when ldb_hpc._cpu was built; "triton" when
-    ldb_hpc._triton imports and either a CUDA device is present or TRITON_INTERPRET=1."""
-    out = ["reference"]
-    if _cpu_ops() is not None:
-        out.append("cpu")
-    if (torch.cuda.is_available() or _interpreted()) and _triton_ops() is not None:
-        out.append("triton")
-    return out
-
-
-def backend(device: torch.device | str | None = None) -> str:
-    """The implementation the ops run for tensors on ``device`` (default CPU): "reference", "cpu" or "triton".
-
-    Raises InputError when LDB_HPC_KERNELS names an unknown backend or one that cannot run on ``device``."""
-    dev = torch.device(device if device is not None else "cpu")
-    forced = os.environ.get(ENV_VAR, "").strip().lower()
-    if forced:
-        if forced not in BACKENDS:
-            raise InputError(f"{ENV_VAR}={forced!r} is not a kernel backend; use one of {', '.join(BACKENDS)}")
-        if forced == "cpu" and (_cpu_ops() is None or dev.type != "cpu"):
-            why = "ldb_hpc._cpu is not built (reinstall the package)" if _cpu_ops() is None else \
-                f"the C++ kernels run on CPU tensors only, not {dev.type}"
-            raise InputError(f"{ENV_VAR}=cpu cannot run: {why}")
-        if forced == "triton" and _triton_ops() is None:
-            raise InputError(f"{ENV_VAR}=triton cannot run: triton or ldb_hpc._triton does not import")
-        return forced
-    if dev.type == "cuda":
-        return "triton" if _triton_ops() is not None else "reference"
-    if dev.type == "cpu":
-        return "cpu" if _cpu_ops() is not None else "reference"
-    return "reference"
-
-
-def require_kernels(device: torch.device | str) -> str:
-    """The backend a run on ``device`` will use, after checking that a GPU run gets the Triton kernels: an
-    InputError when they do not import or when TRITON_INTERPRET is set (the interpreter on a GPU is orders of
-    magnitude slower), unless LDB_HPC_KERNELS=reference asks for the torch reference ops."""
-    dev = torch.device(device)
-    name = backend(dev)
-    if dev.type != "cuda" or os.environ.get(ENV_VAR, "").strip().lower() == "reference":
-        return name
-    if _interpreted():
-        raise InputError(f"TRITON_INTERPRET={os.environ['TRITON_INTERPRET']} is set: Triton would run its interpreter "
-                         f"on the GPU; unset it (or set {ENV_VAR}=reference for the torch reference ops)")
-    if name != "triton":
-        why = _TRITON_ERROR[0] if _TRITON_ERROR else "triton or ldb_hpc._triton does not import"
-        raise InputError(f"--device {dev.type}: the Triton kernels cannot run ({why}); install the triton that "
-                         f"matches this torch, or set {ENV_VAR}=reference to run the torch reference ops on the GPU")
-    return name
-
-
-def _impl(dev: torch.device, *floats: torch.Tensor):
-    """The module implementing the ops for tensors on dev (float32 coordinates only go to the kernels); the call
-    is counted under the implementation that runs it (:func:`kernel_calls`)."""
-    name = backend(dev)
-    if name != "reference" and any(t.dtype != torch.float32 for t in floats):
-        name = "reference"
-    _CALLS[name] += 1
-    # only the chosen backend is loaded: a CPU run never imports triton
-    return reference if name == "reference" else _cpu_ops() if name == "cpu" else _triton_ops()
-
 
 def vq_nearest(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """z [N, d], codebook [K, d] float32 → (index [N] int64 of the nearest code (ties: lowest index),
     quantized [N, d] = codebook[index])."""
-    return _impl(z.device, z, codebook).vq_nearest(z, codebook)
+    return implementation(z.device, z, codebook).vq_nearest(z, codebook)
 
 
 def gaussian_noise(seed: int, frame_ids: torch.Tensor, samples: int, step: int, n_res: int, dim: int) -> torch.Tensor:
     """Counter-based standard normals [B, S, L, D] float32 keyed by (seed, frame_ids[b] (global frame, [B] int64),
     sample, step, residue, channel) — :mod:`ldb_hpc.ops.noise`; on frame_ids' device."""
-    return _impl(frame_ids.device).gaussian_noise(seed, frame_ids, samples, step, n_res, dim)
+    return implementation(frame_ids.device).gaussian_noise(seed, frame_ids, samples, step, n_res, dim)
 
 
 def diffusion_step(x_t: torch.Tensor, eps: torch.Tensor, coef: tuple, seed: int, step: int,
                    frame_ids: torch.Tensor) -> torch.Tensor:
     """One DDIM update x_t, eps [B, S, L, D] float32 → x_{t_prev}; coef from :func:`step_coefficients`; the noise
     (drawn only when coef[4] ≠ 0) is gaussian_noise(seed, frame_ids [B], S, step, L, D)."""
-    return _impl(x_t.device, x_t, eps).diffusion_step(x_t, eps, coef, seed, step, frame_ids)
+    return implementation(x_t.device, x_t, eps).diffusion_step(x_t, eps, coef, seed, step, frame_ids)
 
 
 def build_atoms(n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor, o_torsion: torch.Tensor, chi: torch.Tensor,
                 restype: torch.Tensor) -> torch.Tensor:
     """n, ca, c [M, 3] Å; o_torsion [M] rad; chi [M, 4] rad; restype [M] int64 → atom14 [M, 14, 3] Å with ideal
     geometry (:func:`ldb_hpc.geometry.atoms.atoms_from_backbone` per row); absent slots zero."""
-    return _impl(ca.device, n, ca, c, o_torsion, chi).build_atoms(n, ca, c, o_torsion, chi, restype)
+    return implementation(ca.device, n, ca, c, o_torsion, chi).build_atoms(n, ca, c, o_torsion, chi, restype)
 
 
 def atoms_from_backbone(n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor, o_torsion: torch.Tensor,
@@ -182,7 +84,7 @@ def atoms_from_backbone(n: torch.Tensor, ca: torch.Tensor, c: torch.Tensor, o_to
         pos = build_atoms(flat(n, (3,)), flat(ca, (3,)), flat(c, (3,)), flat(o_torsion, ()),
                           flat(chi, (4,)), flat(restype.to(torch.int64), ()))
         return pos.reshape(*lead, NUM_SLOTS, 3)
-    _CALLS["reference"] += 1
+    count_call("reference")
     return geometry_atoms.atoms_from_backbone(n, ca, c, o_torsion, chi, restype)
 
 
@@ -190,21 +92,21 @@ def clash_flags(pos: torch.Tensor, rows: torch.Tensor, nbr: torch.Tensor, adjace
                 restype: torch.Tensor, trigger: float) -> torch.Tensor:
     """pos [R, 14, 3] Å; rows [M] int64; nbr [R, k] int64; adjacent [R, k] bool; restype [R] int64 → [M] bool:
     row rows[m] has a counted pair (reference.pair_counts) with a neighbour closer than ``trigger`` Å."""
-    return _impl(pos.device, pos).clash_flags(pos, rows, nbr, adjacent, restype, trigger)
+    return implementation(pos.device, pos).clash_flags(pos, rows, nbr, adjacent, restype, trigger)
 
 
 def clash_score(cand: torch.Tensor, pos: torch.Tensor, rows: torch.Tensor, nbr: torch.Tensor, adjacent: torch.Tensor,
                 restype: torch.Tensor, contact: float) -> torch.Tensor:
     """cand [C, M, 14, 3] Å candidate atoms of rows [M]; pos [R, 14, 3] Å → [C, M] float32
     Σ relu(contact − d)² over the counted pairs with the current atoms of each row's neighbours."""
-    return _impl(pos.device, cand, pos).clash_score(cand, pos, rows, nbr, adjacent, restype, contact)
+    return implementation(pos.device, cand, pos).clash_score(cand, pos, rows, nbr, adjacent, restype, contact)
 
 
 def message_mean(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Tensor, nbr: torch.Tensor) -> torch.Tensor:
     """node_j, node_i [B, L, D]; edge [B, L, k, D] float32; nbr [B, L, k] int64 (within the frame) → [B, L, D]:
     mean over k of silu(node_j[b, nbr] + node_i + edge), the per-edge work of a message-passing layer in one pass
     (no [B, L, k, D] temporaries). Inference only: the kernels do not take gradients."""
-    return _impl(node_j.device, node_j, node_i, edge).message_mean(node_j, node_i, edge, nbr)
+    return implementation(node_j.device, node_j, node_i, edge).message_mean(node_j, node_i, edge, nbr)
 
 
 def knn(points: torch.Tensor, k: int) -> torch.Tensor:
@@ -212,7 +114,7 @@ def knn(points: torch.Tensor, k: int) -> torch.Tensor:
     its frame, nearest first (C++: squared distances in one pass per row, ties to the lower index; torch's cdist and
     topk on other devices)."""
     k = max(0, min(k, points.shape[-2] - 1))
-    return _impl(points.device, points).knn(points, k)
+    return implementation(points.device, points).knn(points, k)
 
 
 def message_mean_proj(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Tensor, weight: torch.Tensor,
@@ -220,4 +122,5 @@ def message_mean_proj(node_j: torch.Tensor, node_i: torch.Tensor, edge: torch.Te
     """:func:`message_mean` with the per-edge term ``linear(edge, weight)``: edge [B, L, k, E] features, weight
     [D, E]. The C++ kernel projects each edge in registers (no [B, L, k, D] tensor written and read back); the
     Triton path runs the projection as one GEMM, then :func:`message_mean`'s kernel. Inference only."""
-    return _impl(node_j.device, node_j, node_i, edge, weight).message_mean_proj(node_j, node_i, edge, weight, nbr)
+    impl = implementation(node_j.device, node_j, node_i, edge, weight)
+    return impl.message_mean_proj(node_j, node_i, edge, weight, nbr)
