@@ -220,10 +220,10 @@ def test_fake_cuda_catches_a_tensor_made_on_the_cpu(example, monkeypatch, factor
 FACTORIES = {"zeros", "ones", "full", "empty", "arange", "tensor", "as_tensor", "randn", "rand", "randint",
              "linspace", "eye", "from_numpy"}
 # Host tables built once and moved with .to(device) where they are used.
-HOST_TABLES = {("ldb_hpc/model/packing.py", "_grid"), ("ldb_hpc/model/rescue.py", "_self_pairs")}
+HOST_TABLES = {("ldb_hpc/model/packing.py", "_grid"), ("ldb_hpc/model/rescue_tables.py", "self_pairs")}
 DATA_DEPENDENT = ["ldb_hpc/geometry/peptide.py", "ldb_hpc/geometry/atoms.py", "ldb_hpc/model/packing.py",
-                  "ldb_hpc/model/rescue.py", "ldb_hpc/model/rotamers.py", "ldb_hpc/ops/reference.py",
-                  "ldb_hpc/ops/__init__.py"]
+                  "ldb_hpc/model/rescue.py", "ldb_hpc/model/rescue_tables.py", "ldb_hpc/model/rotamers.py",
+                  "ldb_hpc/ops/reference.py", "ldb_hpc/ops/__init__.py", "ldb_hpc/ops/backends.py"]
 
 
 def _factories_without_device(path: str) -> list[str]:
@@ -260,10 +260,10 @@ def test_host_tables_are_moved_where_used():
     """The exempted host tables reach the computation only through resident.on_device (uploaded once per
     device, ldb_hpc.geometry.resident)."""
     packing = (REPO / "ldb_hpc/model/packing.py").read_text()
-    rescue = (REPO / "ldb_hpc/model/rescue.py").read_text()
+    rescue = (REPO / "ldb_hpc/model/rescue_tables.py").read_text()
     rotamers = (REPO / "ldb_hpc/model/rotamers.py").read_text()
     assert "on_device(deltas, dev, pos.dtype)" in packing
-    assert "on_device(_self_pairs(), atoms.device)" in rescue
+    assert "on_device(self_pairs(), atoms.device)" in rescue
     assert "on_device(_HALF_WIDTH, restype.device, chi.dtype)[restype]" in rotamers
     assert np.all([name in packing + rescue + rotamers for _, name in HOST_TABLES])
 

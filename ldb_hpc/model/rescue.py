@@ -16,10 +16,6 @@ check each.
 
 from __future__ import annotations
 
-import itertools
-import math
-
-import numpy as np
 import torch
 
 from ldb_hpc import ops
@@ -28,9 +24,8 @@ from ldb_hpc.geometry import resident
 from ldb_hpc.geometry.builder import measure_torsions
 from ldb_hpc.geometry.resident import on_device
 from ldb_hpc.model.packing import clash_graph
+from ldb_hpc.model.rescue_tables import local_turns, rotamer_grids, self_overlap
 
-_STAGGERED = (-60.0, 60.0, 180.0)
-_PLANAR = (-90.0, 0.0, 90.0)
 _CONTACT = 3.0  # Å, as the local repair
 _SEVERE_CONTACT, _STEEP = 2.0, 25.0  # Å, weight: overlaps below 2 Å dominate the score
 _SELF_CONTACT = 2.6  # Å: a residue's own 1–5+ pairs (≥ 2.7 Å in real rotamers)
@@ -38,52 +33,6 @@ _MARGIN = 0.01  # Å²: the score a small turn of the last sweep must gain over 
 NEAR = 2.2  # Å: residues with a pair below this get a last sweep of small turns (hydrogens would collide there)
 _HARD_CONTACT, _HARD = 1.3, 1000.0  # Å, weight: a pair below the 1.2 Å clash bar (with a margin) outweighs any
 # number of softer contacts, so a rotamer without one wins wherever one exists
-
-
-@resident.table_cache(maxsize=8)
-def _grids(dev, dtype) -> dict:
-    """Rotamer grids in radians, [G, 4] (unused channels 0): per number of χ angles n (1..4), χ1 staggered and
-    χ2..χ4 staggered or eclipsed-planar (aromatic and amide χ2 sit near ±90° / 0°); key "pro": χ1 from −40°
-    to 40° across both ring puckers (the ring closure sets χ2). Made once per device and dtype (read only)."""
-    out = {}
-    for n in range(1, 5):
-        values = [_STAGGERED] + [_STAGGERED + _PLANAR] * (n - 1)
-        g = torch.zeros(math.prod(len(v) for v in values), 4, dtype=dtype, device=dev)
-        g[:, :n] = torch.tensor(list(itertools.product(*values)), dtype=dtype, device=dev)
-        out[n] = g * (math.pi / 180.0)
-    pro = torch.zeros(5, 4, dtype=dtype, device=dev)
-    pro[:, 0] = torch.tensor([-40.0, -20.0, 0.0, 20.0, 40.0], device=dev) * (math.pi / 180.0)
-    out["pro"] = pro
-    return out
-
-
-@resident.table_cache(maxsize=1)
-def _self_pairs() -> torch.Tensor:
-    """[21, 14, 14] bool: atom pairs of one residue that are at least four bonds apart (1–5 and beyond) with one
-    atom beyond CB — the intra-residue pairs a side chain can fold onto (e.g. its own carbonyl O, or an Arg
-    guanidinium onto its CB). Bond graphs from ldb_hpc.chem.residues (BOND_SLOTS)."""
-    out = torch.zeros(rc.NUM_RESTYPES, rc.NUM_SLOTS, rc.NUM_SLOTS, dtype=torch.bool)
-    for r in range(rc.NUM_RESTYPES):
-        far = np.full((rc.NUM_SLOTS, rc.NUM_SLOTS), 99)
-        np.fill_diagonal(far, 0)
-        for k in np.nonzero(rc.BOND_MASK[r])[0]:
-            a, b = rc.BOND_SLOTS[r, k]
-            far[a, b] = far[b, a] = 1
-        for m in range(rc.NUM_SLOTS):  # Floyd–Warshall on 14 nodes
-            far = np.minimum(far, far[:, m:m + 1] + far[m:m + 1, :])
-        ex = rc.SLOT_MASK[r]
-        deep = np.arange(rc.NUM_SLOTS) >= 5
-        ok = (far >= 4) & (far < 99) & ex[:, None] & ex[None, :] & (deep[:, None] | deep[None, :])
-        out[r] = torch.from_numpy(np.triu(ok, 1))
-    return out
-
-
-def self_overlap(atoms: torch.Tensor, restype: torch.Tensor, cutoff: float) -> torch.Tensor:
-    """Σ relu(cutoff − d)² over a residue's own atom pairs at least four bonds apart with one atom beyond CB
-    (:func:`_self_pairs`). atoms [..., M, 14, 3] Å; restype [M] → [..., M]."""
-    pairs = on_device(_self_pairs(), atoms.device)[restype]  # [M, 14, 14]
-    d = (atoms[..., :, None, :] - atoms[..., None, :, :]).norm(dim=-1)  # [..., M, 14, 14]
-    return (torch.relu(cutoff - d) ** 2 * pairs).sum((-1, -2))
 
 
 def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28,
@@ -124,8 +73,8 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
             s = s + _HARD * ops.clash_score(atoms, flat, sel, nbr_flat, adj_flat, restype_flat, _HARD_CONTACT)
         return s
 
-    grids = _grids(dev, dt)
-    local = _local_turns(dev, dt)
+    grids = rotamer_grids(dev, dt)
+    local = local_turns(dev, dt)
 
     def sweep(rows: resident.Subset, full: bool, name: str) -> None:
         """Gauss–Seidel over each frame's flagged residues ``rows`` (sorted): the r-th flagged residue of every
@@ -182,15 +131,6 @@ def rescue(pos: torch.Tensor, ca, n, c, o_torsion, restype, segment, k: int = 28
     if graph is not None:
         _turn_chain_start_n(flat, restype_flat, segment, B, nbr_flat, severe, score, selector)
     return flat.reshape(pos.shape)
-
-
-@resident.table_cache(maxsize=8)
-def _local_turns(dev, dt) -> torch.Tensor:
-    """[25, 4] rad: χ1, χ2 turns of −30..30° in 15° steps (χ3, χ4 kept)."""
-    steps = torch.deg2rad(torch.tensor([-30.0, -15.0, 0.0, 15.0, 30.0], dtype=dt, device=dev))
-    local = torch.zeros(25, 4, dtype=dt, device=dev)
-    local[:, 0], local[:, 1] = steps.repeat_interleave(5), steps.repeat(5)
-    return local
 
 
 def _frame_rank(rows: "resident.Subset", L: int) -> torch.Tensor:
