@@ -13,9 +13,10 @@ from ldb_hpc.chem import residues as rc
 from ldb_hpc.errors import InputError
 from ldb_hpc.model import diffusion as diff
 from ldb_hpc.model.checkpoint import load_checkpoint, save_checkpoint
-from ldb_hpc.model.ldb import LDBConfig, LDBModel, true_angles
+from ldb_hpc.model.ldb import LDBConfig, LDBModel
 from ldb_hpc.model.networks import VectorQuantizer
 from ldb_hpc.model.stages import Stage
+from ldb_hpc.model.targets import true_angles
 from ldb_hpc.ops.noise import gaussian, latent_noise
 
 SMALL = LDBConfig(dim=16, edge_dim=8, layers=1, knn=6, latent_dim=3, n_codes=32, hidden=32, denoiser_hidden=32,

@@ -18,7 +18,7 @@ from torch import nn
 
 from ldb_hpc.model.features import EDGE_DIM, NODE_DIM, Graph, gather_nodes
 
-TARGET_DIM = 24  # see ldb.target_features
+TARGET_DIM = 24  # see targets.target_features
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int, layers: int = 2) -> nn.Sequential:
