@@ -7,12 +7,12 @@ This works across nodes on a shared file system and costs no collective.
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
 
 from ldb_hpc.runtime.output import shard_log_path
+from ldb_hpc.runtime.resume import log_records
 
 
 def progress_enabled(flag: bool | None) -> bool:
@@ -58,15 +58,10 @@ class ProgressMonitor:
                 continue
             end = data.rfind(b"\n") + 1  # a line being written is read next time
             self._offsets[s] += end
-            for raw in data[:end].splitlines():
-                try:
-                    rec = json.loads(raw)
-                    key = (s, int(rec["chunk"]))
-                    if rec.get("run") == self.run_id and key not in self._seen:
-                        self._seen.add(key)
-                        new += int(rec["stop"]) - int(rec["start"])
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    continue
+            for chunk, start, stop in log_records(data[:end].splitlines(), self.run_id):
+                if (s, chunk) not in self._seen:
+                    self._seen.add((s, chunk))
+                    new += stop - start
         return new
 
     def _poll(self) -> None:

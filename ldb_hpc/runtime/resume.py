@@ -75,20 +75,27 @@ class ChunkLog:
         self._fh.close()
 
 
+def log_records(lines, run_id: str):
+    """(chunk, start, stop) of every line of run ``run_id`` among ``lines`` (bytes or str, as a shard log holds
+    them); torn lines and other runs' lines are skipped. The one reader of the chunk-log format (:class:`ChunkLog`
+    writes it; :func:`read_log` and the progress bar read it through here)."""
+    for raw in lines:
+        try:
+            rec = json.loads(raw)
+            if rec.get("run") != run_id:
+                continue
+            entry = int(rec["chunk"]), int(rec["start"]), int(rec["stop"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        yield entry
+
+
 def read_log(path: str, run_id: str) -> dict[int, tuple[int, int]]:
     """Recorded chunks of a shard log: chunk → (start, stop); torn lines and other runs' lines ignored."""
-    done: dict[int, tuple[int, int]] = {}
     if not os.path.exists(path):
-        return done
+        return {}
     with open(path, "rb") as fh:
-        for raw in fh:
-            try:
-                rec = json.loads(raw)
-                if rec.get("run") == run_id:
-                    done[int(rec["chunk"])] = (int(rec["start"]), int(rec["stop"]))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue
-    return done
+        return {chunk: (start, stop) for chunk, start, stop in log_records(fh, run_id)}
 
 
 @dataclass
