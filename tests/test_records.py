@@ -17,7 +17,7 @@ from ldb_hpc.runtime import output as out_mod
 from ldb_hpc.runtime import resume
 from ldb_hpc.runtime.comm import SerialComm
 from ldb_hpc.runtime.messages import broadcast_outcome
-from ldb_hpc.runtime.records import Hydrogens, InputIdentity, IOMode, RunRecord
+from ldb_hpc.runtime.records import Disulfides, Hydrogens, InputIdentity, IOMode, RunRecord
 from ldb_hpc.runtime.run_setup import BackmapConfig, setup
 from ldb_hpc.runtime.sharding import ChunkPlan
 from ldb_hpc.runtime.sinks import RunSink
@@ -38,11 +38,15 @@ def _record(**kw):
 
 
 def test_run_record_round_trips_through_its_json():
-    rec = _record(hydrogens=Hydrogens(((2, 9),), "note"))
+    rec = _record(hydrogens=Hydrogens("note"), disulfides=Disulfides(((2, 9),), "auto", ("A:3-A:10",)))
     text = json.dumps(rec.to_json())
     back = RunRecord.from_json(json.loads(text))
     assert back == rec
-    assert json.loads(text)["io"] == "shards" and json.loads(text)["hydrogens"]["disulfides"] == [[2, 9]]
+    assert json.loads(text)["io"] == "shards" and json.loads(text)["disulfides"]["bonds"] == [[2, 9]]
+    assert json.loads(text)["hydrogens"] == {"note": "note"}  # the pairs once more: no longer
+    old = json.loads(text)
+    old["hydrogens"]["disulfides"] = [[2, 9]]  # a record written before: still read
+    assert RunRecord.from_json(old) == rec
     assert "hydrogens" not in _record().to_json()  # absent unless --hydrogens
 
 
@@ -58,7 +62,7 @@ def test_differences_name_each_mismatch():
     rec = _record()
     assert rec.differences(_record()) == []
     other = _record(identity=InputIdentity("/x/in.h5", 100, 25, 20, "sha256:t", "sha256:g"), seed=3,
-                    io=IOMode.MPIO, hydrogens=Hydrogens((), "n"))
+                    io=IOMode.MPIO, hydrogens=Hydrogens("n"))
     assert rec.differences(other) == ["input frames (24 vs 25)", "input coordinates", "seed (0 vs 3)",
                                       "io (shards vs mpio)", "--hydrogens (off vs on)"]
     m = _Model()

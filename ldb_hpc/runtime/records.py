@@ -67,9 +67,9 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class Hydrogens:
-    """``--hydrogens``: the disulfides found on frame 0 (residue index pairs) and the provenance note."""
+    """``--hydrogens``: the provenance note (the disulfides, whose Cys get no HG, are the record's own
+    :class:`Disulfides`)."""
 
-    disulfides: tuple[tuple[int, int], ...]
     note: str
 
 
@@ -129,8 +129,7 @@ class RunRecord:
                "sampling": self.sampling, "has_cell": self.has_cell, "provenance": self.provenance,
                "created": self.created}
         if self.hydrogens is not None:
-            out["hydrogens"] = {"disulfides": [list(p) for p in self.hydrogens.disulfides],
-                                "note": self.hydrogens.note}
+            out["hydrogens"] = {"note": self.hydrogens.note}
         if self.input_note:
             out["input_note"] = self.input_note
         if self.disulfides is not None:
@@ -141,8 +140,7 @@ class RunRecord:
     def from_json(cls, d: dict) -> RunRecord:
         """The record of a parsed ``run.json`` (KeyError, TypeError or ValueError when it is not one)."""
         h = d.get("hydrogens")
-        hydrogens = None if h is None else Hydrogens(tuple((int(i), int(j)) for i, j in h["disulfides"]),
-                                                     str(h["note"]))
+        hydrogens = None if h is None else Hydrogens(str(h["note"]))  # an older record's copy of the pairs: unread
         return cls(str(d["run_id"]), InputIdentity(**d["input"]), ModelRef(**d["model"]), int(d["seed"]),
                    int(d["samples"]), IOMode(d["io"]), ChunkPlan.from_dict(d["plan"]), dict(d.get("sampling", {})),
                    bool(d.get("has_cell", False)), dict(d.get("provenance", {})), str(d.get("created", "")),

@@ -71,8 +71,8 @@ def _disulfides(engine, cg) -> tuple:
 
 
 def _hydrogens(residues, disulfides) -> Hydrogens:
-    """The run record's ``hydrogens`` entry: the disulfides (no HG on their Cys) and a note for the output's
-    provenance. InputError when a residue has no standard protonation."""
+    """The run record's ``hydrogens`` entry: a note for the output's provenance (the disulfides, whose Cys get no
+    HG, are the record's own). InputError when a residue has no standard protonation."""
     from ldb_hpc.chem.hydrogens import check_protonatable
     from ldb_hpc.io.topology import residue_labels
 
@@ -80,8 +80,7 @@ def _hydrogens(residues, disulfides) -> Hydrogens:
     if problem:
         raise InputError(problem)
     names = ", ".join(disulfides.names) or "none"
-    return Hydrogens(residues.disulfides, f"standard protonation (HIS as HIE), OXT at segment ends; disulfides "
-                                          f"({disulfides.rule}): {names}")
+    return Hydrogens(f"standard protonation (HIS as HIE), OXT at segment ends; disulfides ({disulfides.rule}): {names}")
 
 
 def _clean_temporaries(output: str, folder: str, shard: tuple[int, int] | None) -> None:
