@@ -221,9 +221,10 @@ FACTORIES = {"zeros", "ones", "full", "empty", "arange", "tensor", "as_tensor", 
              "linspace", "eye", "from_numpy"}
 # Host tables built once and moved with .to(device) where they are used.
 HOST_TABLES = {("ldb_hpc/model/packing.py", "_grid"), ("ldb_hpc/model/rescue_tables.py", "self_pairs")}
-DATA_DEPENDENT = ["ldb_hpc/geometry/peptide.py", "ldb_hpc/geometry/atoms.py", "ldb_hpc/model/packing.py",
-                  "ldb_hpc/model/rescue.py", "ldb_hpc/model/rescue_tables.py", "ldb_hpc/model/rotamers.py",
-                  "ldb_hpc/ops/reference.py", "ldb_hpc/ops/__init__.py", "ldb_hpc/ops/backends.py"]
+DATA_DEPENDENT = ["ldb_hpc/geometry/peptide.py", "ldb_hpc/geometry/peptide_cis.py", "ldb_hpc/geometry/atoms.py",
+                  "ldb_hpc/model/packing.py", "ldb_hpc/model/rescue.py", "ldb_hpc/model/rescue_tables.py",
+                  "ldb_hpc/model/rotamers.py", "ldb_hpc/ops/reference.py", "ldb_hpc/ops/__init__.py",
+                  "ldb_hpc/ops/backends.py"]
 
 
 def _factories_without_device(path: str) -> list[str]:

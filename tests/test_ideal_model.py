@@ -120,7 +120,7 @@ def test_casp12_accuracy_regression(shared_data):
 def test_cis_peptide_units_keep_ideal_bonds(ca_ca):
     """A link with CAs 2.8–3.2 Å apart is a cis peptide: its C–N, CA–C, N–CA and C=O stay at the trans template's
     lengths, ω ≈ 0, and the unit spans the given CA–CA distance (a trans unit there puts C and N ~0.9 Å apart)."""
-    from ldb_hpc.geometry.peptide import TRANS_CA_CA, cis_units
+    from ldb_hpc.geometry.peptide_cis import TRANS_CA_CA, cis_units
     from ldb_hpc.geometry.vectors import dihedral
 
     trans = load_tables()["unit"].to(torch.float64)
