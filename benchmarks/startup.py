@@ -8,7 +8,7 @@
     of one backmap, summed per top-level package.
 (b) a folder of ``--files`` CASP-sized CA PDBs, made in a temporary folder (never kept) from the CA traces of
     the 24 targets of ../shared/data/test/casp12: each target's own trace repeated (``--source native``, the
-    default), or ``ldb_hpc.synth`` elastic-network Brownian frames around it (``--source synth``); file names
+    default), or frames of ``ldb-hpc synth``'s CA model around it (``--source synth``); file names
     interleave the targets (consecutive files are different proteins, so nothing is batched across files;
     ``--grouped`` adds a run with one protein's files consecutive, where ldb-hpc batches them). Then one
     ``ldb-hpc backmap DIR/*.pdb -o out/ --threads 1`` call against PULCHRA (pypulchra) run one process per
@@ -125,17 +125,18 @@ def part_startup(reps: int, tmp: Path) -> list:
 def make_folder(folder: Path, n_files: int, grouped: bool, source: str) -> tuple[int, int]:
     """``n_files`` CA PDBs made from the CASP12 targets; returns (files, residues).
 
-    source "native": each target's own CA trace, repeated (the input PULCHRA is fastest on); "synth": Brownian
-    frames of each target's elastic network (``ldb_hpc.synth``, 5 steps apart), drifting away from the native
-    trace like snapshots of a CG simulation (PULCHRA's CA optimisation takes longer on them: about 0.2 s per
-    structure on the first frames, 0.3 s on the 40th). Files are named so that consecutive files are different
-    targets, or (``grouped``) the files of one target are consecutive.
+    source "native": each target's own CA trace, repeated (the input PULCHRA is fastest on); "synth": frames of
+    each target's CA model as ``ldb-hpc synth`` makes them (``ldb_hpc.synth``: the trace regularised, then
+    Brownian dynamics 5 steps apart), moving about the native trace like snapshots of a CG simulation (the
+    elastic network alone, used here before, let angles collapse and beads overlap over long runs). Files are
+    named so that consecutive files are different targets, or (``grouped``) the files of one target are
+    consecutive.
     """
     import numpy as np
 
     from ldb_hpc.chem.protein import Protein
     from ldb_hpc.io.pdb import protein_to_pdb_string
-    from ldb_hpc.synth import brownian_frames, elastic_network, load_reference
+    from ldb_hpc.synth import ca_model, load_reference, regularise, simulate_frames
 
     targets = sorted((DATA / "test" / "casp12").glob("*.pdb"))
     if not targets:
@@ -144,17 +145,18 @@ def make_folder(folder: Path, n_files: int, grouped: bool, source: str) -> tuple
     folder.mkdir(parents=True, exist_ok=True)
     made = residues = 0
     for t, path in enumerate(targets):
+        names = [(f, t * per + f if grouped else f * len(targets) + t) for f in range(per)]
+        names = [(f, i) for f, i in names if i < n_files]
+        if not names:  # a small folder: this target has no file in it
+            continue
         res, ca0 = load_reference(str(path))
         if source == "synth":
-            frames = brownian_frames(ca0, *elastic_network(ca0, res), per, steps=5, seed=t)
+            frames = simulate_frames(ca_model(regularise(ca0, res), res), per, steps=5, seed=t)  # as `ldb-hpc synth`
         else:
             frames = np.repeat(ca0[None].astype(np.float32), per, axis=0)
         mask = np.zeros((len(res), 14), bool)
         mask[:, 1] = True
-        for f in range(per):
-            i = t * per + f if grouped else f * len(targets) + t
-            if i >= n_files:
-                continue
+        for f, i in names:
             pos = np.zeros((len(res), 14, 3), np.float32)
             pos[:, 1] = frames[f]
             (folder / f"{i:05d}_{path.stem}.pdb").write_text(protein_to_pdb_string(Protein(res, pos, mask)))
