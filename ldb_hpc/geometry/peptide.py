@@ -139,7 +139,7 @@ def is_cis(links: LinkGeometry) -> torch.Tensor:
 
 
 def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: torch.Tensor, flagged: Subset,
-            cis: torch.Tensor, units: PeptideUnits, has_cb: torch.Tensor | None,
+            cis: torch.Tensor, units: PeptideUnits, has_cb: torch.Tensor | None, unit_cb: tuple | None = None,
             step_deg: float = 5.0) -> PeptideUnits:
     """Turn the ``flagged`` peptide units [..., L-1] to the rotation (a 5° grid around the given α; any rotation
     for cis units, within ±90° for trans ones) that gives the two residues each joins the most nearly ideal N–CA–C
@@ -149,7 +149,8 @@ def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: to
     cis unit's α is poorly predicted (rare in training) and a wrong one folds N onto C; two sampled trans units
     can put consecutive O atoms on top of each other. Ties go to the given α.
     flagged: the units to turn, flat indices over cis's shape [..., L-1] (ldb_hpc.geometry.resident).
-    unit: [..., L-1, 3, 3] the template of each link. Returns the new units."""
+    unit: [..., L-1, 3, 3] the template of each link; unit_cb: peptide_far.unit_cbs of ``units`` when the caller
+    has it. Returns the new units."""
     c_u, o_u, n_u = units
     a_ncac = _ideal_backbone()[2]
     idx = resident.unravel(flagged.idx, alpha.shape)  # batch indices..., link j
@@ -201,7 +202,7 @@ def _settle(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Tensor, unit: to
         ok = (j + side >= 0) & (j + side < L1) & linked[k] & linked[mid]
         cost = cost + ok[:, None] * torch.relu(2.7 - (o_c - o_u[idx[:-1] + (k,)][:, None]).norm(dim=-1)) ** 2
     cbs = () if has_cb is None else ((cb_i, ok_prev & has_cb[j]), (cb_j, ok_next & has_cb[j + 1]))
-    cost = cost + peptide_far.far_cost(ca, idx, linked, units, o_c, n_c, has_cb, cbs)
+    cost = cost + peptide_far.far_cost(ca, idx, linked, units, o_c, n_c, has_cb, cbs, unit_cb)
     best = cost.argmin(-1)
     a_best = a.gather(-1, best[:, None])[:, 0]
     U = unit_frame(links.R[idx], a_best)
@@ -260,11 +261,12 @@ def backbone_from_angles(ca: torch.Tensor, links: LinkGeometry, alpha: torch.Ten
             pair2 = both[1:] & both[:-1] & ((units.o[..., 2:, :] - units.o[..., :-2, :]).norm(dim=-1) < 2.3)
             bad = torch.cat([bad[..., :2], bad[..., 2:] | pair2], -1)
             bad = torch.cat([bad[..., :-2] | pair2, bad[..., -2:]], -1)
-        bad = bad | peptide_far.far_contacts(units, linked, ca, has_cb)  # and every unit of a non-local contact
+        unit_cb = peptide_far.unit_cbs(ca, units, linked, has_cb) if has_cb is not None else None  # once a pass
+        bad = bad | peptide_far.far_contacts(units, linked, ca, has_cb, unit_cb=unit_cb)  # every non-local contact
         flagged = selector.select("settle", bad.expand(alpha.shape))
         if flagged.surely_empty:
             break
-        units = _settle(ca, links, alpha, unit, flagged, cis, units, has_cb)
+        units = _settle(ca, links, alpha, unit, flagged, cis, units, has_cb, unit_cb)
     c_u, o_u, n_u = units
     # Chain-end atoms with ideal bond geometry: N(i) at ψ(i) for a link with no residue before it,
     # C(i+1) at φ(i+1) for a link with no residue after it.

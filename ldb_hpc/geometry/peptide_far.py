@@ -42,16 +42,17 @@ def unit_cbs(ca: torch.Tensor, units, linked: torch.Tensor, has_cb: torch.Tensor
 
 
 def far_contacts(units, linked: torch.Tensor, ca: torch.Tensor, has_cb: torch.Tensor | None = None,
-                 cutoff: float = 2.3, block: int = 512) -> torch.Tensor:
+                 cutoff: float = 2.3, block: int = 512, unit_cb: tuple | None = None) -> torch.Tensor:
     """[..., L-1] bool: the unit's O lies closer than ``cutoff`` Å to the O or N of a non-local unit of the same
     frame (:data:`FAR_LINKS`), or its N to such a unit's O, or its O closer than :data:`O_CB_FLAG` to the CB of the
     residue after such a unit (:func:`unit_cbs`; only with ``has_cb``). Both sides are flagged: for an O–CB pair
-    the O's unit and the two units that place the CB. Row blocks bound memory."""
+    the O's unit and the two units that place the CB. Row blocks bound memory. unit_cb: :func:`unit_cbs` of
+    ``units`` when the caller has it (with ``has_cb``)."""
     o = units.o
     L1 = o.shape[-2]
     idx = torch.arange(L1, device=o.device)
     has_cb = torch.zeros(ca.shape[-2], dtype=torch.bool, device=o.device) if has_cb is None else has_cb
-    cb, cb_valid = unit_cbs(ca, units, linked, has_cb)
+    cb, cb_valid = unit_cb if unit_cb is not None else unit_cbs(ca, units, linked, has_cb)
     targets = torch.cat([o, units.n, cb], dim=-2)  # [..., 3·(L-1), 3]: every O, then every N, then every CB
     radius = torch.cat([torch.full((2 * L1,), cutoff), torch.full((L1,), O_CB_FLAG)]).to(o)
     out = torch.zeros(o.shape[:-1], dtype=torch.bool, device=o.device)
@@ -69,11 +70,12 @@ def far_contacts(units, linked: torch.Tensor, ca: torch.Tensor, has_cb: torch.Te
 
 
 def far_cost(ca: torch.Tensor, idx: tuple, linked: torch.Tensor, units, o_c: torch.Tensor, n_c: torch.Tensor,
-             has_cb: torch.Tensor | None = None, cb_c: tuple = ()) -> torch.Tensor:
+             has_cb: torch.Tensor | None = None, cb_c: tuple = (), unit_cb: tuple | None = None) -> torch.Tensor:
     """[P, G] settling cost of candidate O and N positions o_c, n_c [P, G, 3] of the units idx (batch indices...,
     link j) against the non-local units with the nearest CAs: O–O ≥ 2.7 Å, O–N and N–O ≥ 2.6 Å; with ``has_cb``
     ([L] bool) also O–CB ≥ 2.4 Å, and cb_c: (candidate CB [P, G, 3], valid [P]) pairs of the residues the unit's
-    rotation moves, kept ≥ 2.4 Å from those units' O."""
+    rotation moves, kept ≥ 2.4 Å from those units' O. unit_cb: :func:`unit_cbs` of ``units`` when the caller
+    has it."""
     j = idx[-1]
     L1 = units.o.shape[-2]
     if L1 <= FAR_LINKS:
@@ -92,7 +94,7 @@ def far_cost(ca: torch.Tensor, idx: tuple, linked: torch.Tensor, units, o_c: tor
             + torch.relu(O_N_MIN - torch.cdist(n_c, o_k)) ** 2) * ok
     if has_cb is None:
         return cost.sum(-1)
-    cb, cb_valid = unit_cbs(ca, units, linked, has_cb)
+    cb, cb_valid = unit_cb if unit_cb is not None else unit_cbs(ca, units, linked, has_cb)
     cost = cost + torch.relu(O_CB_MIN - torch.cdist(o_c, pick(cb))) ** 2 * (ok & cb_valid[near][:, None])
     for cand, valid in cb_c:
         cost = cost + torch.relu(O_CB_MIN - torch.cdist(cand, o_k)) ** 2 * (ok & valid[:, None, None])
