@@ -581,7 +581,6 @@ def merge(out_dir: str, state: State, manifest: Manifest | None, dest: str | Non
         f, t = _frames_of_shard(shard)
         frames += f
         tables.append(t)
-    keys = runs
     dest = dest or os.path.join(out_dir, "thermal.h5")
     with replaced_when_done(dest, "merged set ") as tmp:
         write_training_h5(frames, tmp, manifest=manifest, n_files=len(frames))
@@ -589,7 +588,7 @@ def merge(out_dir: str, state: State, manifest: Manifest | None, dest: str | Non
             cat = {name: np.concatenate([t[name] for t in tables]) for name in tables[0]}
             _frame_tables(h5, cat["source"], cat["chain"], cat["frame"], cat["time_ps"], cat["seed"],
                           cat["potential_kj_mol"], state.settings)
-            h5.attrs["thermal_inputs"] = len(keys)
+            h5.attrs["thermal_inputs"] = len(runs)
             if more:  # the settings attribute is this run's; the selection settings of the others may differ
                 h5.attrs["thermal_runs"] = json.dumps({f: dataclasses.asdict(st.settings)
                                                        for f, st in ((out_dir, state), *more)})

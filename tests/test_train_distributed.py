@@ -26,7 +26,8 @@ from ldb_hpc.io.training_set import read_training_set
 from ldb_hpc.model import ldb as ldb_module
 from ldb_hpc.model.ldb import LDBConfig, LDBModel
 from ldb_hpc.model.networks import VectorQuantizer
-from ldb_hpc.model.train import MixedSampler, TrainConfig, WindowSampler
+from ldb_hpc.model.train import TrainConfig
+from ldb_hpc.model.train_data import MixedSampler, WindowSampler
 from ldb_hpc.runtime import comm as comm_mod
 from ldb_hpc.runtime.train_setup import load_validation, rendezvous, run_training, training_device
 

@@ -2,8 +2,9 @@
 
 A batch is one "pseudo-protein": several windows of consecutive residues from random training chains, each
 moved 1000 Å away from the others and given its own segment ids, so the k-NN graph never links windows and
-one batched code path serves training and inference. The training set comes in opened (:class:`TrainingData`: the
-runtime reads it with ``ldb_hpc.io.training_set``); this module never opens a file of it.
+one batched code path serves training and inference (the samplers: :mod:`ldb_hpc.model.train_data`). The training
+set comes in opened (:class:`TrainingData`: the runtime reads it with ``ldb_hpc.io.training_set``); this module
+never opens a file of it.
 
 Data parallelism never branches on rank here: :func:`train` takes a collectives object (``rank``, ``world``,
 ``all_reduce_sum``, ``all_reduce_mean``, ``broadcast``; :class:`SerialCollectives` by default) and the
@@ -27,18 +28,20 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 
 from ldb_hpc.errors import InputError
 from ldb_hpc.model.stages import Stage
-
-# Streams of keyed random draws (the second key of every seed); a second training set (MixedSampler) draws its
-# windows from the stream + _EXTRA.
-_WINDOWS, _STATS, _TORCH = 0, 1, 2
-_EXTRA = 16
+from ldb_hpc.model.train_data import (
+    STATS_STREAM,
+    TORCH_STREAM,
+    MixedSampler,
+    TrainingData,
+    WindowSampler,
+    keyed_seed,
+)
 
 
 @dataclass
@@ -97,115 +100,6 @@ class SerialCollectives:
 
     def broadcast(self, tensors: list, src: int = 0) -> list:
         return tensors
-
-
-def _seed(*key: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence([int(k) for k in key])
-
-
-# ----------------------------------------------------------------------------------------------------------
-# data
-
-
-class ChainRows(Protocol):
-    """The chains table of a training set: the residue rows of chain c are offset[c] .. offset[c] + count[c]."""
-
-    @property
-    def offset(self) -> np.ndarray: ...  # [C] int64
-
-    @property
-    def count(self) -> np.ndarray: ...  # [C] int64
-
-
-class TrainingData(Protocol):
-    """An opened training set, as training reads it (``ldb_hpc.io.training_set.TrainingSet`` is one)."""
-
-    @property
-    def path(self) -> str: ...  # where it was read from (for messages)
-
-    @property
-    def positions(self) -> np.ndarray: ...  # [N, 14, 3] float32 Å, zeros where mask is False
-
-    @property
-    def mask(self) -> np.ndarray: ...  # [N, 14] bool
-
-    @property
-    def restype(self) -> np.ndarray: ...  # [N] int64
-
-    @property
-    def segment(self) -> np.ndarray: ...  # [N] int64: residues i and i+1 are peptide-bonded iff equal
-
-    @property
-    def chains(self) -> ChainRows: ...
-
-
-class WindowSampler:
-    """Random windows of consecutive residues from the chains of a training set, packed into one pseudo-protein.
-
-    Default: rank r draws its own ``windows`` windows per step (the global batch grows with the ranks).
-    ``split``: ``windows`` is the global batch; every rank draws rank 0's windows and keeps windows r, r + world,
-    …, so N ranks see exactly the batch that one rank sees alone (window k sits 1000·k Å out on every rank).
-    """
-
-    def __init__(self, data: TrainingData, windows: int, crop: int, seed: int, rank: int = 0, world: int = 1,
-                 split: bool = False):
-        if split and windows < world:
-            raise InputError(f"--split-batch shares --windows {windows} out over {world} ranks: give at least "
-                             f"{world} windows")
-        self.pos, self.mask, self.restype, self.segment = data.positions, data.mask, data.restype, data.segment
-        offset, count = data.chains.offset, data.chains.count
-        keep = count >= 8
-        self.offset, self.count = offset[keep], count[keep]
-        if not len(self.count):
-            raise InputError(f"no chain of 8 residues or more in {data.path}")
-        self.weights = self.count / self.count.sum()
-        self.windows, self.crop, self.seed = windows, crop, seed
-        self.rank, self.world, self.split = rank, world, split
-
-    def __len__(self) -> int:
-        return int(self.count.sum())
-
-    def batch(self, step: int, stream: int = _WINDOWS):
-        """This rank's windows of ``step``: (pos [1, N, 14, 3] Å, mask [1, N, 14], restype [N], segment [N])."""
-        rng = np.random.default_rng(_seed(self.seed, stream, step, 0 if self.split else self.rank))
-        chains = rng.choice(len(self.offset), size=self.windows, p=self.weights)
-        starts = [int(self.offset[c]) + int(rng.integers(0, self.count[c] - min(self.crop, self.count[c]) + 1))
-                  for c in chains]
-        mine = range(self.rank, self.windows, self.world) if self.split else range(self.windows)
-        pos, mask, rt, seg = [], [], [], []
-        next_seg = 0
-        for k in mine:
-            sl = slice(starts[k], starts[k] + min(self.crop, int(self.count[chains[k]])))
-            p = self.pos[sl].astype(np.float32)
-            m = self.mask[sl]
-            centre = p[:, 1].mean(0)
-            p = np.where(m[..., None], p - centre + np.array([1000.0 * k, 0.0, 0.0], np.float32), 0.0)
-            s = self.segment[sl]
-            s = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1 + next_seg
-            next_seg = int(s[-1]) + 1
-            pos.append(p), mask.append(m), rt.append(self.restype[sl]), seg.append(s)
-        return (torch.from_numpy(np.concatenate(pos))[None], torch.from_numpy(np.concatenate(mask))[None],
-                torch.from_numpy(np.concatenate(rt)), torch.from_numpy(np.concatenate(seg)))
-
-
-class MixedSampler:
-    """Each step's windows from two training sets packed into one pseudo-protein: ``main``'s windows as they
-    come, then ``extra``'s (drawn from their own keyed stream), moved on past main's last window slot and given
-    segment ids after main's, so no window touches another."""
-
-    def __init__(self, main: WindowSampler, extra: WindowSampler):
-        self.main, self.extra = main, extra
-
-    def __len__(self) -> int:
-        return len(self.main) + len(self.extra)
-
-    def batch(self, step: int, stream: int = _WINDOWS):
-        pos, mask, rt, seg = self.main.batch(step, stream)
-        xpos, xmask, xrt, xseg = self.extra.batch(step, stream + _EXTRA)
-        shift = torch.tensor([1000.0 * self.main.windows, 0.0, 0.0])
-        xpos = torch.where(xmask[..., None], xpos + shift, xpos)
-        return (torch.cat([pos, xpos], 1), torch.cat([mask, xmask], 1), torch.cat([rt, xrt]),
-                torch.cat([seg, xseg + int(seg.max()) + 1]))
 
 
 @torch.no_grad()
@@ -355,7 +249,7 @@ def train(cfg: TrainConfig, data: TrainingData, collectives=None, device: str | 
     valid = [tuple(t.to(device) for t in s) for s in valid or []] if rank == 0 else []
     t0, residues, last = time.perf_counter(), 0, {}
     for step in range(start, cfg.steps):
-        torch.manual_seed(int(_seed(cfg.seed, _TORCH, step, rank).generate_state(1, np.uint64)[0] >> 1))
+        torch.manual_seed(int(keyed_seed(cfg.seed, TORCH_STREAM, step, rank).generate_state(1, np.uint64)[0] >> 1))
         pos, mask, rt, seg = (t.to(device) for t in sampler.batch(step))
         if cfg.stage is Stage.TOKENIZER:
             losses = model.tokenizer_loss(pos, mask, rt, seg, clash_weight=cfg.clash_weight)
@@ -400,7 +294,7 @@ def _latent_stats(model, data: WindowSampler, coll, device, batches: int = 30) -
     """Per-channel mean/std of the tokenizer's continuous latents (the diffusion works on normalised latents)."""
     zs = []
     for i in range(batches):
-        pos, mask, rt, seg = (t.to(device) for t in data.batch(i, stream=_STATS))
+        pos, mask, rt, seg = (t.to(device) for t in data.batch(i, stream=STATS_STREAM))
         z, _, _ = model.encode_latents(pos, mask, rt, seg)
         zs.append(z[mask[..., 1]])
     z = torch.cat(zs)
